@@ -1,0 +1,1 @@
+//! The end-to-end suite: one binary, one module per capability.

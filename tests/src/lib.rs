@@ -1,0 +1,1 @@
+//! Harness for the end-to-end tests: fresh databases, vhosts, readers and worker processes per test.
