@@ -1,0 +1,98 @@
+//! The RabbitMQ definitions file for ops (`deploy/rabbitmq/definitions.json`), generated from the
+//! same topology the runtime declares, so a boot import never conflicts with the application.
+//!
+//! Outlet queues are not in it: they come and go with outlets (`simflow outlet provision`).
+
+use serde_json::{Map, Value, json};
+
+use crate::topology::{ArgValue, OUTLET_QUEUE_PREFIX, TopologyParams, central_topology};
+
+/// The vhost the definitions describe.
+pub const VHOST: &str = "/";
+
+fn arguments_json(arguments: &std::collections::BTreeMap<String, ArgValue>) -> Value {
+    let mut object = Map::new();
+    for (name, value) in arguments {
+        let value = match value {
+            ArgValue::Str(text) => json!(text),
+            ArgValue::Int(number) => json!(number),
+            ArgValue::Bool(flag) => json!(flag),
+        };
+        object.insert(name.clone(), value);
+    }
+    Value::Object(object)
+}
+
+/// Builds the definitions document for `rabbitmqctl import_definitions` or boot import.
+pub fn document(params: &TopologyParams) -> Value {
+    let topology = central_topology(params);
+    let exchanges: Vec<Value> = topology
+        .exchanges
+        .iter()
+        .map(|exchange| {
+            json!({
+                "name": exchange.name,
+                "vhost": VHOST,
+                "type": exchange.kind.as_str(),
+                "durable": true,
+                "auto_delete": false,
+                "internal": false,
+                "arguments": {}
+            })
+        })
+        .collect();
+    let queues: Vec<Value> = topology
+        .queues
+        .iter()
+        .map(|queue| {
+            json!({
+                "name": queue.name,
+                "vhost": VHOST,
+                "durable": true,
+                "auto_delete": false,
+                "arguments": arguments_json(&queue.arguments)
+            })
+        })
+        .collect();
+    let bindings: Vec<Value> = topology
+        .bindings
+        .iter()
+        .map(|binding| {
+            json!({
+                "source": binding.exchange,
+                "vhost": VHOST,
+                "destination": binding.queue,
+                "destination_type": "queue",
+                "routing_key": binding.routing_key,
+                "arguments": {}
+            })
+        })
+        .collect();
+    let outlet_pattern = format!("^{}", OUTLET_QUEUE_PREFIX.replace('.', "\\."));
+    json!({
+        "rabbit_version": "3.10.8",
+        "rabbitmq_version": "3.10.8",
+        "vhosts": [{ "name": VHOST }],
+        "exchanges": exchanges,
+        "queues": queues,
+        "bindings": bindings,
+        "policies": [
+            {
+                "vhost": VHOST,
+                "name": "simflow-outlet-queues",
+                "pattern": outlet_pattern,
+                "apply-to": "queues",
+                "priority": 10,
+                "definition": { "expires": 604_800_000 }
+            },
+            {
+                "vhost": VHOST,
+                "name": "simflow-dead-letter-queues",
+                "pattern": "^simflow\\..*\\.dlq$",
+                "apply-to": "queues",
+                "priority": 10,
+                "definition": { "max-length": 1_000_000, "overflow": "reject-publish" }
+            }
+        ]
+    })
+}
