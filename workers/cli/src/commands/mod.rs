@@ -1,0 +1,10 @@
+//! One module per subcommand.
+
+pub mod bench;
+pub mod demo;
+pub mod dlq;
+pub mod migrate;
+pub mod publish;
+pub mod seed;
+pub mod topology;
+pub mod worker;

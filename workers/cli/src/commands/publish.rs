@@ -1,0 +1,86 @@
+//! `simflow publish`: publish one job read from a JSON file (or stdin) after checking it against
+//! the contract, and optionally wait for its answer.
+
+use std::io::Read;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::Args;
+use simflow_runtime::Settings;
+use simflow_runtime::amqp::Client;
+use simflow_schemas::registry::{self, Job, MessageRole};
+use simflow_schemas::topology::{
+    JOBS_EXCHANGE, OUTLET_RESULTS_KEY, OUTLETS_EXCHANGE, RESULTS_EXCHANGE,
+};
+
+/// Arguments of `publish`.
+#[derive(Debug, Args)]
+pub struct PublishArgs {
+    /// The message type, e.g. `transfer.create.v1`.
+    pub message_type: String,
+    /// The JSON body file (`-` for stdin).
+    pub file: PathBuf,
+    /// The message id (default: a new UUID). Re-use one to re-send the same job.
+    #[arg(long)]
+    pub message_id: Option<String>,
+    /// For outlet work: the outlet code to route to.
+    #[arg(long)]
+    pub outlet: Option<String>,
+    /// Wait this many seconds for the job's outcome event and print it.
+    #[arg(long)]
+    pub wait: Option<u64>,
+}
+
+/// Publishes the job.
+pub async fn run(settings: &Settings, args: PublishArgs) -> anyhow::Result<()> {
+    let mut body = Vec::new();
+    if args.file.as_os_str() == "-" {
+        std::io::stdin().read_to_end(&mut body)?;
+    } else {
+        body = std::fs::read(&args.file)
+            .with_context(|| format!("reading {}", args.file.display()))?;
+    }
+    let job =
+        Job::decode(&args.message_type, &body).context("the body does not fit the contract")?;
+    let (exchange, routing_key) = match job.role() {
+        MessageRole::Job(queue) => (JOBS_EXCHANGE.to_owned(), queue.key().to_owned()),
+        MessageRole::OutletResult => (RESULTS_EXCHANGE.to_owned(), OUTLET_RESULTS_KEY.to_owned()),
+        MessageRole::OutletWork => match &args.outlet {
+            Some(outlet) => (OUTLETS_EXCHANGE.to_owned(), outlet.clone()),
+            None => bail!("{} goes to an outlet: give --outlet", args.message_type),
+        },
+        MessageRole::Event(_) => bail!("{} is an event, not a job", args.message_type),
+    };
+    debug_assert!(registry::find(&args.message_type).is_some());
+    let message_id = args
+        .message_id
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    let client = Client::connect(&settings.amqp.uri, "simflow-publish").await?;
+    let mut watch = match args.wait {
+        Some(_) => Some(client.watch_events(&["#"]).await?),
+        None => None,
+    };
+    client
+        .publish_raw(
+            &exchange,
+            &routing_key,
+            Some(&args.message_type),
+            &message_id,
+            &body,
+        )
+        .await?;
+    println!("published {} as {message_id}", args.message_type);
+    if let (Some(watch), Some(seconds)) = (watch.as_mut(), args.wait) {
+        let event = watch
+            .next_for(&message_id, Duration::from_secs(seconds))
+            .await?;
+        println!(
+            "{} {}",
+            event.routing_key,
+            serde_json::to_string_pretty(&event.body)?
+        );
+    }
+    client.close().await;
+    Ok(())
+}

@@ -1,0 +1,47 @@
+//! `simflow worker`: run workers until SIGTERM or SIGINT, then finish in-flight jobs and exit 0.
+
+use std::sync::Arc;
+
+use clap::Args;
+use simflow_runtime::metrics::{Health, Metrics};
+use simflow_runtime::{Settings, Shutdown};
+
+use crate::pipeline::{self, WorkerKind};
+
+/// Arguments of `worker`.
+#[derive(Debug, Args)]
+pub struct WorkerArgs {
+    /// Which workers to run (`all` for every one).
+    #[arg(required = true)]
+    pub kinds: Vec<String>,
+}
+
+/// Runs the workers.
+pub async fn run(settings: Settings, args: WorkerArgs) -> anyhow::Result<()> {
+    let kinds: Vec<WorkerKind> = if args.kinds.iter().any(|kind| kind == "all") {
+        WorkerKind::ALL.to_vec()
+    } else {
+        args.kinds
+            .iter()
+            .map(|kind| kind.parse())
+            .collect::<anyhow::Result<_>>()?
+    };
+    let pool = pipeline::migrate_all(&settings).await?;
+    let shutdown = Shutdown::new();
+    shutdown.on_signals()?;
+    let metrics = Arc::new(Metrics::new());
+    let health = Health::default();
+    let (address, http) = simflow_runtime::http::serve(
+        &settings.http.listen,
+        Arc::clone(&metrics),
+        health.clone(),
+        shutdown.token(),
+    )
+    .await?;
+    eprintln!("simflow worker: serving /metrics and /healthz on http://{address}");
+    let mut workers = pipeline::start(&settings, &pool, &kinds, metrics, health, shutdown.token());
+    workers.wait().await?;
+    let _ = http.await;
+    pool.close().await;
+    Ok(())
+}

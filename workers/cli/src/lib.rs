@@ -1,0 +1,80 @@
+//! The `simflow` command: run workers, publish jobs, load org data and cards, work the
+//! dead-letter queues, declare or export the topology, run the demo and the benchmarks.
+//!
+//! Logic lives in the worker crates and the runtime; this crate parses arguments, loads
+//! settings and wires the pieces together. It never talks AMQP itself: broker access goes
+//! through `simflow-runtime`.
+
+pub mod commands;
+pub mod pipeline;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use simflow_runtime::Settings;
+
+/// simflow: the job pipeline for on-site blank-SIM writing.
+#[derive(Debug, Parser)]
+#[command(name = "simflow", version, about)]
+pub struct Cli {
+    /// An extra configuration file layered over the defaults.
+    #[arg(long, global = true, env = "SIMFLOW_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create the database if needed and apply every crate's migrations.
+    Migrate,
+    /// Load organisation data or receive blank cards.
+    #[command(subcommand)]
+    Seed(commands::seed::SeedCommand),
+    /// Run workers until SIGTERM or SIGINT.
+    Worker(commands::worker::WorkerArgs),
+    /// Publish one job from a JSON file.
+    Publish(commands::publish::PublishArgs),
+    /// Work the dead-letter queues.
+    #[command(subcommand)]
+    Dlq(commands::dlq::DlqCommand),
+    /// Declare the topology on the broker, or print it as RabbitMQ definitions.
+    #[command(subcommand)]
+    Topology(commands::topology::TopologyCommand),
+    /// Run the demo pipeline on the local services and print what happened.
+    Demo(commands::demo::DemoArgs),
+    /// Benchmarks (throughput next to the raw broker limit, in one run).
+    #[command(subcommand)]
+    Bench(commands::bench::BenchCommand),
+}
+
+/// Runs the command line and maps the result to an exit code.
+pub async fn main() -> ExitCode {
+    simflow_runtime::telemetry::init();
+    let cli = Cli::parse();
+    match run(cli).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("simflow: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs one parsed command.
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    let settings = Settings::load(cli.config.as_deref())?;
+    match cli.command {
+        Command::Migrate => commands::migrate::run(&settings).await,
+        Command::Seed(command) => commands::seed::run(&settings, command).await,
+        Command::Worker(args) => commands::worker::run(settings, args).await,
+        Command::Publish(args) => commands::publish::run(&settings, args).await,
+        Command::Dlq(command) => commands::dlq::run(&settings, command).await,
+        Command::Topology(command) => commands::topology::run(&settings, command).await,
+        Command::Demo(args) => commands::demo::run(settings, args).await,
+        Command::Bench(command) => commands::bench::run(settings, command).await,
+    }
+}

@@ -1,0 +1,134 @@
+//! Wiring workers into a running process: one pool, one metrics registry, one health state,
+//! one shutdown token, and a task per worker.
+//!
+//! The `worker` command, the demo, the benchmarks and the end-to-end tests all start workers
+//! through here, so they run exactly what production runs.
+
+use std::str::FromStr;
+use std::sync::Arc;
+
+use anyhow::bail;
+use simflow_runtime::metrics::{Health, Metrics};
+use simflow_runtime::shutdown::CancellationToken;
+use simflow_runtime::{Handler, Settings, Worker};
+use sqlx::PgPool;
+use tokio::task::JoinSet;
+
+/// A worker kind the process can run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum WorkerKind {
+    /// Warehouse transfers.
+    Transfer,
+}
+
+impl WorkerKind {
+    /// Every kind.
+    pub const ALL: [WorkerKind; 1] = [WorkerKind::Transfer];
+
+    /// Its name on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            WorkerKind::Transfer => "transfer",
+        }
+    }
+}
+
+impl FromStr for WorkerKind {
+    type Err = anyhow::Error;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match WorkerKind::ALL.into_iter().find(|kind| kind.name() == text) {
+            Some(kind) => Ok(kind),
+            None => bail!(
+                "unknown worker {text:?}; known: {}",
+                WorkerKind::ALL.map(WorkerKind::name).join(", ")
+            ),
+        }
+    }
+}
+
+/// Workers running in this process.
+#[derive(Debug)]
+pub struct RunningWorkers {
+    /// Cancels every worker.
+    pub shutdown: CancellationToken,
+    /// The metrics they record.
+    pub metrics: Arc<Metrics>,
+    /// Their health.
+    pub health: Health,
+    tasks: JoinSet<anyhow::Result<()>>,
+}
+
+impl RunningWorkers {
+    /// Stops taking work, lets in-flight jobs settle, and waits for every worker.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        self.shutdown.cancel();
+        self.wait().await
+    }
+
+    /// Waits for every worker to end (after the shutdown token is cancelled elsewhere).
+    pub async fn wait(&mut self) -> anyhow::Result<()> {
+        while let Some(joined) = self.tasks.join_next().await {
+            joined??;
+        }
+        Ok(())
+    }
+}
+
+fn spawn<H: Handler>(tasks: &mut JoinSet<anyhow::Result<()>>, handler: H, parts: &Parts) {
+    let worker = Worker::new(
+        handler,
+        parts.settings.clone(),
+        parts.pool.clone(),
+        Arc::clone(&parts.metrics),
+        parts.health.clone(),
+    );
+    tasks.spawn(worker.run(parts.shutdown.clone()));
+}
+
+struct Parts {
+    settings: Settings,
+    pool: PgPool,
+    metrics: Arc<Metrics>,
+    health: Health,
+    shutdown: CancellationToken,
+}
+
+/// Starts the given workers sharing one pool, metrics and health.
+pub fn start(
+    settings: &Settings,
+    pool: &PgPool,
+    kinds: &[WorkerKind],
+    metrics: Arc<Metrics>,
+    health: Health,
+    shutdown: CancellationToken,
+) -> RunningWorkers {
+    let parts = Parts {
+        settings: settings.clone(),
+        pool: pool.clone(),
+        metrics: Arc::clone(&metrics),
+        health: health.clone(),
+        shutdown: shutdown.clone(),
+    };
+    let mut tasks = JoinSet::new();
+    for kind in kinds {
+        match kind {
+            WorkerKind::Transfer => spawn(&mut tasks, simflow_inventory::TransferHandler, &parts),
+        }
+    }
+    RunningWorkers {
+        shutdown,
+        metrics,
+        health,
+        tasks,
+    }
+}
+
+/// Creates the database if needed and applies every migration, in dependency order.
+pub async fn migrate_all(settings: &Settings) -> anyhow::Result<PgPool> {
+    simflow_runtime::db::ensure_database(&settings.database.url).await?;
+    let pool = simflow_runtime::db::lazy_pool(&settings.database)?;
+    simflow_runtime::db::migrate_runtime(&pool).await?;
+    simflow_inventory::migrate(&pool).await?;
+    Ok(pool)
+}

@@ -1,0 +1,550 @@
+//! Broker plumbing: connecting, declaring the topology, publishing with confirms, and the
+//! small client that CLIs, the demo and tests use to publish jobs and watch events.
+//!
+//! Every publish here is persistent, `mandatory` and confirmed: a nack or a returned message is
+//! an error the caller must handle, never a silent loss.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use lapin::Confirmation;
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
+    ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
+    QueueDeleteOptions,
+};
+use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
+use secrecy::ExposeSecret;
+use simflow_schemas::registry::Message;
+use simflow_schemas::topology::{ArgValue, EVENTS_EXCHANGE, ExchangeKind as SpecKind, Topology};
+
+use crate::outcome::Outgoing;
+
+/// Header carrying the try number of a job (1 for the first try).
+pub const ATTEMPT_HEADER: &str = "x-simflow-attempt";
+/// Dead-letter header: stable reason code.
+pub const REASON_CODE_HEADER: &str = "x-simflow-reason-code";
+/// Dead-letter header: reason in Chinese.
+pub const REASON_ZH_HEADER: &str = "x-simflow-reason-zh";
+/// Dead-letter header: reason in English.
+pub const REASON_EN_HEADER: &str = "x-simflow-reason-en";
+/// Dead-letter header: technical detail for ops (never a secret).
+pub const REASON_DETAIL_HEADER: &str = "x-simflow-reason-detail";
+/// Dead-letter header: tries made.
+pub const ATTEMPTS_HEADER: &str = "x-simflow-attempts";
+/// Dead-letter header: the worker that gave up.
+pub const WORKER_HEADER: &str = "x-simflow-worker";
+/// Retry and dead-letter header: when the job first failed (RFC 3339).
+pub const FIRST_FAILURE_HEADER: &str = "x-simflow-first-failure";
+/// Dead-letter header: the exchange the job was first published to.
+pub const ORIGINAL_EXCHANGE_HEADER: &str = "x-simflow-original-exchange";
+/// Dead-letter header: the routing key the job was first published with.
+pub const ORIGINAL_ROUTING_KEY_HEADER: &str = "x-simflow-original-routing-key";
+
+/// Why a publish did not land.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    /// The broker connection or channel failed.
+    #[error("broker error: {0}")]
+    Broker(#[from] lapin::Error),
+    /// The broker refused the message (nack): publish again.
+    #[error("the broker refused the message (nack)")]
+    Nacked,
+    /// No queue is bound for the routing key (`mandatory` returned it).
+    #[error("no queue is bound to {exchange:?} with routing key {routing_key:?}")]
+    Unroutable {
+        /// The exchange.
+        exchange: String,
+        /// The routing key.
+        routing_key: String,
+    },
+}
+
+/// Opens a connection named after the process, so ops can tell connections apart.
+pub async fn connect(uri: &secrecy::SecretString, name: &str) -> Result<Connection, lapin::Error> {
+    let properties = ConnectionProperties::default().with_connection_name(name.into());
+    Connection::connect(uri.expose_secret(), properties).await
+}
+
+/// Turns topology arguments into an AMQP field table.
+pub fn field_table(arguments: &BTreeMap<String, ArgValue>) -> FieldTable {
+    let mut table = FieldTable::default();
+    for (name, value) in arguments {
+        let value = match value {
+            ArgValue::Str(text) => AMQPValue::LongString(text.as_str().into()),
+            ArgValue::Int(number) => AMQPValue::LongLongInt(*number),
+            ArgValue::Bool(flag) => AMQPValue::Boolean(*flag),
+        };
+        table.insert(name.as_str().into(), value);
+    }
+    table
+}
+
+/// Declares a topology. Idempotent: declaring what exists with the same arguments is a no-op.
+pub async fn declare(channel: &Channel, topology: &Topology) -> Result<(), lapin::Error> {
+    for exchange in &topology.exchanges {
+        let kind = match exchange.kind {
+            SpecKind::Direct => ExchangeKind::Direct,
+            SpecKind::Topic => ExchangeKind::Topic,
+            SpecKind::Fanout => ExchangeKind::Fanout,
+        };
+        channel
+            .exchange_declare(
+                exchange.name.as_str().into(),
+                kind,
+                ExchangeDeclareOptions {
+                    durable: true,
+                    ..ExchangeDeclareOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await?;
+    }
+    for queue in &topology.queues {
+        channel
+            .queue_declare(
+                queue.name.as_str().into(),
+                QueueDeclareOptions {
+                    durable: true,
+                    ..QueueDeclareOptions::default()
+                },
+                field_table(&queue.arguments),
+            )
+            .await?;
+    }
+    for binding in &topology.bindings {
+        channel
+            .queue_bind(
+                binding.queue.as_str().into(),
+                binding.exchange.as_str().into(),
+                binding.routing_key.as_str().into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+    }
+    Ok(())
+}
+
+/// Deletes the queues of a topology (used when an outlet is revoked).
+pub async fn delete_queues(channel: &Channel, topology: &Topology) -> Result<(), lapin::Error> {
+    for queue in &topology.queues {
+        channel
+            .queue_delete(queue.name.as_str().into(), QueueDeleteOptions::default())
+            .await?;
+    }
+    Ok(())
+}
+
+/// The properties every simflow message carries.
+pub fn base_properties(message_type: &str, message_id: &str) -> BasicProperties {
+    let now = u64::try_from(chrono::Utc::now().timestamp()).unwrap_or_default();
+    BasicProperties::default()
+        .with_message_id(message_id.into())
+        .with_type(message_type.into())
+        .with_content_type("application/json".into())
+        .with_delivery_mode(2)
+        .with_timestamp(now)
+}
+
+/// Reads a string header.
+pub fn header_str(properties: &BasicProperties, name: &str) -> Option<String> {
+    let headers = properties.headers().as_ref()?;
+    match headers.inner().get(name)? {
+        AMQPValue::LongString(text) => Some(String::from_utf8_lossy(text.as_bytes()).into_owned()),
+        AMQPValue::ShortString(text) => Some(text.as_str().to_owned()),
+        _ => None,
+    }
+}
+
+/// Reads an integer header.
+pub fn header_u32(properties: &BasicProperties, name: &str) -> Option<u32> {
+    let headers = properties.headers().as_ref()?;
+    let number: i64 = match headers.inner().get(name)? {
+        AMQPValue::LongLongInt(n) => *n,
+        AMQPValue::LongInt(n) => i64::from(*n),
+        AMQPValue::LongUInt(n) => i64::from(*n),
+        AMQPValue::ShortInt(n) => i64::from(*n),
+        AMQPValue::ShortUInt(n) => i64::from(*n),
+        AMQPValue::ShortShortInt(n) => i64::from(*n),
+        AMQPValue::ShortShortUInt(n) => i64::from(*n),
+        _ => return None,
+    };
+    u32::try_from(number).ok()
+}
+
+/// Returns the properties with some headers set (others kept).
+pub fn with_headers(
+    properties: BasicProperties,
+    set: &[(&str, AMQPValue)],
+    remove: &[&str],
+) -> BasicProperties {
+    let mut headers: BTreeMap<ShortString, AMQPValue> = properties
+        .headers()
+        .as_ref()
+        .map(|table| table.inner().clone())
+        .unwrap_or_default();
+    for name in remove {
+        headers.remove(&ShortString::from(*name));
+    }
+    for (name, value) in set {
+        headers.insert((*name).into(), value.clone());
+    }
+    properties.with_headers(FieldTable::from(headers))
+}
+
+/// A string header value.
+pub fn text_value(text: &str) -> AMQPValue {
+    AMQPValue::LongString(LongString::from(text))
+}
+
+/// A channel in confirm mode; every publish waits for the broker's confirm.
+#[derive(Debug, Clone)]
+pub struct Publisher {
+    channel: Channel,
+}
+
+impl Publisher {
+    /// Opens a confirm-mode channel on `connection`.
+    pub async fn open(connection: &Connection) -> Result<Publisher, lapin::Error> {
+        let channel = connection.create_channel().await?;
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await?;
+        Ok(Publisher { channel })
+    }
+
+    /// Publishes one message (mandatory, persistent) and waits for the confirm.
+    pub async fn publish(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        body: &[u8],
+        properties: BasicProperties,
+    ) -> Result<(), PublishError> {
+        let confirm = self
+            .channel
+            .basic_publish(
+                exchange.into(),
+                routing_key.into(),
+                BasicPublishOptions {
+                    mandatory: true,
+                    ..BasicPublishOptions::default()
+                },
+                body,
+                properties.with_delivery_mode(2),
+            )
+            .await?
+            .await?;
+        match confirm {
+            Confirmation::Ack(None) | Confirmation::NotRequested => Ok(()),
+            Confirmation::Ack(Some(_returned)) => Err(PublishError::Unroutable {
+                exchange: exchange.to_owned(),
+                routing_key: routing_key.to_owned(),
+            }),
+            Confirmation::Nack(_) => Err(PublishError::Nacked),
+        }
+    }
+
+    /// Publishes a stored outgoing message with its deterministic id, correlated to a job.
+    pub async fn publish_outgoing(
+        &self,
+        message: &Outgoing,
+        message_id: &str,
+        correlation_id: &str,
+        reply_to: Option<&str>,
+    ) -> Result<(), PublishError> {
+        let body = serde_json::to_vec(&message.body).unwrap_or_default();
+        let mut properties = base_properties(&message.message_type, message_id)
+            .with_correlation_id(correlation_id.into());
+        if let Some(expiration) = message.expiration_ms {
+            properties = properties.with_expiration(expiration.to_string().into());
+        }
+        self.publish(
+            &message.exchange,
+            &message.routing_key,
+            &body,
+            properties.clone(),
+        )
+        .await?;
+        if message.copy_to_reply_to
+            && let Some(reply_to) = reply_to
+        {
+            // The requester's own queue may be gone; the event on the events exchange stands.
+            if let Err(error) = self.publish("", reply_to, &body, properties).await {
+                tracing::warn!(%error, reply_to, "could not copy the outcome to reply_to");
+            }
+        }
+        Ok(())
+    }
+
+    /// The underlying channel (for consumers that share it).
+    pub fn channel(&self) -> &Channel {
+        &self.channel
+    }
+}
+
+/// A received event, decoded just enough for tests, the demo and CLIs.
+#[derive(Debug, Clone)]
+pub struct ReceivedEvent {
+    /// The routing key it arrived with.
+    pub routing_key: String,
+    /// The `type` property.
+    pub message_type: String,
+    /// The `message_id` property.
+    pub message_id: String,
+    /// The `correlation_id` property (the job's message id).
+    pub correlation_id: Option<String>,
+    /// The JSON body.
+    pub body: serde_json::Value,
+}
+
+impl ReceivedEvent {
+    /// Decodes the body as a contract type.
+    pub fn decode<M: Message>(&self) -> anyhow::Result<M> {
+        anyhow::ensure!(
+            self.message_type == M::TYPE,
+            "expected a {} event, got {} on {}",
+            M::TYPE,
+            self.message_type,
+            self.routing_key
+        );
+        Ok(serde_json::from_value(self.body.clone())?)
+    }
+}
+
+/// A connection for publishing jobs and watching events: what an upstream system does.
+#[derive(Debug)]
+pub struct Client {
+    connection: Connection,
+    publisher: Publisher,
+}
+
+impl Client {
+    /// Connects.
+    pub async fn connect(uri: &secrecy::SecretString, name: &str) -> Result<Client, lapin::Error> {
+        let connection = connect(uri, name).await?;
+        let publisher = Publisher::open(&connection).await?;
+        Ok(Client {
+            connection,
+            publisher,
+        })
+    }
+
+    /// The confirm-mode publisher.
+    pub fn publisher(&self) -> &Publisher {
+        &self.publisher
+    }
+
+    /// The connection (for opening more channels).
+    pub fn connection(&self) -> &Connection {
+        &self.connection
+    }
+
+    /// Declares a topology.
+    pub async fn declare(&self, topology: &Topology) -> Result<(), lapin::Error> {
+        let channel = self.connection.create_channel().await?;
+        declare(&channel, topology).await?;
+        channel.close(200, "declared".into()).await
+    }
+
+    /// Publishes a job of the contract to where its role says it goes.
+    pub async fn publish_job<M: Message>(
+        &self,
+        job: &M,
+        message_id: &str,
+        route: JobRoute<'_>,
+    ) -> Result<(), PublishError> {
+        let body = serde_json::to_vec(job).unwrap_or_default();
+        let (exchange, routing_key) = route.resolve::<M>();
+        let mut properties = base_properties(M::TYPE, message_id);
+        if let JobRoute::OutletWithUser { user_id, .. } = route {
+            properties = properties.with_user_id(user_id.into());
+        }
+        self.publisher
+            .publish(&exchange, &routing_key, &body, properties)
+            .await
+    }
+
+    /// Publishes raw bytes with a type (for poison-message tests and replays).
+    pub async fn publish_raw(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        message_type: Option<&str>,
+        message_id: &str,
+        body: &[u8],
+    ) -> Result<(), PublishError> {
+        let mut properties = BasicProperties::default()
+            .with_message_id(message_id.into())
+            .with_content_type("application/json".into());
+        if let Some(message_type) = message_type {
+            properties = properties.with_type(message_type.into());
+        }
+        self.publisher
+            .publish(exchange, routing_key, body, properties)
+            .await
+    }
+
+    /// Binds a fresh exclusive queue to the events exchange and streams what arrives.
+    pub async fn watch_events(&self, binding_keys: &[&str]) -> Result<EventWatch, lapin::Error> {
+        let channel = self.connection.create_channel().await?;
+        let queue = channel
+            .queue_declare(
+                "".into(),
+                QueueDeclareOptions {
+                    exclusive: true,
+                    auto_delete: true,
+                    ..QueueDeclareOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await?;
+        for key in binding_keys {
+            channel
+                .queue_bind(
+                    queue.name().clone(),
+                    EVENTS_EXCHANGE.into(),
+                    (*key).into(),
+                    QueueBindOptions::default(),
+                    FieldTable::default(),
+                )
+                .await?;
+        }
+        channel.basic_qos(500, BasicQosOptions::default()).await?;
+        let consumer = channel
+            .basic_consume(
+                queue.name().clone(),
+                "".into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        Ok(EventWatch {
+            _channel: channel,
+            consumer,
+            queue: queue.name().as_str().to_owned(),
+        })
+    }
+
+    /// Closes the connection.
+    pub async fn close(self) {
+        let _ = self.connection.close(200, "bye".into()).await;
+    }
+}
+
+/// Where a job is published.
+#[derive(Debug, Clone, Copy)]
+pub enum JobRoute<'a> {
+    /// Where the message type's role says (central job queues, results exchange).
+    Default,
+    /// To an outlet's queue by outlet code.
+    Outlet(&'a str),
+    /// To an outlet's queue with a validated `user_id`.
+    OutletWithUser {
+        /// The outlet code.
+        outlet_code: &'a str,
+        /// The broker user.
+        user_id: &'a str,
+    },
+}
+
+impl JobRoute<'_> {
+    fn resolve<M: Message>(&self) -> (String, String) {
+        use simflow_schemas::registry::MessageRole;
+        use simflow_schemas::topology::{
+            JOBS_EXCHANGE, OUTLET_RESULTS_KEY, OUTLETS_EXCHANGE, RESULTS_EXCHANGE,
+        };
+        match (self, M::ROLE) {
+            (JobRoute::Outlet(code), _)
+            | (
+                JobRoute::OutletWithUser {
+                    outlet_code: code, ..
+                },
+                _,
+            ) => (OUTLETS_EXCHANGE.to_owned(), (*code).to_owned()),
+            (JobRoute::Default, MessageRole::Job(queue)) => {
+                (JOBS_EXCHANGE.to_owned(), queue.key().to_owned())
+            }
+            (JobRoute::Default, MessageRole::OutletResult) => {
+                (RESULTS_EXCHANGE.to_owned(), OUTLET_RESULTS_KEY.to_owned())
+            }
+            (JobRoute::Default, MessageRole::OutletWork | MessageRole::Event(_)) => (
+                EVENTS_EXCHANGE.to_owned(),
+                M::TYPE.trim_end_matches(".v1").to_owned(),
+            ),
+        }
+    }
+}
+
+/// A stream of events from [`Client::watch_events`].
+#[derive(Debug)]
+pub struct EventWatch {
+    _channel: Channel,
+    consumer: lapin::Consumer,
+    queue: String,
+}
+
+impl EventWatch {
+    /// The server-named queue.
+    pub fn queue_name(&self) -> &str {
+        &self.queue
+    }
+
+    /// The next event, or an error after `timeout`.
+    pub async fn next(&mut self, timeout: Duration) -> anyhow::Result<ReceivedEvent> {
+        let delivery = tokio::time::timeout(timeout, self.consumer.next())
+            .await
+            .map_err(|_| anyhow::anyhow!("no event within {timeout:?}"))?
+            .ok_or_else(|| anyhow::anyhow!("the event stream ended"))??;
+        delivery.acker.ack(BasicAckOptions::default()).await?;
+        let properties = &delivery.properties;
+        Ok(ReceivedEvent {
+            routing_key: delivery.routing_key.as_str().to_owned(),
+            message_type: properties
+                .kind()
+                .as_ref()
+                .map(|t| t.as_str().to_owned())
+                .unwrap_or_default(),
+            message_id: properties
+                .message_id()
+                .as_ref()
+                .map(|t| t.as_str().to_owned())
+                .unwrap_or_default(),
+            correlation_id: properties
+                .correlation_id()
+                .as_ref()
+                .map(|t| t.as_str().to_owned()),
+            body: serde_json::from_slice(&delivery.data).unwrap_or(serde_json::Value::Null),
+        })
+    }
+
+    /// The next event correlated to `job_message_id`, skipping others.
+    pub async fn next_for(
+        &mut self,
+        job_message_id: &str,
+        timeout: Duration,
+    ) -> anyhow::Result<ReceivedEvent> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let event = self.next(left).await.map_err(|error| {
+                anyhow::anyhow!("waiting for the answer to {job_message_id}: {error}")
+            })?;
+            if event.correlation_id.as_deref() == Some(job_message_id) {
+                return Ok(event);
+            }
+        }
+    }
+
+    /// Every event that arrives within `window` (for "nothing more came" checks).
+    pub async fn drain(&mut self, window: Duration) -> Vec<ReceivedEvent> {
+        let mut events = Vec::new();
+        while let Ok(event) = self.next(window).await {
+            events.push(event);
+        }
+        events
+    }
+}

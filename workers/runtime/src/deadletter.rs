@@ -1,0 +1,250 @@
+//! Dead-letter queue operations for ops: list with reasons, show one, replay one or all to
+//! where it first went, keeping its message id (so the inbox still recognises it).
+//!
+//! Listing takes the messages without acknowledging them and gives them all back, so looking
+//! never loses or reorders anything that matters; replay acknowledges a dead letter only after
+//! its copy is confirmed on the original queue.
+
+use std::collections::BTreeMap;
+
+use lapin::options::{BasicAckOptions, BasicGetOptions, BasicNackOptions};
+use lapin::types::AMQPValue;
+use lapin::{BasicProperties, Connection};
+use serde::Serialize;
+use simflow_schemas::topology::JOBS_EXCHANGE;
+
+use crate::amqp::{self, Publisher};
+
+/// One dead letter as ops see it.
+#[derive(Debug, Clone, Serialize)]
+pub struct DeadLetter {
+    /// The dead-letter queue it sits in.
+    pub queue: String,
+    /// Its `message_id`.
+    pub message_id: Option<String>,
+    /// Its `type`.
+    pub message_type: Option<String>,
+    /// simflow's reason code, or the broker's reason (`delivery_limit`, `expired`, …).
+    pub reason_code: String,
+    /// Reason in Chinese (simflow dead letters only).
+    pub reason_zh: Option<String>,
+    /// Reason in English.
+    pub reason_en: Option<String>,
+    /// Technical detail for ops.
+    pub detail: Option<String>,
+    /// Tries made.
+    pub attempts: Option<u32>,
+    /// The worker that gave up.
+    pub worker: Option<String>,
+    /// When it first failed.
+    pub first_failure: Option<String>,
+    /// Where a replay sends it.
+    pub original_exchange: String,
+    /// With this routing key.
+    pub original_routing_key: String,
+    /// Body size in bytes.
+    pub body_bytes: usize,
+    /// The body as text (bodies never hold card keys in clear; write scripts are sealed).
+    pub body: String,
+}
+
+/// Which dead letters to replay.
+#[derive(Debug, Clone)]
+pub enum Selection {
+    /// Every dead letter in the queue.
+    All,
+    /// The one with this message id.
+    MessageId(String),
+}
+
+/// What a replay did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ReplayReport {
+    /// Dead letters sent back to their queue.
+    pub replayed: Vec<String>,
+    /// Dead letters left in place.
+    pub kept: usize,
+}
+
+fn x_death(properties: &BasicProperties) -> Option<BTreeMap<String, AMQPValue>> {
+    let headers = properties.headers().as_ref()?;
+    let AMQPValue::FieldArray(deaths) = headers.inner().get("x-death")? else {
+        return None;
+    };
+    // The most recent death comes first.
+    match deaths.as_slice().first()? {
+        AMQPValue::FieldTable(table) => Some(
+            table
+                .inner()
+                .iter()
+                .map(|(key, value)| (key.as_str().to_owned(), value.clone()))
+                .collect(),
+        ),
+        _ => None,
+    }
+}
+
+fn text(value: &AMQPValue) -> Option<String> {
+    match value {
+        AMQPValue::LongString(text) => Some(String::from_utf8_lossy(text.as_bytes()).into_owned()),
+        AMQPValue::ShortString(text) => Some(text.as_str().to_owned()),
+        _ => None,
+    }
+}
+
+/// Reads the reason and origin of a dead letter from its headers.
+pub fn describe(queue: &str, properties: &BasicProperties, body: &[u8]) -> DeadLetter {
+    let death = x_death(properties);
+    let death_text = |key: &str| {
+        death
+            .as_ref()
+            .and_then(|death| death.get(key))
+            .and_then(text)
+    };
+    let death_routing_key = death
+        .as_ref()
+        .and_then(|death| match death.get("routing-keys")? {
+            AMQPValue::FieldArray(keys) => keys.as_slice().first().and_then(text),
+            _ => None,
+        });
+    let reason_code = amqp::header_str(properties, amqp::REASON_CODE_HEADER)
+        .or_else(|| death_text("reason").map(|reason| format!("broker:{reason}")))
+        .unwrap_or_else(|| "unknown".to_owned());
+    DeadLetter {
+        queue: queue.to_owned(),
+        message_id: properties
+            .message_id()
+            .as_ref()
+            .map(|id| id.as_str().to_owned()),
+        message_type: properties
+            .kind()
+            .as_ref()
+            .map(|kind| kind.as_str().to_owned()),
+        reason_code,
+        reason_zh: amqp::header_str(properties, amqp::REASON_ZH_HEADER),
+        reason_en: amqp::header_str(properties, amqp::REASON_EN_HEADER),
+        detail: amqp::header_str(properties, amqp::REASON_DETAIL_HEADER),
+        attempts: amqp::header_u32(properties, amqp::ATTEMPTS_HEADER),
+        worker: amqp::header_str(properties, amqp::WORKER_HEADER),
+        first_failure: amqp::header_str(properties, amqp::FIRST_FAILURE_HEADER),
+        original_exchange: amqp::header_str(properties, amqp::ORIGINAL_EXCHANGE_HEADER)
+            .or_else(|| death_text("exchange"))
+            .unwrap_or_else(|| JOBS_EXCHANGE.to_owned()),
+        original_routing_key: amqp::header_str(properties, amqp::ORIGINAL_ROUTING_KEY_HEADER)
+            .or(death_routing_key)
+            .unwrap_or_default(),
+        body_bytes: body.len(),
+        body: String::from_utf8_lossy(body).into_owned(),
+    }
+}
+
+/// The properties of a replayed copy: the original ones without simflow's failure headers and
+/// the broker's death history, so the job starts over at attempt 1 with its own message id.
+fn replay_properties(properties: &BasicProperties) -> BasicProperties {
+    amqp::with_headers(
+        properties.clone(),
+        &[],
+        &[
+            amqp::REASON_CODE_HEADER,
+            amqp::REASON_ZH_HEADER,
+            amqp::REASON_EN_HEADER,
+            amqp::REASON_DETAIL_HEADER,
+            amqp::ATTEMPTS_HEADER,
+            amqp::WORKER_HEADER,
+            amqp::FIRST_FAILURE_HEADER,
+            amqp::ATTEMPT_HEADER,
+            amqp::ORIGINAL_EXCHANGE_HEADER,
+            amqp::ORIGINAL_ROUTING_KEY_HEADER,
+            "x-death",
+            "x-first-death-exchange",
+            "x-first-death-queue",
+            "x-first-death-reason",
+        ],
+    )
+}
+
+/// Lists up to `limit` dead letters of `queue`, leaving them in the queue.
+pub async fn list(
+    connection: &Connection,
+    queue: &str,
+    limit: usize,
+) -> anyhow::Result<Vec<DeadLetter>> {
+    let channel = connection.create_channel().await?;
+    let mut letters = Vec::new();
+    let mut held = Vec::new();
+    while letters.len() < limit {
+        let Some(message) = channel
+            .basic_get(queue.into(), BasicGetOptions { no_ack: false })
+            .await?
+        else {
+            break;
+        };
+        letters.push(describe(
+            queue,
+            &message.delivery.properties,
+            &message.delivery.data,
+        ));
+        held.push(message.delivery.acker.clone());
+    }
+    for acker in held {
+        acker
+            .nack(BasicNackOptions {
+                requeue: true,
+                ..BasicNackOptions::default()
+            })
+            .await?;
+    }
+    channel.close(200, "listed".into()).await?;
+    Ok(letters)
+}
+
+/// Replays the selected dead letters of `queue` to where they first went.
+pub async fn replay(
+    connection: &Connection,
+    queue: &str,
+    selection: &Selection,
+) -> anyhow::Result<ReplayReport> {
+    let channel = connection.create_channel().await?;
+    let publisher = Publisher::open(connection).await?;
+    let mut report = ReplayReport::default();
+    let mut kept = Vec::new();
+    while let Some(message) = channel
+        .basic_get(queue.into(), BasicGetOptions { no_ack: false })
+        .await?
+    {
+        let delivery = &message.delivery;
+        let letter = describe(queue, &delivery.properties, &delivery.data);
+        let selected = match selection {
+            Selection::All => true,
+            Selection::MessageId(id) => letter.message_id.as_deref() == Some(id.as_str()),
+        };
+        if !selected {
+            kept.push(delivery.acker.clone());
+            continue;
+        }
+        publisher
+            .publish(
+                &letter.original_exchange,
+                &letter.original_routing_key,
+                &delivery.data,
+                replay_properties(&delivery.properties),
+            )
+            .await?;
+        delivery.acker.ack(BasicAckOptions::default()).await?;
+        report.replayed.push(letter.message_id.unwrap_or_default());
+        if matches!(selection, Selection::MessageId(_)) {
+            break;
+        }
+    }
+    report.kept = kept.len();
+    for acker in kept {
+        acker
+            .nack(BasicNackOptions {
+                requeue: true,
+                ..BasicNackOptions::default()
+            })
+            .await?;
+    }
+    channel.close(200, "replayed".into()).await?;
+    Ok(report)
+}

@@ -1,0 +1,33 @@
+//! The AMQP plumbing every simflow worker shares, and the only crate that depends on `lapin`.
+//!
+//! A worker implements [`Handler`]: it gets a decoded job and a database transaction and returns
+//! an [`Outcome`] (events and messages to publish) or a [`JobError`] that says what should happen
+//! next (rejection, needs ops, transient). Everything else lives here: connecting and
+//! reconnecting with backoff, declaring the topology, consuming with per-consumer prefetch,
+//! the inbox that makes redeliveries harmless, publishing with confirms, settling each delivery
+//! in exactly one place (ack, retry through TTL queues, or dead-letter with reason headers),
+//! Prometheus metrics and `/healthz`, and graceful shutdown.
+//!
+//! This crate holds no business rules and no business tables: it knows message types only
+//! through `simflow-schemas`, and its one table is `runtime.inbox`.
+
+pub mod amqp;
+pub mod db;
+pub mod deadletter;
+pub mod handler;
+pub mod http;
+pub mod inbox;
+pub mod management;
+pub mod metrics;
+pub mod outcome;
+mod retry;
+pub mod settings;
+pub mod shutdown;
+pub mod telemetry;
+pub mod worker;
+
+pub use handler::{Handler, JobContext, JobError, Rejection};
+pub use outcome::{Outcome, Outgoing};
+pub use settings::Settings;
+pub use shutdown::Shutdown;
+pub use worker::Worker;

@@ -1,0 +1,225 @@
+//! A small client of the RabbitMQ management HTTP API: vhosts, users, permissions, queue
+//! counters and connections.
+//!
+//! simflow uses it where AMQP cannot reach: provisioning an outlet's broker user with
+//! permissions on only its own queue, giving each test its own vhost, and ops views.
+//! It never publishes or consumes messages.
+
+use anyhow::{Context, bail};
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::settings::AmqpSettings;
+
+/// A management API client.
+#[derive(Debug, Clone)]
+pub struct Management {
+    base: String,
+    user: String,
+    password: SecretString,
+    http: reqwest::Client,
+}
+
+/// Queue counters.
+#[derive(Debug, Clone, Deserialize)]
+pub struct QueueInfo {
+    /// Name.
+    pub name: String,
+    /// Ready plus unacknowledged messages.
+    #[serde(default)]
+    pub messages: u64,
+    /// Ready messages.
+    #[serde(default)]
+    pub messages_ready: u64,
+    /// Unacknowledged messages.
+    #[serde(default)]
+    pub messages_unacknowledged: u64,
+    /// Consumers.
+    #[serde(default)]
+    pub consumers: u64,
+    /// Queue type (`quorum`, `classic`).
+    #[serde(default, rename = "type")]
+    pub queue_type: String,
+}
+
+/// One broker connection.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ConnectionInfo {
+    /// The broker's name of the connection (used to close it).
+    pub name: String,
+    /// The vhost.
+    #[serde(default)]
+    pub vhost: String,
+    /// The user.
+    #[serde(default)]
+    pub user: String,
+    /// Client properties (holds `connection_name`).
+    #[serde(default)]
+    pub client_properties: serde_json::Value,
+}
+
+/// Percent-encodes one path segment (vhost `/` becomes `%2F`).
+pub fn encode_segment(segment: &str) -> String {
+    let mut encoded = String::with_capacity(segment.len());
+    for byte in segment.bytes() {
+        if byte.is_ascii_alphanumeric() || b"-_.~".contains(&byte) {
+            encoded.push(char::from(byte));
+        } else {
+            encoded.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    encoded
+}
+
+impl Management {
+    /// A client for the API described by the AMQP settings.
+    pub fn new(settings: &AmqpSettings) -> Management {
+        Management {
+            base: settings.management_url.trim_end_matches('/').to_owned(),
+            user: settings.management_user.clone(),
+            password: settings.management_password.clone(),
+            http: reqwest::Client::new(),
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}/api/{path}", self.base)
+    }
+
+    async fn send(
+        &self,
+        request: reqwest::RequestBuilder,
+        what: &str,
+    ) -> anyhow::Result<reqwest::Response> {
+        let response = request
+            .basic_auth(&self.user, Some(self.password.expose_secret()))
+            .send()
+            .await
+            .with_context(|| format!("{what}: management API unreachable at {}", self.base))?;
+        if !response.status().is_success() {
+            let status = response.status();
+            let body = response.text().await.unwrap_or_default();
+            bail!("{what}: management API answered {status}: {body}");
+        }
+        Ok(response)
+    }
+
+    /// Checks the API answers.
+    pub async fn overview(&self) -> anyhow::Result<serde_json::Value> {
+        let response = self
+            .send(self.http.get(self.url("overview")), "overview")
+            .await?;
+        Ok(response.json().await?)
+    }
+
+    /// Creates a vhost (idempotent).
+    pub async fn create_vhost(&self, vhost: &str) -> anyhow::Result<()> {
+        let url = self.url(&format!("vhosts/{}", encode_segment(vhost)));
+        self.send(self.http.put(url).json(&json!({})), "create vhost")
+            .await?;
+        Ok(())
+    }
+
+    /// Deletes a vhost and everything in it (missing is fine).
+    pub async fn delete_vhost(&self, vhost: &str) -> anyhow::Result<()> {
+        let url = self.url(&format!("vhosts/{}", encode_segment(vhost)));
+        let response = self
+            .http
+            .delete(url)
+            .basic_auth(&self.user, Some(self.password.expose_secret()))
+            .send()
+            .await?;
+        if !(response.status().is_success() || response.status() == reqwest::StatusCode::NOT_FOUND)
+        {
+            bail!("delete vhost {vhost}: {}", response.status());
+        }
+        Ok(())
+    }
+
+    /// Creates or updates a user with a password and no tags (no management access).
+    pub async fn put_user(&self, user: &str, password: &SecretString) -> anyhow::Result<()> {
+        let url = self.url(&format!("users/{}", encode_segment(user)));
+        let body = json!({ "password": password.expose_secret(), "tags": "" });
+        self.send(self.http.put(url).json(&body), "create user")
+            .await?;
+        Ok(())
+    }
+
+    /// Deletes a user (missing is fine).
+    pub async fn delete_user(&self, user: &str) -> anyhow::Result<()> {
+        let url = self.url(&format!("users/{}", encode_segment(user)));
+        let response = self
+            .http
+            .delete(url)
+            .basic_auth(&self.user, Some(self.password.expose_secret()))
+            .send()
+            .await?;
+        if !(response.status().is_success() || response.status() == reqwest::StatusCode::NOT_FOUND)
+        {
+            bail!("delete user {user}: {}", response.status());
+        }
+        Ok(())
+    }
+
+    /// Sets a user's permissions in a vhost (regular expressions).
+    pub async fn set_permissions(
+        &self,
+        vhost: &str,
+        user: &str,
+        configure: &str,
+        write: &str,
+        read: &str,
+    ) -> anyhow::Result<()> {
+        let url = self.url(&format!(
+            "permissions/{}/{}",
+            encode_segment(vhost),
+            encode_segment(user)
+        ));
+        let body = json!({ "configure": configure, "write": write, "read": read });
+        self.send(self.http.put(url).json(&body), "set permissions")
+            .await?;
+        Ok(())
+    }
+
+    /// Counters of one queue.
+    pub async fn queue(&self, vhost: &str, queue: &str) -> anyhow::Result<QueueInfo> {
+        let url = self.url(&format!(
+            "queues/{}/{}",
+            encode_segment(vhost),
+            encode_segment(queue)
+        ));
+        let response = self.send(self.http.get(url), "queue info").await?;
+        Ok(response.json().await?)
+    }
+
+    /// Connections in a vhost.
+    pub async fn connections(&self, vhost: &str) -> anyhow::Result<Vec<ConnectionInfo>> {
+        let url = self.url(&format!("vhosts/{}/connections", encode_segment(vhost)));
+        let response = self.send(self.http.get(url), "list connections").await?;
+        Ok(response.json().await?)
+    }
+
+    /// Closes a connection by its broker name (the client sees a connection-forced close).
+    pub async fn close_connection(&self, name: &str) -> anyhow::Result<()> {
+        let url = self.url(&format!("connections/{}", encode_segment(name)));
+        self.send(
+            self.http.delete(url).header("X-Reason", "simflow test"),
+            "close connection",
+        )
+        .await?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::encode_segment;
+
+    #[test]
+    fn vhost_slash_and_spaces_are_encoded() {
+        assert_eq!(encode_segment("/"), "%2F");
+        assert_eq!(encode_segment("a b"), "a%20b");
+        assert_eq!(encode_segment("simflow-test_1"), "simflow-test_1");
+    }
+}

@@ -1,0 +1,184 @@
+//! Configuration: layered files plus environment overrides, validated once at start-up.
+//!
+//! Secrets (the broker URI with its password, the database URL, management credentials) are
+//! [`SecretString`]s: they never print in `Debug` output or logs.
+//! This module reads files and the environment and does nothing else.
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use simflow_schemas::topology::TopologyParams;
+
+/// The built-in defaults, the lowest configuration layer.
+pub const DEFAULTS: &str = include_str!("../../../config/default.toml");
+
+/// Broker settings.
+#[derive(Debug, Clone, Deserialize)]
+pub struct AmqpSettings {
+    /// `amqp://user:password@host:port/vhost`.
+    pub uri: SecretString,
+    /// Per-consumer prefetch; also how many jobs one worker handles at once.
+    pub prefetch: u16,
+    /// Base URL of the management HTTP API.
+    pub management_url: String,
+    /// Management API user.
+    pub management_user: String,
+    /// Management API password.
+    pub management_password: SecretString,
+}
+
+/// Database settings.
+#[derive(Debug, Clone, Deserialize)]
+pub struct DatabaseSettings {
+    /// `postgres://user@host:port/database`.
+    pub url: SecretString,
+    /// Pool size.
+    pub max_connections: u32,
+    /// How long a job waits for a pooled connection before the attempt counts as transient.
+    pub acquire_timeout_ms: u64,
+}
+
+/// Topology settings (see `simflow_schemas::topology`).
+#[derive(Debug, Clone, Deserialize)]
+pub struct TopologySettings {
+    /// Broker delivery limit of work queues.
+    pub delivery_limit: u32,
+    /// Retry levels in milliseconds, shortest first.
+    pub retry_delays_ms: Vec<u64>,
+    /// TTL of outlet work in milliseconds.
+    pub outlet_message_ttl_ms: u64,
+}
+
+/// Worker behaviour.
+#[derive(Debug, Clone, Deserialize)]
+pub struct WorkerSettings {
+    /// Tries of one job before it is dead-lettered (first try included).
+    pub max_attempts: u32,
+    /// Quick in-process tries of a transient failure before a retry queue is used.
+    pub in_process_tries: u32,
+    /// How long shutdown waits for in-flight jobs.
+    pub shutdown_grace_ms: u64,
+    /// Inbox retention in days.
+    pub inbox_retention_days: u32,
+}
+
+/// The metrics and health endpoint.
+#[derive(Debug, Clone, Deserialize)]
+pub struct HttpSettings {
+    /// `host:port` to listen on.
+    pub listen: String,
+}
+
+/// Every setting of a simflow process.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Settings {
+    /// Broker.
+    pub amqp: AmqpSettings,
+    /// Database.
+    pub database: DatabaseSettings,
+    /// Topology.
+    pub topology: TopologySettings,
+    /// Worker behaviour.
+    pub worker: WorkerSettings,
+    /// Metrics and health endpoint.
+    pub http: HttpSettings,
+}
+
+impl Settings {
+    /// Loads the layers: built-in defaults, `/etc/simflow/simflow.toml`, `config/local.toml`,
+    /// the optional `extra` file, then `SIMFLOW__SECTION__KEY` environment variables.
+    pub fn load(extra: Option<&Path>) -> anyhow::Result<Settings> {
+        let mut builder = config::Config::builder()
+            .add_source(config::File::from_str(DEFAULTS, config::FileFormat::Toml))
+            .add_source(config::File::with_name("/etc/simflow/simflow.toml").required(false))
+            .add_source(config::File::with_name("config/local.toml").required(false));
+        if let Some(path) = extra {
+            builder = builder.add_source(config::File::from(path).required(true));
+        }
+        let settings: Settings = builder
+            .add_source(
+                config::Environment::with_prefix("SIMFLOW")
+                    .prefix_separator("__")
+                    .separator("__")
+                    .list_separator(",")
+                    .with_list_parse_key("topology.retry_delays_ms")
+                    .try_parsing(true),
+            )
+            .build()
+            .context("reading configuration")?
+            .try_deserialize()
+            .context("configuration does not fit the expected shape")?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// The built-in defaults only (tests override fields afterwards).
+    pub fn defaults() -> anyhow::Result<Settings> {
+        let settings: Settings = config::Config::builder()
+            .add_source(config::File::from_str(DEFAULTS, config::FileFormat::Toml))
+            .build()?
+            .try_deserialize()?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// Checks values that serde cannot.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if self.amqp.prefetch == 0 {
+            bail!("amqp.prefetch must be at least 1");
+        }
+        if !self.amqp.uri.expose_secret().starts_with("amqp") {
+            bail!("amqp.uri must be an amqp:// or amqps:// URI");
+        }
+        if self.topology.retry_delays_ms.is_empty() {
+            bail!("topology.retry_delays_ms needs at least one level");
+        }
+        if self.topology.delivery_limit == 0 {
+            bail!("topology.delivery_limit must be at least 1");
+        }
+        if self.worker.max_attempts == 0 || self.worker.in_process_tries == 0 {
+            bail!("worker.max_attempts and worker.in_process_tries must be at least 1");
+        }
+        if self.database.max_connections == 0 {
+            bail!("database.max_connections must be at least 1");
+        }
+        Ok(())
+    }
+
+    /// The topology parameters these settings describe.
+    pub fn topology_params(&self) -> TopologyParams {
+        TopologyParams {
+            delivery_limit: self.topology.delivery_limit,
+            retry_delays: self
+                .topology
+                .retry_delays_ms
+                .iter()
+                .map(|millis| Duration::from_millis(*millis))
+                .collect(),
+            outlet_message_ttl: Duration::from_millis(self.topology.outlet_message_ttl_ms),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_defaults_parse_and_validate() {
+        let settings = Settings::defaults().expect("defaults are valid");
+        assert_eq!(settings.topology_params(), TopologyParams::default());
+    }
+
+    #[test]
+    fn secrets_do_not_print_in_debug_output() {
+        let mut settings = Settings::defaults().expect("defaults are valid");
+        settings.database.url = SecretString::from("postgres://app:hunter2@db/simflow");
+        let printed = format!("{settings:?}");
+        assert!(!printed.contains("hunter2"), "{printed}");
+        assert!(!printed.contains("guest:guest"), "{printed}");
+    }
+}
