@@ -1,1 +1,7 @@
-//! The end-to-end suite: one binary, one module per capability.
+//! The end-to-end suite: one binary, one module per capability, each test with its own vhost
+//! and database against the real RabbitMQ and PostgreSQL.
+
+mod architecture;
+mod delivery;
+mod support;
+mod transfers;

@@ -108,7 +108,9 @@ const AVAILABLE: &str = "c.location_kind = 'warehouse' AND c.warehouse_code = $2
      AND c.state = 'blank' AND c.transfer_id IS NULL \
      AND (c.batch_id IS NULL OR c.batch_hold_until < now())";
 
-/// Why each selected card is not available; `wanted` is a CTE producing `iccid`.
+/// Why each selected card is not available; `wanted` is a CTE producing `iccid`. Cards this
+/// job's own transfer (`$4`) already holds count as available: the diagnosis runs after the
+/// hold statement, in the same transaction, just before it is rolled back.
 fn diagnose_sql(wanted: &str) -> String {
     format!(
         "WITH wanted AS ({wanted}), \
@@ -118,7 +120,8 @@ fn diagnose_sql(wanted: &str) -> String {
                 WHEN c.location_kind <> 'warehouse' OR c.warehouse_code <> $2 THEN 'CARD_NOT_IN_WAREHOUSE' \
                 WHEN c.card_type <> $3 THEN 'CARD_TYPE_MISMATCH' \
                 WHEN c.state <> 'blank' THEN 'CARD_NOT_BLANK' \
-                WHEN c.transfer_id IS NOT NULL OR (c.batch_id IS NOT NULL AND c.batch_hold_until >= now()) THEN 'CARD_HELD' \
+                WHEN (c.transfer_id IS NOT NULL AND c.transfer_id <> $4) \
+                     OR (c.batch_id IS NOT NULL AND c.batch_hold_until >= now()) THEN 'CARD_HELD' \
             END AS code \
             FROM wanted w LEFT JOIN inventory.cards c ON c.iccid = w.iccid) \
          SELECT iccid, code, count(*) OVER () FROM problems WHERE code IS NOT NULL ORDER BY iccid LIMIT {MAX_LISTED_PROBLEMS}"
@@ -135,6 +138,7 @@ fn reason_by_code(code: &str) -> Reason {
 
 async fn rejection_for_unavailable(
     db: &mut PgConnection,
+    transfer_id: Uuid,
     selection: &Selection,
     source: &str,
     card_type: &str,
@@ -145,16 +149,18 @@ async fn rejection_for_unavailable(
                 .bind(selection.list_strings())
                 .bind(source)
                 .bind(card_type)
+                .bind(transfer_id)
                 .fetch_all(&mut *db)
                 .await?
         }
         Selection::Range { first, last } => {
             sqlx::query_as(sqlx::AssertSqlSafe(diagnose_sql(
-                "SELECT iccid FROM inventory.cards WHERE iccid BETWEEN $1 AND $4 AND length(iccid) = length($1)",
+                "SELECT iccid FROM inventory.cards WHERE iccid BETWEEN $1 AND $5 AND length(iccid) = length($1)",
             )))
             .bind(first.as_str())
             .bind(source)
             .bind(card_type)
+            .bind(transfer_id)
             .bind(last.as_str())
             .fetch_all(&mut *db)
             .await?
@@ -199,7 +205,14 @@ async fn hold_cards(
             .fetch_one(&mut *db)
             .await?;
             if usize::try_from(count).unwrap_or_default() != iccids.len() {
-                return Err(rejection_for_unavailable(db, selection, source, card_type).await?);
+                return Err(rejection_for_unavailable(
+                    db,
+                    transfer_id,
+                    selection,
+                    source,
+                    card_type,
+                )
+                .await?);
             }
             (count, first, last)
         }
@@ -227,7 +240,14 @@ async fn hold_cards(
             .fetch_one(&mut *db)
             .await?;
             if held.0 != in_range {
-                return Err(rejection_for_unavailable(db, selection, source, card_type).await?);
+                return Err(rejection_for_unavailable(
+                    db,
+                    transfer_id,
+                    selection,
+                    source,
+                    card_type,
+                )
+                .await?);
             }
             held
         }

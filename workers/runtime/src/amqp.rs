@@ -426,6 +426,7 @@ impl Client {
             _channel: channel,
             consumer,
             queue: queue.name().as_str().to_owned(),
+            skipped: std::collections::VecDeque::new(),
         })
     }
 
@@ -485,6 +486,8 @@ pub struct EventWatch {
     _channel: Channel,
     consumer: lapin::Consumer,
     queue: String,
+    /// Events read while looking for another correlation id, kept for later calls.
+    skipped: std::collections::VecDeque<ReceivedEvent>,
 }
 
 impl EventWatch {
@@ -493,8 +496,15 @@ impl EventWatch {
         &self.queue
     }
 
-    /// The next event, or an error after `timeout`.
+    /// The next event (oldest skipped one first), or an error after `timeout`.
     pub async fn next(&mut self, timeout: Duration) -> anyhow::Result<ReceivedEvent> {
+        if let Some(event) = self.skipped.pop_front() {
+            return Ok(event);
+        }
+        self.receive(timeout).await
+    }
+
+    async fn receive(&mut self, timeout: Duration) -> anyhow::Result<ReceivedEvent> {
         let delivery = tokio::time::timeout(timeout, self.consumer.next())
             .await
             .map_err(|_| anyhow::anyhow!("no event within {timeout:?}"))?
