@@ -23,6 +23,9 @@ use std::time::{Duration, Instant};
 /// GET RESPONSE / Le-correction rounds allowed for one command before we call the card broken.
 const MAX_CHAINED_RESPONSES: usize = 16;
 
+/// How long a transmit failure waits for pcscd to notice a removed card (it polls every 0.4 s).
+const REMOVAL_SETTLE: Duration = Duration::from_millis(1500);
+
 /// Establish a PC/SC context and list the readers pcscd knows.
 pub fn list_readers() -> Result<Vec<String>, ReaderError> {
     let context = establish()?;
@@ -196,25 +199,48 @@ impl Reader {
         }
     }
 
-    /// A transmit failure is a removal if the reader no longer shows a card; otherwise the card
-    /// (or its contact) is bad.
+    /// A transmit failure is a removal if the reader stops showing a card; otherwise the card
+    /// (or its contact) is bad. pcscd may notice a removal only at its next poll of the reader,
+    /// so we give the reader state up to [`REMOVAL_SETTLE`] to change before deciding.
     fn classify_transmit_error(&self, error: pcsc::Error) -> ReaderError {
         let mapped = ReaderError::from_pcsc(error, "SCardTransmit", true);
         if !matches!(mapped, ReaderError::ReaderNotConnected { .. }) {
             return mapped;
         }
-        let mut states = [ReaderState::new(self.name.clone(), State::UNAWARE)];
-        let present = self
-            .context
-            .get_status_change(Duration::ZERO, &mut states)
-            .is_ok()
-            && states[0].event_state().contains(State::PRESENT);
         let cause = format!("SCardTransmit: {error} ({})", pcsc_name(error));
-        if present {
+        if self.card_stays_present(REMOVAL_SETTLE) {
             ReaderError::CardUnusable { cause }
         } else {
             ReaderError::CardRemoved { cause }
         }
+    }
+
+    /// Whether the reader still shows a card after up to `settle` of watching it.
+    fn card_stays_present(&self, settle: Duration) -> bool {
+        let deadline = Instant::now() + settle;
+        let mut states = [ReaderState::new(self.name.clone(), State::UNAWARE)];
+        loop {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            match self.context.get_status_change(remaining, &mut states) {
+                Ok(()) => {}
+                Err(pcsc::Error::Timeout) => return true,
+                Err(_) => return false,
+            }
+            let state = states[0].event_state();
+            if !state.contains(State::PRESENT) {
+                return false;
+            }
+            if remaining.is_zero() {
+                return true;
+            }
+            states[0].sync_current_state();
+        }
+    }
+
+    /// Wait until the reader is empty (the card was taken out), up to `timeout`.
+    /// Returns whether it is empty.
+    pub fn wait_for_empty(&self, timeout: Duration) -> bool {
+        !self.card_stays_present(timeout)
     }
 
     /// Send one command APDU and return the final response: data collected over `61xx`

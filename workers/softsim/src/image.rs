@@ -119,8 +119,8 @@ pub struct Faults {
     pub update_delay: Option<Duration>,
     /// A card that is in the reader but cannot be powered up: its ATR is longer than the 33
     /// bytes ISO 7816-3 allows, which vpcd refuses at power-up, so pcscd reports the card as
-    /// present but mute (SCARD_STATE_MUTE) and SCardConnect fails with
-    /// SCARD_W_UNRESPONSIVE_CARD. (A card that never answers would hang pcscd's reader
+    /// present but mute (reader state PRESENT | MUTE) and will not connect to it.
+    /// (A card that never answers would hang pcscd's reader
     /// thread, because vpcd waits without a timeout, so we do not model that.)
     #[serde(default)]
     pub mute: bool,
