@@ -110,3 +110,77 @@ async fn two_readers_work_at_once() {
         assert_eq!(sim.snapshot().imsi().as_deref(), Some(imsi.as_str()));
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_card_with_slow_writes_still_personalises() {
+    let lease = lease(1).await;
+    let reader = lease.reader().clone();
+    let iccid = test_iccid();
+    let keys = TestKeys::generate();
+    let delay = Duration::from_millis(30);
+    let faults = simflow_softsim::Faults {
+        update_delay: Some(delay),
+        ..Default::default()
+    };
+    let sim = SoftSim::with_faults(CardImage::blank(&iccid, TEST_ADM1), faults).expect("image");
+    let _card = sim.insert(reader.vpcd_addr());
+    let challenge = challenge(&keys);
+    let script = write_script(&personalisation(&iccid, &keys, TEST_ADM1), &challenge);
+    let updates = script
+        .steps
+        .iter()
+        .filter(|step| step.kind == simflow_card::profile::StepKind::Update)
+        .count();
+
+    let (elapsed, responses) = blocking(move || {
+        let mut reader = connect(&reader.name)?;
+        let started = std::time::Instant::now();
+        let responses = run_script(&mut reader, &script)?;
+        Ok::<_, ReaderError>((started.elapsed(), responses))
+    })
+    .await
+    .expect("a slow card is still written");
+    assert!(
+        elapsed >= delay * updates as u32,
+        "{elapsed:?} for {updates} slow updates"
+    );
+    let answer = &responses.last().expect("answered").data;
+    assert_eq!(
+        profile::check_auth_answer(&keys.ki, &keys.opc, &challenge, answer),
+        Ok(AuthCheck::Authenticated)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_reader_fetches_61xx_responses_and_corrects_a_wrong_le() {
+    use simflow_card::apdu::{BinaryTarget, Command};
+    let lease = lease(1).await;
+    let reader = lease.reader().clone();
+    let iccid = test_iccid();
+    let sim = SoftSim::new(CardImage::blank(&iccid, TEST_ADM1)).expect("image");
+    let _card = sim.insert(reader.vpcd_addr());
+
+    let (iccid_read, fcp, apdus) = blocking(move || {
+        let mut reader = connect(&reader.name)?;
+        // Le 0x20 for a 10-byte file: the card answers 6C0A, the reader repeats with Le 0x0A.
+        let iccid_read =
+            reader.transmit(&Command::read_binary(BinaryTarget::Sfi(0x02), 0, 0x20).to_bytes())?;
+        // SELECT with FCP on a T=0 card: 61xx, then GET RESPONSE.
+        let fcp = reader.transmit(&Command::select_by_fid(0x2FE2).to_bytes())?;
+        Ok::<_, ReaderError>((iccid_read, fcp, reader.apdu_count()))
+    })
+    .await
+    .expect("transmits");
+    assert_eq!(iccid_read.sw(), 0x9000);
+    assert_eq!(
+        simflow_card::encoding::decode_iccid(&iccid_read.data).expect("ICCID"),
+        iccid
+    );
+    assert_eq!(fcp.sw(), 0x9000);
+    let fcp = simflow_card::fcp::Fcp::parse(&fcp.data).expect("FCP");
+    assert_eq!(
+        (fcp.fid, fcp.size, fcp.sfi),
+        (Some(0x2FE2), Some(10), Some(0x02))
+    );
+    assert_eq!(apdus, 4, "two commands, each needing a second APDU");
+}

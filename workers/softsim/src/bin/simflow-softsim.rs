@@ -20,9 +20,9 @@ struct Args {
     /// A blank card with this ICCID (instead of --image).
     #[arg(long, conflicts_with = "image")]
     blank_iccid: Option<String>,
-    /// ADM1 of the blank card given with --blank-iccid.
-    #[arg(long, default_value = "55538407", requires = "blank_iccid")]
-    blank_adm1: String,
+    /// ADM1 of the blank card given with --blank-iccid (digits, or 16 hex characters).
+    #[arg(long, requires = "blank_iccid")]
+    blank_adm1: Option<String>,
     /// The vpcd port of the reader to insert into.
     #[arg(long, default_value = DEFAULT_VPCD_ADDR)]
     vpcd: SocketAddr,
@@ -57,7 +57,13 @@ async fn main() -> anyhow::Result<()> {
             serde_json::from_str::<CardImage>(&text)
                 .with_context(|| format!("parsing {}", path.display()))?
         }
-        (None, Some(iccid)) => CardImage::blank(iccid, &args.blank_adm1),
+        (None, Some(iccid)) => {
+            let adm1 = args
+                .blank_adm1
+                .as_deref()
+                .context("--blank-iccid needs --blank-adm1")?;
+            CardImage::blank(iccid, adm1)
+        }
         (None, None) => anyhow::bail!("give --image FILE or --blank-iccid ICCID"),
     };
     let faults = Faults {
