@@ -184,3 +184,65 @@ async fn the_reader_fetches_61xx_responses_and_corrects_a_wrong_le() {
     );
     assert_eq!(apdus, 4, "two commands, each needing a second APDU");
 }
+
+/// A log sink shared with the test.
+#[derive(Clone, Default)]
+struct CapturedLog(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for CapturedLog {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_key_or_adm_reaches_the_reader_log_even_at_trace_level() {
+    let lease = lease(1).await;
+    let reader = lease.reader().clone();
+    let iccid = test_iccid();
+    let keys = TestKeys::generate();
+    let sim = SoftSim::new(CardImage::blank(&iccid, TEST_ADM1)).expect("image");
+    let _card = sim.insert(reader.vpcd_addr());
+    let script = write_script(
+        &personalisation(&iccid, &keys, TEST_ADM1),
+        &challenge(&keys),
+    );
+    let log = CapturedLog::default();
+    let sink = log.clone();
+
+    blocking(move || {
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::TRACE)
+            .with_writer(move || sink.clone())
+            .with_ansi(false)
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            let mut reader = connect(&reader.name)?;
+            run_script(&mut reader, &script).map(|_| ())
+        })
+    })
+    .await
+    .expect("personalises");
+
+    let text = String::from_utf8(log.0.lock().expect("log").clone()).expect("UTF-8 log");
+    assert!(
+        text.contains("step (secret)"),
+        "secret steps are logged by index and kind: {text}"
+    );
+    assert!(text.contains("EF.IMSI"), "ordinary steps are logged");
+    let adm_hex = hex::encode(Adm1::parse(TEST_ADM1).expect("ADM").bytes());
+    for secret in [hex::encode(keys.ki), hex::encode(keys.opc), adm_hex] {
+        assert!(
+            !text.to_lowercase().contains(&secret),
+            "a secret reached the log"
+        );
+    }
+}
