@@ -8,8 +8,10 @@
 //!
 //! Assumptions about the card, from pySim's SJA2 support:
 //! - ADM1 (key reference 0A) is card-global and stays verified across application selection.
-//! - EF.SIM_AUTH_KEY (3F00/A515/6F20) holds the 2G key and EF.USIM_AUTH_KEY (ADF.USIM/AF20)
-//!   the 3G key; both are cfg(1) ‖ K(16) ‖ OPc(16), cfg 0x14 = Milenage with OPc.
+//! - EF.SIM_AUTH_KEY (3F00/A515/6F20) holds the 2G key (pySim: hard-linked as
+//!   ADF.USIM/EF.USIM_AUTH_KEY_2G, used for AUTHENTICATE in GSM context) and EF.USIM_AUTH_KEY
+//!   (ADF.USIM/AF20) the 3G key; both are cfg(1) ‖ K(16) ‖ OPc(16), and cfg 0x14 decodes in
+//!   pySim as Milenage, use OPc, SRES derivation function 1. We write both with the same K/OPc.
 //! - DF.GSM's IMSI, SPN, ACC and PLMN files are the same files as ADF.USIM's (pySim writes
 //!   EF.IMSI only under DF.GSM and the USIM sees it), so writing them once under ADF.USIM serves
 //!   both applications.
