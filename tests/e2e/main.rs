@@ -2,6 +2,7 @@
 //! and database against the real RabbitMQ and PostgreSQL.
 
 mod architecture;
+mod card;
 mod delivery;
 mod support;
 mod transfers;

@@ -1,0 +1,170 @@
+//! Unhappy cards: pulled mid-write, already written, wrong ADM, mute.
+
+use super::*;
+use simflow_card::profile::{AuthCheck, StepKind, WrittenState};
+use simflow_reader::ClerkMessage;
+use simflow_softsim::{CardImage, CardState, Faults, SoftSim};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_card_pulled_after_the_nth_apdu_is_reported_as_removed() {
+    let lease = lease(1).await;
+    let reader = lease.reader().clone();
+    let iccid = test_iccid();
+    let keys = TestKeys::generate();
+    let p = personalisation(&iccid, &keys, TEST_ADM1);
+    let challenge = challenge(&keys);
+    let script = write_script(&p, &challenge);
+    // Identification takes 4 APDUs; pull right after the script's EF.MSISDN read-back.
+    let msisdn_readback = script
+        .steps
+        .iter()
+        .position(|step| step.kind == StepKind::ReadBack && step.target.ends_with("EF.MSISDN"))
+        .expect("script reads EF.MSISDN back");
+    let faults = Faults {
+        pull_after_apdus: Some(4 + msisdn_readback as u64 + 1),
+        // A clerk takes a second or two to put the card back; pcscd notices a removal at its
+        // next poll (0.4 s), so a faster re-insertion would look like no removal at all.
+        reinsert_after: Some(Duration::from_secs(2)),
+        ..Faults::default()
+    };
+    let sim = SoftSim::with_faults(CardImage::blank(&iccid, TEST_ADM1), faults).expect("image");
+    let mut card = sim.insert(reader.vpcd_addr());
+
+    let name = reader.name.clone();
+    let first_script = script.clone();
+    let error = blocking(move || {
+        let mut reader = connect(&name)?;
+        reader.identify_blank()?;
+        run_script(&mut reader, &first_script).map(|_| ())
+    })
+    .await
+    .expect_err("the card is pulled mid-write");
+    assert_eq!(error.code(), "CARD_REMOVED", "{error}");
+    assert_eq!(error.clerk_message(), ClerkMessage::ReinsertCard);
+    assert_eq!(
+        error.clerk_message().zh(),
+        "连接写卡器失败，请尝试重新插入白卡！"
+    );
+
+    // The clerk re-inserts the card: it still reads as blank, the probe shows the leftovers,
+    // and running the same script from the start completes the write.
+    card.wait_for(|state| state == CardState::Inserted).await;
+    let name = reader.name.clone();
+    let (identity, state, responses) = blocking(move || {
+        let mut reader = connect(&name)?;
+        let identity = reader.identify()?;
+        let mut probe = Vec::new();
+        reader.run_steps(&profile::probe_script(&script), |_, response| {
+            probe.push(response.clone())
+        })?;
+        let state = profile::classify_written_state(&script, &probe).expect("classifies");
+        let responses = run_script(&mut reader, &script)?;
+        Ok::<_, ReaderError>((identity, state, responses))
+    })
+    .await
+    .expect("the re-run completes");
+    assert!(
+        identity.blank,
+        "EF.IMSI is written last, so an interrupted card is still blank"
+    );
+    assert_eq!(
+        state,
+        WrittenState::PartlyWritten {
+            written: vec!["DF.TELECOM/EF.MSISDN".into()],
+            matches_script: true
+        }
+    );
+    let answer = &responses.last().expect("answered").data;
+    assert_eq!(
+        profile::check_auth_answer(&keys.ki, &keys.opc, &challenge, answer),
+        Ok(AuthCheck::Authenticated)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_finished_card_is_refused_with_please_use_another_blank_card() {
+    let lease = lease(1).await;
+    let reader = lease.reader().clone();
+    let sim = SoftSim::new(CardImage::finished(
+        &test_iccid(),
+        TEST_ADM1,
+        "460001112223334",
+    ))
+    .expect("image");
+    let _card = sim.insert(reader.vpcd_addr());
+
+    let error = blocking(move || connect(&reader.name)?.identify_blank())
+        .await
+        .expect_err("a finished card is not blank");
+    assert_eq!(error.code(), "CARD_NOT_BLANK");
+    assert_eq!(error.clerk_message().zh(), "请更换白卡！");
+    assert_eq!(error.clerk_message().en(), "Please use another blank card.");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_adm_is_blocked_after_three_tries() {
+    let lease = lease(1).await;
+    let reader = lease.reader().clone();
+    let iccid = test_iccid();
+    let keys = TestKeys::generate();
+    let faults = Faults {
+        wrong_adm: true,
+        ..Faults::default()
+    };
+    let sim = SoftSim::with_faults(CardImage::blank(&iccid, TEST_ADM1), faults).expect("image");
+    let _card = sim.insert(reader.vpcd_addr());
+    let script = write_script(
+        &personalisation(&iccid, &keys, TEST_ADM1),
+        &challenge(&keys),
+    );
+
+    let errors = blocking(move || {
+        let mut reader = connect(&reader.name)?;
+        let mut errors = Vec::new();
+        for _ in 0..4 {
+            errors.push(run_script(&mut reader, &script).expect_err("ADM1 is wrong"));
+        }
+        Ok::<_, ReaderError>(errors)
+    })
+    .await
+    .expect("reader works");
+
+    assert_eq!(
+        errors,
+        vec![
+            ReaderError::AdmRejected { tries_left: 2 },
+            ReaderError::AdmRejected { tries_left: 1 },
+            ReaderError::AdmRejected { tries_left: 0 },
+            ReaderError::AdmBlocked,
+        ]
+    );
+    assert!(
+        errors
+            .iter()
+            .all(|error| error.clerk_message().zh() == "请更换白卡！")
+    );
+    let snapshot = sim.snapshot();
+    assert_eq!(snapshot.adm_tries_left, 0);
+    assert_eq!(snapshot.imsi(), None, "nothing was written");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mute_card_is_refused_with_please_use_another_blank_card() {
+    let lease = lease(1).await;
+    let reader = lease.reader().clone();
+    let faults = Faults {
+        mute: true,
+        ..Faults::default()
+    };
+    let sim =
+        SoftSim::with_faults(CardImage::blank(&test_iccid(), TEST_ADM1), faults).expect("image");
+    let mut card = sim.insert(reader.vpcd_addr());
+    card.connected().await;
+
+    let error = blocking(move || connect(&reader.name).map(|_| ()))
+        .await
+        .expect_err("a mute card cannot be used");
+    println!("mute card: {error}");
+    assert_eq!(error.code(), "CARD_UNUSABLE", "{error}");
+    assert_eq!(error.clerk_message().zh(), "请更换白卡！");
+}

@@ -1,0 +1,113 @@
+//! The card side end to end: software SIMs in pcscd's vpcd readers, driven through the real
+//! PC/SC stack by `simflow-reader`, with scripts from `simflow-card`. No mocks of PC/SC.
+//!
+//! Reader calls are blocking, so tests run them with `spawn_blocking` on a multi-thread runtime
+//! (the soft SIM answers on the runtime meanwhile), as the outlet node will.
+
+mod errors;
+mod faults;
+mod measure;
+mod personalise;
+
+use simflow_card::encoding::Adm1;
+use simflow_card::profile::{self, CardFamily, Challenge, Personalisation, Script, SysmoIsimSja2};
+use simflow_reader::{Reader, ReaderError};
+use simflow_tests::pcsc::{self, ReaderLease};
+use std::time::Duration;
+
+/// The ADM1 every test card ships with.
+pub const TEST_ADM1: &str = "55538407";
+
+/// How long a test waits for pcscd to see an inserted card.
+pub const CARD_WAIT: Duration = Duration::from_secs(5);
+
+/// Run blocking reader work off the async runtime.
+pub async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> T {
+    tokio::task::spawn_blocking(work)
+        .await
+        .expect("blocking task panicked")
+}
+
+/// Lease readers without blocking the runtime.
+pub async fn lease(count: usize) -> ReaderLease {
+    blocking(move || pcsc::lease_readers(count))
+        .await
+        .expect("virtual readers available")
+}
+
+/// A unique, Luhn-valid test ICCID (89 88 21 prefix as pySim's examples, random body).
+pub fn test_iccid() -> String {
+    let body: u64 = rand::random::<u64>() % 10_000_000_000;
+    let digits = format!("89882110{body:010}");
+    let check = simflow_card::encoding::luhn_check_digit(&digits).expect("digits");
+    format!("{digits}{check}")
+}
+
+/// Freshly generated subscriber keys (never real ones).
+pub struct TestKeys {
+    pub ki: [u8; 16],
+    pub opc: [u8; 16],
+}
+
+impl TestKeys {
+    pub fn generate() -> Self {
+        TestKeys {
+            ki: rand::random(),
+            opc: rand::random(),
+        }
+    }
+}
+
+/// The personalisation a central worker would send for this card.
+pub fn personalisation(iccid: &str, keys: &TestKeys, adm1: &str) -> Personalisation {
+    let imsi_tail: u64 = rand::random::<u64>() % 10_000_000_000;
+    Personalisation {
+        iccid: iccid.to_string(),
+        imsi: format!("46000{imsi_tail:010}"),
+        msisdn: "+8613800138000".into(),
+        ki: keys.ki,
+        opc: keys.opc,
+        adm1: Adm1::parse(adm1).expect("test ADM1 parses"),
+        spn: Some("simflow".into()),
+        mcc_mnc: Some(("460".into(), "00".into())),
+        smsp: Some("+8613800100500".into()),
+    }
+}
+
+/// A challenge for a blank card (its SQN is 0, so any SQN above is fresh).
+pub fn challenge(keys: &TestKeys) -> Challenge {
+    profile::make_challenge(
+        &keys.ki,
+        &keys.opc,
+        &rand::random(),
+        &[0, 0, 0, 0, 0, 0x21],
+        &[0x80, 0x00],
+    )
+}
+
+/// The SJA2 write script for a card.
+pub fn write_script(p: &Personalisation, challenge: &Challenge) -> Script {
+    SysmoIsimSja2::default()
+        .build_write_script(p, challenge)
+        .expect("script builds")
+}
+
+/// Open the reader, wait for the card and connect, as the outlet does.
+pub fn connect(reader_name: &str) -> Result<Reader, ReaderError> {
+    let mut reader = Reader::open(reader_name)?;
+    reader.wait_for_card(CARD_WAIT)?;
+    reader.connect()?;
+    Ok(reader)
+}
+
+/// Run a script and collect every response; the last one answers the challenge.
+pub fn run_script(
+    reader: &mut Reader,
+    script: &Script,
+) -> Result<Vec<simflow_card::apdu::Response>, ReaderError> {
+    let mut responses = Vec::with_capacity(script.steps.len());
+    reader.run_steps(&script.steps, |_, response| {
+        responses.push(response.clone())
+    })?;
+    Ok(responses)
+}

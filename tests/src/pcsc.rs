@@ -1,0 +1,191 @@
+//! Virtual card readers for the end-to-end tests: the real pcscd with vpcd readers, leased to
+//! tests one (or a few) at a time.
+//!
+//! The first lease in a test process makes sure pcscd runs with our virtual readers by running
+//! `deploy/pcsc/setup.sh` (which reuses a running one) and remembers whether that started it.
+//! pcscd is left running when the process ends, for the next run to reuse;
+//! `deploy/pcsc/stop.sh` stops it.
+//! Tests in one binary run on parallel threads, so readers come from an in-process pool: a lease
+//! waits (it never fails) while all readers are busy, and gives its readers back on drop.
+//! This module does not insert cards or talk PC/SC beyond checking a leased reader is empty.
+
+use anyhow::{Context, bail};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::{Condvar, Mutex, OnceLock};
+use std::time::Duration;
+
+/// One virtual reader: the PC/SC name the host uses and the vpcd port the card connects to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VirtualReader {
+    pub name: String,
+    pub port: u16,
+}
+
+impl VirtualReader {
+    /// Where a soft SIM connects to sit in this reader.
+    pub fn vpcd_addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+}
+
+/// The running pcscd and its readers.
+#[derive(Debug)]
+pub struct VirtualReaders {
+    pub readers: Vec<VirtualReader>,
+    /// True when this process started pcscd (rather than reusing one).
+    pub started_by_us: bool,
+    pub pid: u32,
+    pub state_dir: PathBuf,
+}
+
+struct Pool {
+    free: Mutex<Vec<VirtualReader>>,
+    returned: Condvar,
+}
+
+static READERS: OnceLock<Result<VirtualReaders, String>> = OnceLock::new();
+static POOL: OnceLock<Pool> = OnceLock::new();
+
+/// The repository's `deploy/pcsc/setup.sh`.
+pub fn setup_script() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/pcsc/setup.sh")
+}
+
+fn state_dir() -> PathBuf {
+    std::env::var_os("SIMFLOW_PCSC_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/var/lib/simflow/pcsc"))
+}
+
+fn start_readers() -> anyhow::Result<VirtualReaders> {
+    let state_dir = state_dir();
+    let output = Command::new("bash")
+        .arg(setup_script())
+        .arg(&state_dir)
+        .output()
+        .context("running deploy/pcsc/setup.sh")?;
+    if !output.status.success() {
+        bail!(
+            "deploy/pcsc/setup.sh failed ({}): {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let last = stdout.lines().last().unwrap_or_default();
+    let (outcome, pid) = last
+        .split_once(' ')
+        .context("setup.sh prints `started|reused <pid>` last")?;
+    let tsv =
+        std::fs::read_to_string(state_dir.join("readers.tsv")).context("reading readers.tsv")?;
+    let readers = tsv
+        .lines()
+        .filter(|line| !line.is_empty())
+        .map(|line| {
+            let (name, port) = line
+                .split_once('\t')
+                .context("readers.tsv line has a tab")?;
+            Ok(VirtualReader {
+                name: name.to_string(),
+                port: port.parse().context("vpcd port")?,
+            })
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    Ok(VirtualReaders {
+        readers,
+        started_by_us: outcome == "started",
+        pid: pid.parse().context("pcscd pid")?,
+        state_dir,
+    })
+}
+
+/// Make sure pcscd runs with the virtual readers (once per process) and describe them.
+pub fn virtual_readers() -> anyhow::Result<&'static VirtualReaders> {
+    READERS
+        .get_or_init(|| start_readers().map_err(|error| format!("{error:#}")))
+        .as_ref()
+        .map_err(|error| anyhow::anyhow!("{error}"))
+}
+
+fn pool() -> anyhow::Result<&'static Pool> {
+    let readers = virtual_readers()?;
+    Ok(POOL.get_or_init(|| Pool {
+        free: Mutex::new(readers.readers.clone()),
+        returned: Condvar::new(),
+    }))
+}
+
+/// Readers leased to one test; they go back to the pool when this is dropped.
+#[derive(Debug)]
+pub struct ReaderLease {
+    readers: Vec<VirtualReader>,
+}
+
+impl ReaderLease {
+    /// The first (or only) leased reader.
+    pub fn reader(&self) -> &VirtualReader {
+        &self.readers[0]
+    }
+
+    /// All leased readers.
+    pub fn readers(&self) -> &[VirtualReader] {
+        &self.readers
+    }
+}
+
+impl Drop for ReaderLease {
+    fn drop(&mut self) {
+        if let Some(pool) = POOL.get() {
+            let mut free = pool
+                .free
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            free.append(&mut self.readers);
+            pool.returned.notify_all();
+        }
+    }
+}
+
+/// Lease `count` readers at once, waiting while too few are free. Blocking: call it from
+/// `spawn_blocking` in async tests. Each reader is checked to be empty first (a card left by the
+/// previous test disappears at pcscd's next poll).
+pub fn lease_readers(count: usize) -> anyhow::Result<ReaderLease> {
+    let pool = pool()?;
+    let total = virtual_readers()?.readers.len();
+    if count > total {
+        bail!("{count} readers wanted but pcscd has only {total}");
+    }
+    let readers = {
+        let mut free = pool
+            .free
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        while free.len() < count {
+            free = pool
+                .returned
+                .wait(free)
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+        }
+        let at = free.len() - count;
+        free.split_off(at)
+    };
+    let lease = ReaderLease { readers };
+    for reader in lease.readers() {
+        let handle = simflow_reader::Reader::open(&reader.name)
+            .with_context(|| format!("opening {}", reader.name))?;
+        if !handle.wait_for_empty(Duration::from_secs(3)) {
+            bail!(
+                "reader {} still shows a card from an earlier test",
+                reader.name
+            );
+        }
+    }
+    Ok(lease)
+}
+
+/// Lease one reader (see [`lease_readers`]).
+pub fn lease_reader() -> anyhow::Result<ReaderLease> {
+    lease_readers(1)
+}

@@ -1,0 +1,382 @@
+//! The card writer's host side: PC/SC through the `pcsc` crate, behind a small blocking API.
+//!
+//! [`Reader`] lists readers, waits for a card (polling the reader state with
+//! SCardGetStatusChange, never sleeping blindly), connects, transmits with T=0 chaining handled
+//! (GET RESPONSE after `61xx`, repeat with the right Le after `6Cxx`), counts APDUs, and runs a
+//! [`simflow_card::profile::Script`]'s steps, stopping at the first status word or read-back
+//! that differs. Every failure is a [`ReaderError`] carrying the clerk's message.
+//!
+//! This is the only crate that depends on `pcsc`. It is blocking and has no async runtime:
+//! callers on tokio use `spawn_blocking`. It never logs a secret step's APDU (only its index,
+//! kind and target) and never logs response data.
+
+mod error;
+
+pub use error::{ClerkMessage, ErrorReport, ReaderError, pcsc_name};
+
+use pcsc::{Context, Disposition, Protocols, ReaderState, Scope, ShareMode, State};
+use simflow_card::apdu::{Command, Response, Status, ins};
+use simflow_card::profile::{self, Identity, Step, StepKind};
+use std::ffi::CString;
+use std::time::{Duration, Instant};
+
+/// GET RESPONSE / Le-correction rounds allowed for one command before we call the card broken.
+const MAX_CHAINED_RESPONSES: usize = 16;
+
+/// How long a transmit failure waits for pcscd to notice a removed card (it polls every 0.4 s).
+const REMOVAL_SETTLE: Duration = Duration::from_millis(1500);
+
+/// Establish a PC/SC context and list the readers pcscd knows.
+pub fn list_readers() -> Result<Vec<String>, ReaderError> {
+    let context = establish()?;
+    reader_names(&context)
+}
+
+fn establish() -> Result<Context, ReaderError> {
+    Context::establish(Scope::User)
+        .map_err(|error| ReaderError::from_pcsc(error, "SCardEstablishContext", false))
+}
+
+fn reader_names(context: &Context) -> Result<Vec<String>, ReaderError> {
+    let names = context
+        .list_readers_owned()
+        .map_err(|error| ReaderError::from_pcsc(error, "SCardListReaders", false))?;
+    Ok(names
+        .into_iter()
+        .map(|name| name.to_string_lossy().into_owned())
+        .collect())
+}
+
+/// One named reader and, once connected, the card in it.
+pub struct Reader {
+    context: Context,
+    name: CString,
+    card: Option<pcsc::Card>,
+    atr: Vec<u8>,
+    apdus: u64,
+}
+
+impl std::fmt::Debug for Reader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reader")
+            .field("name", &self.name)
+            .field("connected", &self.card.is_some())
+            .field("apdus", &self.apdus)
+            .finish()
+    }
+}
+
+impl Reader {
+    /// Open the reader called `name` (as [`list_readers`] spells it).
+    pub fn open(name: &str) -> Result<Self, ReaderError> {
+        let context = establish()?;
+        let names = reader_names(&context)?;
+        if !names.iter().any(|known| known == name) {
+            return Err(ReaderError::ReaderNotConnected {
+                cause: format!("no reader named {name:?} (pcscd has {names:?})"),
+            });
+        }
+        let name = CString::new(name).map_err(|_| ReaderError::ReaderNotConnected {
+            cause: "reader name contains NUL".into(),
+        })?;
+        Ok(Reader {
+            context,
+            name,
+            card: None,
+            atr: Vec::new(),
+            apdus: 0,
+        })
+    }
+
+    /// The reader's name.
+    pub fn name(&self) -> &str {
+        self.name.to_str().unwrap_or("<non-UTF-8 reader name>")
+    }
+
+    /// Wait until a usable card is in the reader, up to `timeout`; returns its ATR.
+    /// A card pcscd could not power up (mute) is `CardUnusable`; no card in time is `NoCard`.
+    pub fn wait_for_card(&self, timeout: Duration) -> Result<Vec<u8>, ReaderError> {
+        let deadline = Instant::now() + timeout;
+        let mut states = [ReaderState::new(self.name.clone(), State::UNAWARE)];
+        loop {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            match self.context.get_status_change(remaining, &mut states) {
+                Ok(()) => {}
+                Err(pcsc::Error::Timeout) => {
+                    return Err(ReaderError::NoCard {
+                        cause: format!("no card in {:?} within {timeout:?}", self.name),
+                    });
+                }
+                Err(error) => {
+                    return Err(ReaderError::from_pcsc(error, "SCardGetStatusChange", false));
+                }
+            }
+            let state = states[0].event_state();
+            if state.intersects(State::UNKNOWN | State::UNAVAILABLE) {
+                return Err(ReaderError::ReaderNotConnected {
+                    cause: format!("reader state {state:?}"),
+                });
+            }
+            if state.contains(State::MUTE) {
+                return Err(ReaderError::CardUnusable {
+                    cause: format!("card is mute (reader state {state:?})"),
+                });
+            }
+            if state.contains(State::PRESENT) {
+                return Ok(states[0].atr().to_vec());
+            }
+            states[0].sync_current_state();
+            if remaining.is_zero() {
+                return Err(ReaderError::NoCard {
+                    cause: format!("no card in {:?} within {timeout:?}", self.name),
+                });
+            }
+        }
+    }
+
+    /// Connect to the card exclusively (T=0 or T=1) and remember its ATR.
+    pub fn connect(&mut self) -> Result<(), ReaderError> {
+        let card = self
+            .context
+            .connect(
+                &self.name,
+                ShareMode::Exclusive,
+                Protocols::T0 | Protocols::T1,
+            )
+            .map_err(|error| ReaderError::from_pcsc(error, "SCardConnect", false))?;
+        let status = card
+            .status2_owned()
+            .map_err(|error| ReaderError::from_pcsc(error, "SCardStatus", true))?;
+        self.atr = status.atr().to_vec();
+        self.card = Some(card);
+        tracing::debug!(reader = self.name(), atr = %hex::encode(&self.atr), "card connected");
+        Ok(())
+    }
+
+    /// The ATR of the connected card.
+    pub fn atr(&self) -> &[u8] {
+        &self.atr
+    }
+
+    /// Command APDUs sent since this reader was opened (GET RESPONSEs and Le retries included).
+    pub fn apdu_count(&self) -> u64 {
+        self.apdus
+    }
+
+    /// Warm-reset the card: the card's security state (ADM verified, current file) is lost.
+    pub fn reset(&mut self) -> Result<(), ReaderError> {
+        let card = self.card.as_mut().ok_or_else(not_connected)?;
+        card.reconnect(
+            ShareMode::Exclusive,
+            Protocols::T0 | Protocols::T1,
+            Disposition::ResetCard,
+        )
+        .map_err(|error| ReaderError::from_pcsc(error, "SCardReconnect", true))
+    }
+
+    /// Release the card, resetting it so nothing stays verified.
+    pub fn disconnect(&mut self) {
+        if let Some(card) = self.card.take()
+            && let Err((_, error)) = card.disconnect(Disposition::ResetCard)
+        {
+            tracing::debug!(
+                reader = self.name(),
+                error = pcsc_name(error),
+                "disconnect failed"
+            );
+        }
+    }
+
+    fn raw_transmit(&mut self, apdu: &[u8]) -> Result<Response, ReaderError> {
+        let card = self.card.as_ref().ok_or_else(not_connected)?;
+        let mut buffer = [0u8; pcsc::MAX_BUFFER_SIZE];
+        self.apdus += 1;
+        match card.transmit(apdu, &mut buffer) {
+            Ok(bytes) => Response::from_bytes(bytes).map_err(|error| ReaderError::CardUnusable {
+                cause: format!("bad response: {error}"),
+            }),
+            Err(error) => Err(self.classify_transmit_error(error)),
+        }
+    }
+
+    /// A transmit failure is a removal if the reader stops showing a card; otherwise the card
+    /// (or its contact) is bad. pcscd may notice a removal only at its next poll of the reader,
+    /// so we give the reader state up to [`REMOVAL_SETTLE`] to change before deciding.
+    fn classify_transmit_error(&self, error: pcsc::Error) -> ReaderError {
+        let mapped = ReaderError::from_pcsc(error, "SCardTransmit", true);
+        if !matches!(mapped, ReaderError::ReaderNotConnected { .. }) {
+            return mapped;
+        }
+        let cause = format!("SCardTransmit: {error} ({})", pcsc_name(error));
+        if self.card_stays_present(REMOVAL_SETTLE) {
+            ReaderError::CardUnusable { cause }
+        } else {
+            ReaderError::CardRemoved { cause }
+        }
+    }
+
+    /// Whether the reader still shows a card after up to `settle` of watching it.
+    fn card_stays_present(&self, settle: Duration) -> bool {
+        let deadline = Instant::now() + settle;
+        let mut states = [ReaderState::new(self.name.clone(), State::UNAWARE)];
+        loop {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            match self.context.get_status_change(remaining, &mut states) {
+                Ok(()) => {}
+                Err(pcsc::Error::Timeout) => return true,
+                Err(_) => return false,
+            }
+            let state = states[0].event_state();
+            if !state.contains(State::PRESENT) {
+                return false;
+            }
+            if remaining.is_zero() {
+                return true;
+            }
+            states[0].sync_current_state();
+        }
+    }
+
+    /// Wait until the reader is empty (the card was taken out), up to `timeout`.
+    /// Returns whether it is empty.
+    pub fn wait_for_empty(&self, timeout: Duration) -> bool {
+        !self.card_stays_present(timeout)
+    }
+
+    /// Send one command APDU and return the final response: data collected over `61xx`
+    /// GET RESPONSEs, and the command repeated with the card's Le after `6Cxx`.
+    pub fn transmit(&mut self, apdu: &[u8]) -> Result<Response, ReaderError> {
+        let mut response = self.raw_transmit(apdu)?;
+        let mut data = Vec::new();
+        for _ in 0..MAX_CHAINED_RESPONSES {
+            match response.status() {
+                Status::ResponseAvailable(len) => {
+                    data.extend_from_slice(&response.data);
+                    response = self.raw_transmit(&Command::get_response(len).to_bytes())?;
+                }
+                Status::WrongLe(len) if apdu.len() >= 5 => {
+                    let mut again = apdu.to_vec();
+                    if let Some(le) = again.last_mut() {
+                        *le = len;
+                    }
+                    response = self.raw_transmit(&again)?;
+                }
+                _ => {
+                    data.extend_from_slice(&response.data);
+                    return Ok(Response { data, ..response });
+                }
+            }
+        }
+        Err(ReaderError::CardUnusable {
+            cause: "card keeps answering 61xx/6Cxx".into(),
+        })
+    }
+
+    /// Run script steps in order, checking each status word and read-back, and calling
+    /// `on_step(index, response)` after each step that passed. Stops at the first mismatch.
+    /// Secret steps are logged by index, kind and target only.
+    pub fn run_steps(
+        &mut self,
+        steps: &[Step],
+        mut on_step: impl FnMut(u16, &Response),
+    ) -> Result<(), ReaderError> {
+        for step in steps {
+            if step.secret {
+                tracing::debug!(index = step.index, kind = ?step.kind, target = %step.target, "step (secret)");
+            } else {
+                tracing::trace!(index = step.index, kind = ?step.kind, target = %step.target, apdu = %hex::encode(&step.apdu), "step");
+            }
+            let response = self.transmit(&step.apdu)?;
+            check_step(step, &response)?;
+            on_step(step.index, &response);
+        }
+        Ok(())
+    }
+
+    /// Run the family-independent identification and read the card's ICCID and IMSI.
+    pub fn identify(&mut self) -> Result<Identity, ReaderError> {
+        let steps = profile::identify_script();
+        let mut responses = Vec::with_capacity(steps.len());
+        match self.run_steps(&steps, |_, response| responses.push(response.clone())) {
+            Ok(()) => {}
+            Err(ReaderError::StepFailed {
+                index,
+                target,
+                got_sw,
+                ..
+            }) => {
+                return Err(ReaderError::CardUnusable {
+                    cause: format!(
+                        "identification step {index} ({target}) answered SW {got_sw:04X}"
+                    ),
+                });
+            }
+            Err(error) => return Err(error),
+        }
+        profile::parse_identity(&responses).map_err(|error| ReaderError::CardUnusable {
+            cause: format!("identification: {error}"),
+        })
+    }
+
+    /// [`Reader::identify`], refusing a card that is not blank.
+    pub fn identify_blank(&mut self) -> Result<Identity, ReaderError> {
+        let identity = self.identify()?;
+        if identity.blank {
+            Ok(identity)
+        } else {
+            Err(ReaderError::CardNotBlank {
+                iccid: identity.iccid,
+            })
+        }
+    }
+}
+
+impl Drop for Reader {
+    fn drop(&mut self) {
+        self.disconnect();
+    }
+}
+
+fn not_connected() -> ReaderError {
+    ReaderError::ReaderNotConnected {
+        cause: "no card connected (call connect first)".into(),
+    }
+}
+
+/// Judge one step's answer.
+fn check_step(step: &Step, response: &Response) -> Result<(), ReaderError> {
+    let got_sw = response.sw();
+    if got_sw != step.expect_sw {
+        if step.kind == StepKind::Verify || step.apdu.get(1) == Some(&ins::VERIFY) {
+            match response.status() {
+                Status::VerifyFailed { tries_left } => {
+                    return Err(ReaderError::AdmRejected { tries_left });
+                }
+                Status::Blocked => return Err(ReaderError::AdmBlocked),
+                _ => {}
+            }
+        }
+        return Err(ReaderError::StepFailed {
+            index: step.index,
+            kind: format!("{:?}", step.kind),
+            target: step.target.clone(),
+            expected_sw: step.expect_sw,
+            got_sw,
+        });
+    }
+    if let Some(expected) = &step.expect_data
+        && expected != &response.data
+    {
+        if step.target.ends_with("EF.ICCID") {
+            let found = simflow_card::encoding::decode_iccid(&response.data)
+                .unwrap_or_else(|_| hex::encode(&response.data));
+            let expected = simflow_card::encoding::decode_iccid(expected).unwrap_or_default();
+            return Err(ReaderError::WrongCard { expected, found });
+        }
+        return Err(ReaderError::ReadBackMismatch {
+            index: step.index,
+            target: step.target.clone(),
+        });
+    }
+    Ok(())
+}
