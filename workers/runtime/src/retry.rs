@@ -11,7 +11,7 @@
 use std::future::Future;
 use std::time::Duration;
 
-use backoff::ExponentialBackoff;
+use backoff::{ExponentialBackoff, ExponentialBackoffBuilder};
 use backoff::backoff::Backoff;
 use rand::Rng;
 use tokio_util::sync::CancellationToken;
@@ -19,14 +19,13 @@ use tokio_util::sync::CancellationToken;
 /// Backoff for (re)connecting to the broker or the database: starts at 200 ms, doubles up to
 /// 10 s, ±50 % jitter, never gives up on its own.
 fn reconnect_policy() -> ExponentialBackoff {
-    ExponentialBackoff {
-        initial_interval: Duration::from_millis(200),
-        max_interval: Duration::from_secs(10),
-        multiplier: 2.0,
-        randomization_factor: 0.5,
-        max_elapsed_time: None,
-        ..ExponentialBackoff::default()
-    }
+    ExponentialBackoffBuilder::new()
+        .with_initial_interval(Duration::from_millis(200))
+        .with_max_interval(Duration::from_secs(10))
+        .with_multiplier(2.0)
+        .with_randomization_factor(0.5)
+        .with_max_elapsed_time(None)
+        .build()
 }
 
 /// Tries `connect` until it succeeds or shutdown is requested (then `None`).
@@ -59,14 +58,13 @@ where
 /// The waits between quick in-process tries of a transient failure: 100 ms doubling, ±50 %
 /// jitter, at most 1 s each; `tries - 1` waits in all.
 pub(crate) fn in_process_waits(tries: u32) -> Vec<Duration> {
-    let mut policy = ExponentialBackoff {
-        initial_interval: Duration::from_millis(100),
-        max_interval: Duration::from_secs(1),
-        multiplier: 2.0,
-        randomization_factor: 0.5,
-        max_elapsed_time: None,
-        ..ExponentialBackoff::default()
-    };
+    let mut policy = ExponentialBackoffBuilder::new()
+        .with_initial_interval(Duration::from_millis(100))
+        .with_max_interval(Duration::from_secs(1))
+        .with_multiplier(2.0)
+        .with_randomization_factor(0.5)
+        .with_max_elapsed_time(None)
+        .build();
     (1..tries)
         .map(|_| policy.next_backoff().unwrap_or(policy.max_interval))
         .collect()
