@@ -269,6 +269,7 @@ impl Publisher {
             properties.clone(),
         )
         .await?;
+        tracing::debug!(message_id, correlation_id, routing_key = %message.routing_key, "published outcome");
         if message.copy_to_reply_to
             && let Some(reply_to) = reply_to
         {
@@ -537,15 +538,24 @@ impl EventWatch {
         job_message_id: &str,
         timeout: Duration,
     ) -> anyhow::Result<ReceivedEvent> {
+        let wanted =
+            |event: &ReceivedEvent| event.correlation_id.as_deref() == Some(job_message_id);
+        if let Some(position) = self.skipped.iter().position(wanted)
+            && let Some(event) = self.skipped.remove(position)
+        {
+            return Ok(event);
+        }
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-            let event = self.next(left).await.map_err(|error| {
+            let event = self.receive(left).await.map_err(|error| {
                 anyhow::anyhow!("waiting for the answer to {job_message_id}: {error}")
             })?;
-            if event.correlation_id.as_deref() == Some(job_message_id) {
+            if wanted(&event) {
                 return Ok(event);
             }
+            // Kept for whoever asks for it next.
+            self.skipped.push_back(event);
         }
     }
 

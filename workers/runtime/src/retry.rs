@@ -11,8 +11,8 @@
 use std::future::Future;
 use std::time::Duration;
 
-use backoff::{ExponentialBackoff, ExponentialBackoffBuilder};
 use backoff::backoff::Backoff;
+use backoff::{ExponentialBackoff, ExponentialBackoffBuilder};
 use rand::Rng;
 use tokio_util::sync::CancellationToken;
 

@@ -409,6 +409,7 @@ impl<H: Handler> Inner<H> {
                 .await
             }
         };
+        tracing::debug!(worker = name, message_id = ?message_id, ok = result.is_ok(), "settled");
         match result {
             Ok(()) => {
                 self.metrics
