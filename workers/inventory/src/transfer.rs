@@ -57,12 +57,6 @@ fn reject(reason: Reason) -> JobError {
 }
 
 #[derive(Debug, sqlx::FromRow)]
-struct WarehouseRow {
-    unit_id: i32,
-    kind: String,
-}
-
-#[derive(Debug, sqlx::FromRow)]
 struct TransferRow {
     source_warehouse: String,
     target_warehouse: String,
@@ -77,16 +71,6 @@ struct TransferRow {
     approved_out_at: Option<DateTime<Utc>>,
     approved_in_by: Option<String>,
     approved_in_at: Option<DateTime<Utc>>,
-}
-
-async fn warehouse(db: &mut PgConnection, code: &str) -> Result<WarehouseRow, JobError> {
-    sqlx::query_as::<_, WarehouseRow>(
-        "SELECT unit_id, kind FROM inventory.warehouses WHERE code = $1",
-    )
-    .bind(code)
-    .fetch_optional(&mut *db)
-    .await?
-    .ok_or_else(|| reject(reasons::WAREHOUSE_UNKNOWN))
 }
 
 async fn lock_transfer(
@@ -300,22 +284,35 @@ async fn create_transfer(
         return Ok(created_event(create.transfer_id, &existing));
     }
 
-    let source = warehouse(db, &create.source_warehouse).await?;
-    let target = warehouse(db, &create.target_warehouse).await?;
-    if source.kind != "secondary"
-        || target.kind != "onsite_target"
-        || source.unit_id != target.unit_id
-    {
+    // Both warehouses and the card type in one round trip.
+    let (source_kind, source_unit, target_kind, target_unit, card_type_known): (
+        Option<String>,
+        Option<i32>,
+        Option<String>,
+        Option<i32>,
+        bool,
+    ) = sqlx::query_as(
+        "SELECT s.kind, s.unit_id, t.kind, t.unit_id, \
+                EXISTS (SELECT 1 FROM inventory.card_types WHERE code = $3) \
+         FROM (SELECT 1) AS one \
+         LEFT JOIN inventory.warehouses s ON s.code = $1 \
+         LEFT JOIN inventory.warehouses t ON t.code = $2",
+    )
+    .bind(&create.source_warehouse)
+    .bind(&create.target_warehouse)
+    .bind(&create.card_type)
+    .fetch_one(&mut *db)
+    .await?;
+    let (Some(source_kind), Some(target_kind)) = (source_kind, target_kind) else {
+        return Err(reject(reasons::WAREHOUSE_UNKNOWN));
+    };
+    if source_kind != "secondary" || target_kind != "onsite_target" || source_unit != target_unit {
         return Err(reject(reasons::WRONG_DIRECTION));
     }
-    let card_type_known: bool =
-        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM inventory.card_types WHERE code = $1)")
-            .bind(&create.card_type)
-            .fetch_one(&mut *db)
-            .await?;
     if !card_type_known {
         return Err(reject(reasons::CARD_TYPE_UNKNOWN));
     }
+
     staff::require(
         db,
         &create.staff_id,

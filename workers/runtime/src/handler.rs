@@ -28,8 +28,10 @@ pub struct JobContext {
     pub received_at: DateTime<Utc>,
     /// The broker-validated `user_id` property, if the publisher set one.
     pub user_id: Option<String>,
-    /// The acting staff ID or business id in logs; set by the runtime from the job.
+    /// The business id the job names (transfer, batch, order …), for events and logs.
     pub subject_id: Option<String>,
+    /// The broker says this delivery was delivered before (and maybe handled).
+    pub redelivered: bool,
 }
 
 /// A business answer: the job is refused and nothing it did is kept.

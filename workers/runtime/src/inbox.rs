@@ -1,68 +1,53 @@
 //! The inbox: which messages a consumer has handled, and what it published for each.
 //!
-//! The row is claimed at the start of the handler's transaction and filled with the outcome at
-//! its end, so a second delivery of the same message (a redelivery, a duplicate publish, a
-//! replay from the dead-letter queue) waits for the first to commit and then finds it.
+//! The row is written in the same transaction as the handler's effects, just before commit,
+//! with `ON CONFLICT DO NOTHING`. A second delivery of the same message (a redelivery, a
+//! duplicate publish, a replay from the dead-letter queue) that runs at the same time blocks on
+//! that row until the first commits, finds it, and rolls its own work back; one that comes later
+//! is answered from the stored outcome without running the handler at all.
 
 use sqlx::PgConnection;
 
 use crate::outcome::Outcome;
 
-/// What claiming a message found.
-#[derive(Debug)]
-pub enum Claim {
-    /// First time: go ahead and handle it.
-    New,
-    /// Already handled: publish this stored outcome again and ack.
-    Duplicate(Outcome),
-}
-
-/// Claims `message_id` for `consumer` inside the caller's transaction.
-pub async fn claim(
+/// The stored outcome of `message_id` for `consumer`, if it was handled.
+pub async fn lookup(
     db: &mut PgConnection,
     consumer: &str,
     message_id: &str,
-    message_type: &str,
-) -> Result<Claim, sqlx::Error> {
-    let inserted = sqlx::query(
-        "INSERT INTO runtime.inbox (consumer, message_id, message_type) VALUES ($1, $2, $3) \
-         ON CONFLICT (consumer, message_id) DO NOTHING",
-    )
-    .bind(consumer)
-    .bind(message_id)
-    .bind(message_type)
-    .execute(&mut *db)
-    .await?
-    .rows_affected();
-    if inserted == 1 {
-        return Ok(Claim::New);
-    }
+) -> Result<Option<Outcome>, sqlx::Error> {
     let stored: Option<sqlx::types::Json<Outcome>> = sqlx::query_scalar(
         "SELECT outcome FROM runtime.inbox WHERE consumer = $1 AND message_id = $2",
     )
     .bind(consumer)
     .bind(message_id)
-    .fetch_one(&mut *db)
+    .fetch_optional(&mut *db)
     .await?;
-    Ok(Claim::Duplicate(
-        stored.map(|json| json.0).unwrap_or_default(),
-    ))
+    Ok(stored.map(|json| json.0))
 }
 
-/// Records the outcome of a claimed message (same transaction as the claim).
+/// Records a handled message and its outcome inside the caller's transaction. Returns false
+/// when another delivery of the same message committed first: the caller must roll back and
+/// answer with the stored outcome.
 pub async fn record(
     db: &mut PgConnection,
     consumer: &str,
     message_id: &str,
+    message_type: &str,
     outcome: &Outcome,
-) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE runtime.inbox SET outcome = $3 WHERE consumer = $1 AND message_id = $2")
-        .bind(consumer)
-        .bind(message_id)
-        .bind(sqlx::types::Json(outcome))
-        .execute(&mut *db)
-        .await?;
-    Ok(())
+) -> Result<bool, sqlx::Error> {
+    let inserted = sqlx::query(
+        "INSERT INTO runtime.inbox (consumer, message_id, message_type, outcome) VALUES ($1, $2, $3, $4) \
+         ON CONFLICT (consumer, message_id) DO NOTHING",
+    )
+    .bind(consumer)
+    .bind(message_id)
+    .bind(message_type)
+    .bind(sqlx::types::Json(outcome))
+    .execute(db)
+    .await?
+    .rows_affected();
+    Ok(inserted == 1)
 }
 
 /// Deletes inbox rows older than `days` days; returns how many went.

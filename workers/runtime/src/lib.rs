@@ -12,6 +12,7 @@
 //! through `simflow-schemas`, and its one table is `runtime.inbox`.
 
 pub mod amqp;
+pub mod bench;
 pub mod db;
 pub mod deadletter;
 pub mod handler;

@@ -27,13 +27,13 @@ use simflow_schemas::registry::{DecodeError, Job, Message, MessageRole};
 use simflow_schemas::topology::{
     DEAD_LETTER_EXCHANGE, EVENTS_EXCHANGE, central_topology, retry_name,
 };
-use sqlx::{Connection as _, PgPool};
+use sqlx::PgPool;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::amqp::{self, PublishError, Publisher, text_value};
 use crate::handler::{Handler, JobContext, JobError};
-use crate::inbox::{self, Claim};
+use crate::inbox;
 use crate::metrics::{Health, Metrics};
 use crate::outcome::{Outcome, Outgoing};
 use crate::retry;
@@ -330,7 +330,9 @@ impl<H: Handler> Inner<H> {
                             .as_ref()
                             .map(|user| user.as_str().to_owned()),
                         subject_id: subject_id.clone(),
+                        redelivered: delivery.redelivered,
                     };
+
                     (
                         self.handle_with_tries(&context, job, attempt).await,
                         subject_id,
@@ -490,26 +492,22 @@ impl<H: Handler> Inner<H> {
 
     async fn transact(&self, context: &JobContext, job: Job) -> Result<Handled, JobError> {
         let consumer = self.name();
-        let mut transaction = self.pool.begin().await?;
-        if let Claim::Duplicate(outcome) = inbox::claim(
-            &mut transaction,
-            consumer,
-            &context.message_id,
-            &context.message_type,
-        )
-        .await?
-        {
-            transaction.rollback().await?;
-            return Ok(Handled::Duplicate(outcome));
-        }
-        let mut savepoint = transaction.begin().await?;
-        let handled = match self.handler.handle(context, job, &mut savepoint).await {
-            Ok(outcome) => {
-                savepoint.commit().await?;
-                Handled::Committed(outcome)
+        // A redelivered or retried job was probably handled already: answer it without running
+        // the handler. Fresh deliveries skip this look-up; `record` catches them anyway.
+        if context.redelivered || context.attempt > 1 {
+            let mut connection = self.pool.acquire().await?;
+            if let Some(outcome) = inbox::lookup(&mut connection, consumer, &context.message_id).await? {
+                return Ok(Handled::Duplicate(outcome));
             }
+        }
+        let mut transaction = self.pool.begin().await?;
+        let (outcome, handled_as_rejection) = match self.handler.handle(context, job, &mut transaction).await {
+            Ok(outcome) => (outcome, false),
             Err(JobError::Rejected(rejection)) => {
-                savepoint.rollback().await?;
+                // Nothing the handler did is kept; the rejection itself is recorded below in a
+                // transaction of its own, so a redelivery gets the same answer.
+                transaction.rollback().await?;
+                transaction = self.pool.begin().await?;
                 let event = JobRejected {
                     job_message_id: context.message_id.clone(),
                     job_type: context.message_type.clone(),
@@ -519,18 +517,20 @@ impl<H: Handler> Inner<H> {
                     problem_count: rejection.problem_count,
                 };
                 let routing_key = format!("{}.rejected", self.handler.queue().key());
-                Handled::Rejected(Outcome::event(&routing_key, &event))
+                (Outcome::event(&routing_key, &event), true)
             }
             Err(other) => return Err(other),
         };
-        let outcome = match &handled {
-            Handled::Committed(outcome)
-            | Handled::Rejected(outcome)
-            | Handled::Duplicate(outcome) => outcome,
-        };
-        inbox::record(&mut transaction, consumer, &context.message_id, outcome).await?;
+        let recorded = inbox::record(&mut transaction, consumer, &context.message_id, &context.message_type, &outcome).await?;
+        if !recorded {
+            // Another delivery of this message committed while we worked: its outcome stands.
+            transaction.rollback().await?;
+            let mut connection = self.pool.acquire().await?;
+            let stored = inbox::lookup(&mut connection, consumer, &context.message_id).await?.unwrap_or_default();
+            return Ok(Handled::Duplicate(stored));
+        }
         transaction.commit().await?;
-        Ok(handled)
+        Ok(if handled_as_rejection { Handled::Rejected(outcome) } else { Handled::Committed(outcome) })
     }
 
     async fn publish_outcome(

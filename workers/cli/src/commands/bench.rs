@@ -1,15 +1,22 @@
-//! `simflow bench`.
+//! `simflow bench`: throughput benchmarks that print simflow's numbers next to the raw limit of
+//! the same component, measured in the same run on the same machine.
+//!
+//! Benchmarks never run in the test suite: the machines are shared and noisy, so only ratios
+//! measured side by side mean anything.
+
 use clap::Subcommand;
+use simflow_runtime::Settings;
+
 /// Benchmarks.
 #[derive(Debug, Subcommand)]
 pub enum BenchCommand {
-    /// Transfers.
-    Transfer,
+    /// Transfer jobs per second through broker and database vs the raw broker round trip.
+    Transfer(super::bench_transfer::TransferBenchArgs),
 }
+
 /// Runs a benchmark.
-pub async fn run(
-    _settings: simflow_runtime::Settings,
-    _command: BenchCommand,
-) -> anyhow::Result<()> {
-    anyhow::bail!("not yet")
+pub async fn run(settings: Settings, command: BenchCommand) -> anyhow::Result<()> {
+    match command {
+        BenchCommand::Transfer(args) => super::bench_transfer::run(settings, args).await,
+    }
 }
