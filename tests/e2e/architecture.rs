@@ -1,1 +1,184 @@
-//! placeholder
+//! The invariants ARCHITECTURE.md states as absences, checked against the real dependency
+//! graph (`cargo metadata`) and the sources, so the document cannot quietly go stale.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use simflow_tests::workspace_root;
+
+/// Direct normal (non-dev) dependencies of every workspace package.
+fn dependency_graph() -> BTreeMap<String, BTreeSet<String>> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let output = std::process::Command::new(cargo)
+        .args([
+            "metadata",
+            "--format-version",
+            "1",
+            "--no-deps",
+            "--offline",
+        ])
+        .current_dir(workspace_root())
+        .output()
+        .expect("cargo metadata runs");
+    assert!(
+        output.status.success(),
+        "cargo metadata: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let metadata: serde_json::Value =
+        serde_json::from_slice(&output.stdout).expect("metadata is JSON");
+    let mut graph = BTreeMap::new();
+    for package in metadata["packages"].as_array().expect("packages") {
+        let name = package["name"].as_str().expect("name").to_owned();
+        let dependencies = package["dependencies"]
+            .as_array()
+            .expect("dependencies")
+            .iter()
+            .filter(|dependency| dependency["kind"].is_null())
+            .map(|dependency| {
+                dependency["name"]
+                    .as_str()
+                    .expect("dependency name")
+                    .to_owned()
+            })
+            .collect();
+        graph.insert(name, dependencies);
+    }
+    graph
+}
+
+fn users_of(graph: &BTreeMap<String, BTreeSet<String>>, crate_name: &str) -> BTreeSet<String> {
+    graph
+        .iter()
+        .filter(|(_, dependencies)| dependencies.contains(crate_name))
+        .map(|(package, _)| package.clone())
+        .collect()
+}
+
+fn rust_sources(dir: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.extension().is_some_and(|extension| extension == "rs") {
+                files.push(path);
+            }
+        }
+    }
+    files
+}
+
+#[test]
+fn only_the_runtime_depends_on_lapin() {
+    let graph = dependency_graph();
+    assert_eq!(
+        users_of(&graph, "lapin"),
+        BTreeSet::from(["simflow-runtime".to_owned()])
+    );
+}
+
+#[test]
+fn only_the_reader_crate_depends_on_pcsc() {
+    let graph = dependency_graph();
+    assert_eq!(
+        users_of(&graph, "pcsc"),
+        BTreeSet::from(["simflow-reader".to_owned()])
+    );
+}
+
+#[test]
+fn only_the_retry_module_uses_backoff() {
+    let graph = dependency_graph();
+    assert_eq!(
+        users_of(&graph, "backoff"),
+        BTreeSet::from(["simflow-runtime".to_owned()])
+    );
+    let users: Vec<PathBuf> = rust_sources(&workspace_root().join("workers/runtime/src"))
+        .into_iter()
+        .filter(|path| {
+            std::fs::read_to_string(path)
+                .unwrap_or_default()
+                .contains("backoff::")
+        })
+        .collect();
+    assert_eq!(users.len(), 1, "backoff used in {users:?}");
+    assert!(users[0].ends_with("retry.rs"));
+}
+
+#[test]
+fn schemas_and_card_do_no_io() {
+    let graph = dependency_graph();
+    let io_crates = [
+        "tokio", "sqlx", "lapin", "reqwest", "pcsc", "axum", "rustix", "csv",
+    ];
+    for pure in ["simflow-schemas", "simflow-card"] {
+        let dependencies = &graph[pure];
+        for io in io_crates {
+            assert!(!dependencies.contains(io), "{pure} depends on {io}");
+        }
+    }
+    for dir in ["schemas/src", "workers/card/src"] {
+        for file in rust_sources(&workspace_root().join(dir)) {
+            if file.ends_with("contract_tests.rs") {
+                continue; // The contract test reads the checked-in files; it is not the crate.
+            }
+            let text = std::fs::read_to_string(&file).expect("source readable");
+            let code: String = text
+                .lines()
+                .filter(|line| !line.trim_start().starts_with("//"))
+                .collect::<Vec<_>>()
+                .join("\n");
+            for io in ["std::fs", "std::net", "std::process", "File::open"] {
+                assert!(!code.contains(io), "{} uses {io}", file.display());
+            }
+        }
+    }
+}
+
+#[test]
+fn worker_crates_never_settle_deliveries() {
+    for crate_dir in std::fs::read_dir(workspace_root().join("workers"))
+        .expect("workers dir")
+        .flatten()
+    {
+        if crate_dir.file_name() == "runtime" {
+            continue;
+        }
+        for file in rust_sources(&crate_dir.path().join("src")) {
+            let text = std::fs::read_to_string(&file).expect("source readable");
+            for settle in ["acker", ".ack(", ".nack(", "basic_reject", "basic_ack"] {
+                assert!(
+                    !text.contains(settle),
+                    "{} settles deliveries ({settle})",
+                    file.display()
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn only_the_inventory_crate_touches_inventory_tables() {
+    for crate_dir in std::fs::read_dir(workspace_root().join("workers"))
+        .expect("workers dir")
+        .flatten()
+    {
+        if crate_dir.file_name() == "inventory" {
+            continue;
+        }
+        for file in rust_sources(&crate_dir.path().join("src")) {
+            let text = std::fs::read_to_string(&file).expect("source readable");
+            assert!(
+                !text.contains("inventory.cards") && !text.contains("inventory.card_ledger"),
+                "{} reaches into inventory's tables",
+                file.display()
+            );
+        }
+    }
+}

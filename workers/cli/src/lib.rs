@@ -53,8 +53,14 @@ pub enum Command {
 
 /// Runs the command line and maps the result to an exit code.
 pub async fn main() -> ExitCode {
-    simflow_runtime::telemetry::init();
     let cli = Cli::parse();
+    // The demo and the benchmarks print their own report; only warnings belong beside it.
+    match cli.command {
+        Command::Demo(_) | Command::Bench(_) => {
+            simflow_runtime::telemetry::init_with_default("warn,lapin=error")
+        }
+        _ => simflow_runtime::telemetry::init(),
+    }
     match run(cli).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {

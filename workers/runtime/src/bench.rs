@@ -7,7 +7,10 @@
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
-use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions, QueueDeleteOptions};
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
+    ConfirmSelectOptions, QueueDeleteOptions,
+};
 use lapin::types::FieldTable;
 use secrecy::SecretString;
 use simflow_schemas::topology::{ArgValue, JobQueue, TopologyParams};
@@ -50,25 +53,40 @@ pub async fn raw_round_trip(
         .unwrap_or_default();
     // Same queue type, limits and dead-lettering as a work queue, minus the routing to a DLQ.
     arguments.remove("x-dead-letter-routing-key");
-    arguments.insert("x-dead-letter-exchange".to_owned(), ArgValue::Str(String::new()));
+    arguments.insert(
+        "x-dead-letter-exchange".to_owned(),
+        ArgValue::Str(String::new()),
+    );
     let setup = connection.create_channel().await?;
     setup
         .queue_declare(
             queue.as_str().into(),
-            lapin::options::QueueDeclareOptions { durable: true, ..Default::default() },
+            lapin::options::QueueDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
             amqp::field_table(&arguments),
         )
         .await?;
 
     let consume = connection.create_channel().await?;
-    consume.basic_qos(prefetch, BasicQosOptions { global: false }).await?;
+    consume
+        .basic_qos(prefetch, BasicQosOptions { global: false })
+        .await?;
     let mut consumer = consume
-        .basic_consume(queue.as_str().into(), "".into(), BasicConsumeOptions::default(), FieldTable::default())
+        .basic_consume(
+            queue.as_str().into(),
+            "".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
         .await?;
     let consumer_tag = consumer.tag();
     let publish = connection.create_channel().await?;
 
-    publish.confirm_select(ConfirmSelectOptions::default()).await?;
+    publish
+        .confirm_select(ConfirmSelectOptions::default())
+        .await?;
     let body = vec![b'x'; body_size];
 
     let started = Instant::now();
@@ -76,7 +94,9 @@ pub async fn raw_round_trip(
         let mut acked = 0usize;
         let mut acks = tokio::task::JoinSet::new();
         while acked < count {
-            let Some(delivery) = consumer.next().await else { break };
+            let Some(delivery) = consumer.next().await else {
+                break;
+            };
             let delivery = delivery?;
             acks.spawn(async move { delivery.acker.ack(BasicAckOptions::default()).await });
             acked += 1;
@@ -99,7 +119,10 @@ pub async fn raw_round_trip(
                 .basic_publish(
                     "".into(),
                     queue.into(),
-                    BasicPublishOptions { mandatory: true, ..Default::default() },
+                    BasicPublishOptions {
+                        mandatory: true,
+                        ..Default::default()
+                    },
                     body,
                     properties,
                 )
@@ -114,10 +137,17 @@ pub async fn raw_round_trip(
     let consumed = consumer_task.await??;
     let elapsed = started.elapsed();
     anyhow::ensure!(consumed == count, "consumed {consumed} of {count}");
-    consume.basic_cancel(consumer_tag, Default::default()).await?;
+    consume
+        .basic_cancel(consumer_tag, Default::default())
+        .await?;
     consume.close(200, "bench done".into()).await?;
-    setup.queue_delete(queue.as_str().into(), QueueDeleteOptions::default()).await?;
+    setup
+        .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
+        .await?;
 
     let _ = connection.close(200, "bench done".into()).await;
-    Ok(RawRun { messages: count, elapsed })
+    Ok(RawRun {
+        messages: count,
+        elapsed,
+    })
 }

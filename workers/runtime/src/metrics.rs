@@ -140,6 +140,17 @@ impl Metrics {
         &self.registry
     }
 
+    /// Jobs settled so far, all workers, types and outcomes together.
+    pub fn jobs_settled(&self) -> u64 {
+        self.registry
+            .gather()
+            .iter()
+            .filter(|family| family.name() == "simflow_jobs_total")
+            .flat_map(|family| family.get_metric().iter())
+            .map(|metric| metric.get_counter().get_value() as u64)
+            .sum()
+    }
+
     /// The text exposition of every metric.
     pub fn render(&self) -> String {
         let encoder = prometheus::TextEncoder::new();

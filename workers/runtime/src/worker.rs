@@ -496,41 +496,57 @@ impl<H: Handler> Inner<H> {
         // the handler. Fresh deliveries skip this look-up; `record` catches them anyway.
         if context.redelivered || context.attempt > 1 {
             let mut connection = self.pool.acquire().await?;
-            if let Some(outcome) = inbox::lookup(&mut connection, consumer, &context.message_id).await? {
+            if let Some(outcome) =
+                inbox::lookup(&mut connection, consumer, &context.message_id).await?
+            {
                 return Ok(Handled::Duplicate(outcome));
             }
         }
         let mut transaction = self.pool.begin().await?;
-        let (outcome, handled_as_rejection) = match self.handler.handle(context, job, &mut transaction).await {
-            Ok(outcome) => (outcome, false),
-            Err(JobError::Rejected(rejection)) => {
-                // Nothing the handler did is kept; the rejection itself is recorded below in a
-                // transaction of its own, so a redelivery gets the same answer.
-                transaction.rollback().await?;
-                transaction = self.pool.begin().await?;
-                let event = JobRejected {
-                    job_message_id: context.message_id.clone(),
-                    job_type: context.message_type.clone(),
-                    subject_id: context.subject_id.clone(),
-                    reason: rejection.reason,
-                    problems: rejection.problems,
-                    problem_count: rejection.problem_count,
-                };
-                let routing_key = format!("{}.rejected", self.handler.queue().key());
-                (Outcome::event(&routing_key, &event), true)
-            }
-            Err(other) => return Err(other),
-        };
-        let recorded = inbox::record(&mut transaction, consumer, &context.message_id, &context.message_type, &outcome).await?;
+        let (outcome, handled_as_rejection) =
+            match self.handler.handle(context, job, &mut transaction).await {
+                Ok(outcome) => (outcome, false),
+                Err(JobError::Rejected(rejection)) => {
+                    // Nothing the handler did is kept; the rejection itself is recorded below in a
+                    // transaction of its own, so a redelivery gets the same answer.
+                    transaction.rollback().await?;
+                    transaction = self.pool.begin().await?;
+                    let event = JobRejected {
+                        job_message_id: context.message_id.clone(),
+                        job_type: context.message_type.clone(),
+                        subject_id: context.subject_id.clone(),
+                        reason: rejection.reason,
+                        problems: rejection.problems,
+                        problem_count: rejection.problem_count,
+                    };
+                    let routing_key = format!("{}.rejected", self.handler.queue().key());
+                    (Outcome::event(&routing_key, &event), true)
+                }
+                Err(other) => return Err(other),
+            };
+        let recorded = inbox::record(
+            &mut transaction,
+            consumer,
+            &context.message_id,
+            &context.message_type,
+            &outcome,
+        )
+        .await?;
         if !recorded {
             // Another delivery of this message committed while we worked: its outcome stands.
             transaction.rollback().await?;
             let mut connection = self.pool.acquire().await?;
-            let stored = inbox::lookup(&mut connection, consumer, &context.message_id).await?.unwrap_or_default();
+            let stored = inbox::lookup(&mut connection, consumer, &context.message_id)
+                .await?
+                .unwrap_or_default();
             return Ok(Handled::Duplicate(stored));
         }
         transaction.commit().await?;
-        Ok(if handled_as_rejection { Handled::Rejected(outcome) } else { Handled::Committed(outcome) })
+        Ok(if handled_as_rejection {
+            Handled::Rejected(outcome)
+        } else {
+            Handled::Committed(outcome)
+        })
     }
 
     async fn publish_outcome(

@@ -49,7 +49,10 @@ fn job() -> TransferCreate {
 
 /// Runs the benchmark.
 pub async fn run(mut settings: Settings, args: TransferBenchArgs) -> anyhow::Result<()> {
-    let name = format!("simflow_bench_{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let name = format!(
+        "simflow_bench_{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    );
     let management = Management::new(&settings.amqp);
     management.create_vhost(&name).await?;
     management
@@ -58,13 +61,18 @@ pub async fn run(mut settings: Settings, args: TransferBenchArgs) -> anyhow::Res
     let base_uri = {
         use secrecy::ExposeSecret;
         let uri = settings.amqp.uri.expose_secret().to_owned();
-        uri.rsplit_once('/').map(|(base, _)| base.to_owned()).unwrap_or(uri)
+        uri.rsplit_once('/')
+            .map(|(base, _)| base.to_owned())
+            .unwrap_or(uri)
     };
     settings.amqp.uri = SecretString::from(format!("{base_uri}/{}", encode_segment(&name)));
     let database_url = {
         use secrecy::ExposeSecret;
         let url = settings.database.url.expose_secret().to_owned();
-        let base = url.rsplit_once('/').map(|(base, _)| base.to_owned()).unwrap_or(url);
+        let base = url
+            .rsplit_once('/')
+            .map(|(base, _)| base.to_owned())
+            .unwrap_or(url);
         format!("{base}/{name}")
     };
     settings.database.url = SecretString::from(database_url);
@@ -86,7 +94,9 @@ async fn drop_database(settings: &Settings) -> anyhow::Result<()> {
     let database = options.get_database().unwrap_or_default().to_owned();
     let mut admin = sqlx::PgConnection::connect_with(&options.database("postgres")).await?;
     let statement = format!("DROP DATABASE IF EXISTS \"{database}\" WITH (FORCE)");
-    sqlx::raw_sql(sqlx::AssertSqlSafe(statement)).execute(&mut admin).await?;
+    sqlx::raw_sql(sqlx::AssertSqlSafe(statement))
+        .execute(&mut admin)
+        .await?;
     Ok(())
 }
 
@@ -94,7 +104,8 @@ async fn measure(settings: &Settings, args: &TransferBenchArgs) -> anyhow::Resul
     let pool = pipeline::migrate_all(settings).await?;
     {
         let mut connection = pool.acquire().await?;
-        crate::commands::seed::load_org(&mut connection, std::path::Path::new("config/org")).await?;
+        crate::commands::seed::load_org(&mut connection, std::path::Path::new("config/org"))
+            .await?;
         let receipt = Receipt {
             warehouse: "130041".into(),
             card_type: "USIM128K_NORMAL".into(),
@@ -110,11 +121,23 @@ async fn measure(settings: &Settings, args: &TransferBenchArgs) -> anyhow::Resul
         args.jobs,
         body_size,
         args.pool,
-        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
     );
-    println!("{:>9} {:>16} {:>16} {:>8}", "prefetch", "raw broker msg/s", "transfer jobs/s", "ratio");
+    println!(
+        "{:>9} {:>16} {:>16} {:>8}",
+        "prefetch", "raw broker msg/s", "transfer jobs/s", "ratio"
+    );
     for prefetch in &args.prefetch {
-        let raw = simflow_runtime::bench::raw_round_trip(&settings.amqp.uri, body_size, args.jobs, *prefetch, 1000).await?;
+        let raw = simflow_runtime::bench::raw_round_trip(
+            &settings.amqp.uri,
+            body_size,
+            args.jobs,
+            *prefetch,
+            1000,
+        )
+        .await?;
         let mut run_settings = settings.clone();
         run_settings.amqp.prefetch = *prefetch;
         let ours = run_pipeline(&run_settings, &pool, args.jobs).await?;
@@ -131,10 +154,16 @@ async fn measure(settings: &Settings, args: &TransferBenchArgs) -> anyhow::Resul
     Ok(())
 }
 
-async fn run_pipeline(settings: &Settings, pool: &sqlx::PgPool, jobs: usize) -> anyhow::Result<Duration> {
+async fn run_pipeline(
+    settings: &Settings,
+    pool: &sqlx::PgPool,
+    jobs: usize,
+) -> anyhow::Result<Duration> {
     let client = Client::connect(&settings.amqp.uri, "simflow-bench-client").await?;
     client
-        .declare(&simflow_schemas::topology::central_topology(&settings.topology_params()))
+        .declare(&simflow_schemas::topology::central_topology(
+            &settings.topology_params(),
+        ))
         .await?;
 
     let mut watch = client.watch_events(&["transfer.*"]).await?;
@@ -147,7 +176,9 @@ async fn run_pipeline(settings: &Settings, pool: &sqlx::PgPool, jobs: usize) -> 
         Health::default(),
         shutdown.clone(),
     );
-    let ids: Vec<String> = (0..jobs).map(|_| uuid::Uuid::new_v4().to_string()).collect();
+    let ids: Vec<String> = (0..jobs)
+        .map(|_| uuid::Uuid::new_v4().to_string())
+        .collect();
     let started = Instant::now();
     let publishing = futures_util::stream::iter(ids.iter())
         .map(|id| {
@@ -166,7 +197,12 @@ async fn run_pipeline(settings: &Settings, pool: &sqlx::PgPool, jobs: usize) -> 
         let mut answered = 0;
         while answered < jobs {
             let event = watch.next(Duration::from_secs(60)).await?;
-            anyhow::ensure!(event.routing_key == "transfer.created", "unexpected answer {} {}", event.routing_key, event.body);
+            anyhow::ensure!(
+                event.routing_key == "transfer.created",
+                "unexpected answer {} {}",
+                event.routing_key,
+                event.body
+            );
             answered += 1;
         }
         anyhow::Ok(())
