@@ -9,6 +9,7 @@
 //! This crate does not talk to the broker: its handlers get a decoded job and a transaction
 //! from `simflow-runtime` and answer with an outcome or a rejection.
 
+pub mod cards;
 pub mod iccid;
 pub mod org;
 pub mod reasons;

@@ -20,6 +20,11 @@ impl Reason {
         ClerkMessage::new(self.code, self.zh, self.en)
     }
 
+    /// As a rejection of the whole job.
+    pub fn rejection(&self) -> simflow_runtime::JobError {
+        simflow_runtime::JobError::reject(self.code, self.zh, self.en)
+    }
+
     /// As a problem of one card.
     pub fn for_card(&self, iccid: &str) -> CardProblem {
         CardProblem {
@@ -55,6 +60,7 @@ reasons! {
     CARD_TYPE_MISMATCH = "CARD_TYPE_MISMATCH", "卡品不符", "The card is of another card type";
     CARD_NOT_BLANK = "CARD_NOT_BLANK", "非白卡状态", "The card is not blank";
     CARD_HELD = "CARD_HELD", "白卡已被其他单据占用", "The card is held by another transfer or batch";
+    DEPARTMENT_MISMATCH = "DEPARTMENT_MISMATCH", "工号部门编号与白卡所属部门不一致", "The staff ID's department differs from the department the card belongs to";
     DUPLICATE_ICCID = "DUPLICATE_ICCID", "ICCID重复", "The ICCID is listed twice";
     TRANSFER_UNKNOWN = "TRANSFER_UNKNOWN", "调拨单不存在", "No such transfer";
     TRANSFER_ID_CONFLICT = "TRANSFER_ID_CONFLICT", "调拨单号已存在且内容不同", "The transfer id is already used for a different transfer";

@@ -17,8 +17,9 @@ use simflow_schemas::transfer::{
 use sqlx::PgConnection;
 use uuid::Uuid;
 
+use crate::cards::{self, Held, Hold, WarehouseStock};
 use crate::reasons::{self, Reason};
-use crate::selection::{self, MAX_LISTED_PROBLEMS, Selection};
+use crate::selection;
 use crate::staff::{self, Permission};
 
 /// The transfer worker's handler.
@@ -87,181 +88,6 @@ async fn lock_transfer(
     .await?)
 }
 
-/// The cards a transfer may take: blank, of the type, in the source warehouse, held by nothing.
-const AVAILABLE: &str = "c.location_kind = 'warehouse' AND c.warehouse_code = $2 AND c.card_type = $3 \
-     AND c.state = 'blank' AND c.transfer_id IS NULL \
-     AND (c.batch_id IS NULL OR c.batch_hold_until < now())";
-
-/// Why each selected card is not available; `wanted` is a CTE producing `iccid`. Cards this
-/// job's own transfer (`$4`) already holds count as available: the diagnosis runs after the
-/// hold statement, in the same transaction, just before it is rolled back.
-fn diagnose_sql(wanted: &str) -> String {
-    format!(
-        "WITH wanted AS ({wanted}), \
-         problems AS ( \
-            SELECT w.iccid, CASE \
-                WHEN c.iccid IS NULL THEN 'CARD_UNKNOWN' \
-                WHEN c.location_kind <> 'warehouse' OR c.warehouse_code <> $2 THEN 'CARD_NOT_IN_WAREHOUSE' \
-                WHEN c.card_type <> $3 THEN 'CARD_TYPE_MISMATCH' \
-                WHEN c.state <> 'blank' THEN 'CARD_NOT_BLANK' \
-                WHEN (c.transfer_id IS NOT NULL AND c.transfer_id <> $4) \
-                     OR (c.batch_id IS NOT NULL AND c.batch_hold_until >= now()) THEN 'CARD_HELD' \
-            END AS code \
-            FROM wanted w LEFT JOIN inventory.cards c ON c.iccid = w.iccid) \
-         SELECT iccid, code, count(*) OVER () FROM problems WHERE code IS NOT NULL ORDER BY iccid LIMIT {MAX_LISTED_PROBLEMS}"
-    )
-}
-
-fn reason_by_code(code: &str) -> Reason {
-    reasons::ALL
-        .iter()
-        .copied()
-        .find(|reason| reason.code == code)
-        .unwrap_or(reasons::CARDS_NOT_AVAILABLE)
-}
-
-async fn rejection_for_unavailable(
-    db: &mut PgConnection,
-    transfer_id: Uuid,
-    selection: &Selection,
-    source: &str,
-    card_type: &str,
-) -> Result<JobError, JobError> {
-    let rows: Vec<(String, String, i64)> = match selection {
-        Selection::List(_) => {
-            sqlx::query_as(sqlx::AssertSqlSafe(diagnose_sql("SELECT unnest($1::text[]) AS iccid")))
-                .bind(selection.list_strings())
-                .bind(source)
-                .bind(card_type)
-                .bind(transfer_id)
-                .fetch_all(&mut *db)
-                .await?
-        }
-        Selection::Range { first, last } => {
-            sqlx::query_as(sqlx::AssertSqlSafe(diagnose_sql(
-                "SELECT iccid FROM inventory.cards WHERE iccid BETWEEN $1 AND $5 AND length(iccid) = length($1)",
-            )))
-            .bind(first.as_str())
-            .bind(source)
-            .bind(card_type)
-            .bind(transfer_id)
-            .bind(last.as_str())
-            .fetch_all(&mut *db)
-            .await?
-        }
-        Selection::Quantity(_) => Vec::new(),
-    };
-    let total = rows
-        .first()
-        .map(|row| u64::try_from(row.2).unwrap_or_default())
-        .unwrap_or_default();
-    let problems = rows
-        .iter()
-        .map(|(iccid, code, _)| reason_by_code(code).for_card(iccid))
-        .collect();
-    Ok(JobError::Rejected(selection::cards_rejection(
-        reasons::CARDS_NOT_AVAILABLE,
-        problems,
-        total,
-    )))
-}
-
-/// Holds the selected cards for the transfer; returns (count, first, last).
-async fn hold_cards(
-    db: &mut PgConnection,
-    transfer_id: Uuid,
-    selection: &Selection,
-    source: &str,
-    card_type: &str,
-) -> Result<(i64, String, String), JobError> {
-    let held_summary =
-        "SELECT count(*), coalesce(min(iccid), ''), coalesce(max(iccid), '') FROM held";
-    let (count, first, last): (i64, String, String) = match selection {
-        Selection::List(iccids) => {
-            let (count, first, last): (i64, String, String) = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-                "WITH held AS (UPDATE inventory.cards c SET transfer_id = $4, updated_at = now() \
-                 WHERE c.iccid = ANY($1) AND {AVAILABLE} RETURNING c.iccid) {held_summary}"
-            )))
-            .bind(selection.list_strings())
-            .bind(source)
-            .bind(card_type)
-            .bind(transfer_id)
-            .fetch_one(&mut *db)
-            .await?;
-            if usize::try_from(count).unwrap_or_default() != iccids.len() {
-                return Err(rejection_for_unavailable(
-                    db,
-                    transfer_id,
-                    selection,
-                    source,
-                    card_type,
-                )
-                .await?);
-            }
-            (count, first, last)
-        }
-        Selection::Range { first, last } => {
-            let in_range: i64 = sqlx::query_scalar(
-                "SELECT count(*) FROM inventory.cards WHERE iccid BETWEEN $1 AND $2 AND length(iccid) = length($1)",
-            )
-            .bind(first.as_str())
-            .bind(last.as_str())
-            .fetch_one(&mut *db)
-            .await?;
-            if in_range == 0 {
-                return Err(reject(reasons::EMPTY_SELECTION));
-            }
-            let held: (i64, String, String) = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-                "WITH held AS (UPDATE inventory.cards c SET transfer_id = $4, updated_at = now() \
-                 WHERE c.iccid BETWEEN $1 AND $5 AND length(c.iccid) = length($1) AND {AVAILABLE} \
-                 RETURNING c.iccid) {held_summary}"
-            )))
-            .bind(first.as_str())
-            .bind(source)
-            .bind(card_type)
-            .bind(transfer_id)
-            .bind(last.as_str())
-            .fetch_one(&mut *db)
-            .await?;
-            if held.0 != in_range {
-                return Err(rejection_for_unavailable(
-                    db,
-                    transfer_id,
-                    selection,
-                    source,
-                    card_type,
-                )
-                .await?);
-            }
-            held
-        }
-        Selection::Quantity(quantity) => {
-            let held: (i64, String, String) = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-                "WITH chosen AS (SELECT c.iccid FROM inventory.cards c WHERE {AVAILABLE} \
-                    ORDER BY c.iccid LIMIT $1 FOR UPDATE SKIP LOCKED), \
-                 held AS (UPDATE inventory.cards c SET transfer_id = $4, updated_at = now() \
-                    FROM chosen WHERE c.iccid = chosen.iccid RETURNING c.iccid) {held_summary}"
-            )))
-            .bind(i64::from(*quantity))
-            .bind(source)
-            .bind(card_type)
-            .bind(transfer_id)
-            .fetch_one(&mut *db)
-            .await?;
-            if held.0 < i64::from(*quantity) {
-                let reason = reasons::NOT_ENOUGH_CARDS;
-                return Err(JobError::reject(
-                    reason.code,
-                    reason.zh,
-                    &format!("{} ({} asked, {} available)", reason.en, quantity, held.0),
-                ));
-            }
-            held
-        }
-    };
-    Ok((count, first, last))
-}
-
 async fn create_transfer(
     context: &JobContext,
     create: TransferCreate,
@@ -322,14 +148,13 @@ async fn create_transfer(
     .await?;
     let selection = selection::parse(&create.cards).map_err(JobError::Rejected)?;
 
-    let (count, first, last) = hold_cards(
-        db,
-        create.transfer_id,
-        &selection,
-        &create.source_warehouse,
-        &create.card_type,
-    )
-    .await?;
+    let stock = WarehouseStock {
+        warehouse: &create.source_warehouse,
+        card_type: &create.card_type,
+        department: None,
+    };
+    let Held { count, first, last } =
+        cards::hold(db, &selection, &stock, &Hold::Transfer(create.transfer_id)).await?;
     let row: TransferRow = sqlx::query_as(
         "INSERT INTO inventory.transfers (transfer_id, source_warehouse, target_warehouse, card_type, selection, \
              state, card_count, first_iccid, last_iccid, created_by) \
