@@ -4,5 +4,7 @@
 mod architecture;
 mod card;
 mod delivery;
+mod issue;
+mod returns;
 mod support;
 mod transfers;

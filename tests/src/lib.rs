@@ -163,6 +163,7 @@ impl TestEnv {
             Health::default(),
             CancellationToken::new(),
         )
+        .expect("workers start")
     }
 
     /// Watches every event of the vhost.

@@ -38,6 +38,9 @@ pub enum Command {
     Worker(commands::worker::WorkerArgs),
     /// Publish one job from a JSON file.
     Publish(commands::publish::PublishArgs),
+    /// Inventory queries: stock, card history, reconciliation, return detail.
+    #[command(subcommand)]
+    Inventory(commands::inventory::InventoryCommand),
     /// Work the dead-letter queues.
     #[command(subcommand)]
     Dlq(commands::dlq::DlqCommand),
@@ -79,6 +82,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Worker(args) => commands::worker::run(settings, args).await,
         Command::Publish(args) => commands::publish::run(&settings, args).await,
         Command::Dlq(command) => commands::dlq::run(&settings, command).await,
+        Command::Inventory(command) => commands::inventory::run(&settings, command).await,
         Command::Topology(command) => commands::topology::run(&settings, command).await,
         Command::Demo(args) => commands::demo::run(settings, args).await,
         Command::Bench(command) => commands::bench::run(settings, command).await,

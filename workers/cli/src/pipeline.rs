@@ -19,16 +19,22 @@ use tokio::task::JoinSet;
 pub enum WorkerKind {
     /// Warehouse transfers.
     Transfer,
+    /// Batch issue to agents.
+    Issue,
+    /// Batch return from agents.
+    Return,
 }
 
 impl WorkerKind {
     /// Every kind.
-    pub const ALL: [WorkerKind; 1] = [WorkerKind::Transfer];
+    pub const ALL: [WorkerKind; 3] = [WorkerKind::Transfer, WorkerKind::Issue, WorkerKind::Return];
 
     /// Its name on the command line.
     pub fn name(self) -> &'static str {
         match self {
             WorkerKind::Transfer => "transfer",
+            WorkerKind::Issue => "issue",
+            WorkerKind::Return => "return",
         }
     }
 }
@@ -102,7 +108,8 @@ pub fn start(
     metrics: Arc<Metrics>,
     health: Health,
     shutdown: CancellationToken,
-) -> RunningWorkers {
+) -> anyhow::Result<RunningWorkers> {
+    let inventory: simflow_inventory::InventorySettings = settings.section("inventory")?;
     let parts = Parts {
         settings: settings.clone(),
         pool: pool.clone(),
@@ -114,14 +121,20 @@ pub fn start(
     for kind in kinds {
         match kind {
             WorkerKind::Transfer => spawn(&mut tasks, simflow_inventory::TransferHandler, &parts),
+            WorkerKind::Issue => spawn(
+                &mut tasks,
+                simflow_inventory::IssueHandler::new(&inventory),
+                &parts,
+            ),
+            WorkerKind::Return => spawn(&mut tasks, simflow_inventory::ReturnHandler, &parts),
         }
     }
-    RunningWorkers {
+    Ok(RunningWorkers {
         shutdown,
         metrics,
         health,
         tasks,
-    }
+    })
 }
 
 /// Creates the database if needed and applies every migration, in dependency order.

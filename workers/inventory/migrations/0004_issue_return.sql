@@ -5,6 +5,8 @@ CREATE TABLE inventory.issue_batches (
     warehouse_code  text NOT NULL REFERENCES inventory.warehouses,
     agent_code      text NOT NULL REFERENCES inventory.agents,
     card_type       text NOT NULL REFERENCES inventory.card_types,
+    -- The department ID of the preparing staff ID, which every card of the batch carries.
+    department_id   text NOT NULL,
     selection       jsonb NOT NULL,
     state           text NOT NULL CHECK (state IN ('prepared', 'committed', 'expired')),
     card_count      integer NOT NULL,

@@ -10,13 +10,20 @@
 //! from `simflow-runtime` and answer with an outcome or a rejection.
 
 pub mod cards;
+pub mod fee;
 pub mod iccid;
+pub mod issue;
 pub mod org;
+pub mod queries;
 pub mod reasons;
+pub mod returns;
 pub mod selection;
+pub mod slip;
 pub mod staff;
 pub mod transfer;
 
+pub use issue::{InventorySettings, IssueHandler};
+pub use returns::ReturnHandler;
 pub use transfer::TransferHandler;
 
 /// Applies the inventory migrations (schema `inventory`).

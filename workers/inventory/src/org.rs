@@ -5,7 +5,6 @@
 //! permissions separated by `;`; one line per binding) and `agents.csv` (ESS department code,
 //! name, unit seq, department ID). Loading is idempotent: a second load updates in place.
 
-use std::collections::BTreeMap;
 use std::io::Read;
 
 use anyhow::{Context, bail};
@@ -209,20 +208,4 @@ pub async fn receive_blank_cards(
         received += u64::try_from(inserted).unwrap_or_default();
     }
     Ok(received)
-}
-
-/// Cards per warehouse, card type and state (for the demo and CLI).
-pub async fn stock_by_warehouse(
-    db: &mut PgConnection,
-) -> anyhow::Result<BTreeMap<(String, String, String), i64>> {
-    let rows: Vec<(String, String, String, i64)> = sqlx::query_as(
-        "SELECT warehouse_code, card_type, state, count(*) FROM inventory.cards \
-         WHERE location_kind = 'warehouse' GROUP BY 1, 2, 3 ORDER BY 1, 2, 3",
-    )
-    .fetch_all(&mut *db)
-    .await?;
-    Ok(rows
-        .into_iter()
-        .map(|(w, t, s, n)| ((w, t, s), n))
-        .collect())
 }

@@ -62,6 +62,17 @@ reasons! {
     CARD_HELD = "CARD_HELD", "白卡已被其他单据占用", "The card is held by another transfer or batch";
     DEPARTMENT_MISMATCH = "DEPARTMENT_MISMATCH", "工号部门编号与白卡所属部门不一致", "The staff ID's department differs from the department the card belongs to";
     DUPLICATE_ICCID = "DUPLICATE_ICCID", "ICCID重复", "The ICCID is listed twice";
+    WAREHOUSE_NOT_TARGET = "WAREHOUSE_NOT_TARGET", "批量领卡和退卡只能在社会渠道现场写卡目标仓库办理", "Batch issue and return happen only at an on-site-writing target warehouse";
+    AGENT_UNKNOWN = "AGENT_UNKNOWN", "代理商ESS部门编码不存在", "No agent has this ESS department code";
+    AGENT_INACTIVE = "AGENT_INACTIVE", "代理商已停用", "The agent is no longer active";
+    AGENT_OTHER_UNIT = "AGENT_OTHER_UNIT", "代理商不属于该仓库所在单位", "The agent belongs to another unit than the warehouse";
+    BATCH_UNKNOWN = "BATCH_UNKNOWN", "批量领卡批次不存在", "No such batch";
+    BATCH_ID_CONFLICT = "BATCH_ID_CONFLICT", "批次号已存在且内容不同", "The batch id is already used for a different batch";
+    BATCH_EXPIRED = "BATCH_EXPIRED", "批量领卡确认已超时，白卡已释放，请重新办理", "The prepared batch expired and its cards were released; prepare it again";
+    CARD_LOCATION_MISMATCH = "CARD_LOCATION_MISMATCH", "卡库位不一致", "Card location mismatch: the card is not issued to this agent";
+    RETURN_ID_CONFLICT = "RETURN_ID_CONFLICT", "退卡单号已存在且内容不同", "The return id is already used for a different return";
+    NOTHING_RETURNED = "NOTHING_RETURNED", "没有可退的白卡，未做任何处理", "No card could be returned; nothing was done";
+    FEE_INVALID = "FEE_INVALID", "退卡金额无效", "The return amount is not valid";
     TRANSFER_UNKNOWN = "TRANSFER_UNKNOWN", "调拨单不存在", "No such transfer";
     TRANSFER_ID_CONFLICT = "TRANSFER_ID_CONFLICT", "调拨单号已存在且内容不同", "The transfer id is already used for a different transfer";
     APPROVE_IN_BEFORE_OUT = "APPROVE_IN_BEFORE_OUT", "调拨单尚未调出审核，不能调入审核", "The transfer has not been approved out yet, so it cannot be approved in";

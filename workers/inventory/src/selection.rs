@@ -97,6 +97,52 @@ fn parse_list<'a>(lines: impl Iterator<Item = &'a str>) -> Result<Selection, Rej
     Ok(Selection::List(seen.into_iter().collect()))
 }
 
+/// An ICCID list read leniently: the well-formed distinct ICCIDs, and a problem for every
+/// malformed or repeated line (batch return takes what it can and reports the rest).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LenientList {
+    /// Distinct well-formed ICCIDs, sorted.
+    pub iccids: Vec<String>,
+    /// Malformed and repeated lines.
+    pub problems: Vec<CardProblem>,
+    /// Non-empty lines in all (what the clerk asked for).
+    pub lines: u64,
+}
+
+/// Reads a list or text file leniently (ranges and quantities are not lists: `None`).
+pub fn parse_lenient(cards: &CardSelection) -> Result<Option<LenientList>, Rejection> {
+    let lines: Box<dyn Iterator<Item = &str>> = match cards {
+        CardSelection::Iccids { iccids } => Box::new(iccids.iter().map(String::as_str)),
+        CardSelection::TextFile { content, .. } => Box::new(content.lines()),
+        CardSelection::Range { .. } | CardSelection::Quantity { .. } => return Ok(None),
+    };
+    let mut seen = BTreeSet::new();
+    let mut list = LenientList::default();
+    for line in lines.map(str::trim).filter(|line| !line.is_empty()) {
+        list.lines += 1;
+        if usize::try_from(list.lines).unwrap_or(usize::MAX) > MAX_CARDS_PER_JOB {
+            let reason = reasons::SELECTION_TOO_LARGE;
+            return Err(Rejection::new(reason.code, reason.zh, reason.en));
+        }
+        match Iccid::parse(line) {
+            Ok(iccid) if seen.insert(iccid.clone()) => {}
+            Ok(iccid) => list
+                .problems
+                .push(reasons::DUPLICATE_ICCID.for_card(iccid.as_str())),
+            Err(_) => {
+                let shown: String = line.chars().take(40).collect();
+                list.problems.push(reasons::ICCID_INVALID.for_card(&shown));
+            }
+        }
+    }
+    if list.lines == 0 {
+        let reason = reasons::EMPTY_SELECTION;
+        return Err(Rejection::new(reason.code, reason.zh, reason.en));
+    }
+    list.iccids = seen.into_iter().map(Iccid::into_string).collect();
+    Ok(Some(list))
+}
+
 /// Checks a wire selection.
 pub fn parse(cards: &CardSelection) -> Result<Selection, Rejection> {
     match cards {

@@ -85,6 +85,19 @@ pub struct Settings {
     pub worker: WorkerSettings,
     /// Metrics and health endpoint.
     pub http: HttpSettings,
+    /// Every layer merged, for the sections worker crates own (`[inventory]`, `[carddata]` …).
+    #[serde(skip)]
+    raw: RawConfig,
+}
+
+/// The merged layers. Its `Debug` prints nothing of the values: they include secrets.
+#[derive(Clone, Default)]
+struct RawConfig(std::sync::Arc<config::Config>);
+
+impl std::fmt::Debug for RawConfig {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str("<layered configuration>")
+    }
 }
 
 impl Settings {
@@ -98,7 +111,7 @@ impl Settings {
         if let Some(path) = extra {
             builder = builder.add_source(config::File::from(path).required(true));
         }
-        let settings: Settings = builder
+        let raw = builder
             .add_source(
                 config::Environment::with_prefix("SIMFLOW")
                     .prefix_separator("__")
@@ -108,21 +121,57 @@ impl Settings {
                     .try_parsing(true),
             )
             .build()
-            .context("reading configuration")?
+            .context("reading configuration")?;
+        Settings::from_raw(raw)
+    }
+
+    fn from_raw(raw: config::Config) -> anyhow::Result<Settings> {
+        let mut settings: Settings = raw
+            .clone()
             .try_deserialize()
             .context("configuration does not fit the expected shape")?;
+        settings.raw = RawConfig(std::sync::Arc::new(raw));
         settings.validate()?;
+        Ok(settings)
+    }
+
+    /// A section owned by a worker crate, e.g. `settings.section::<InventorySettings>("inventory")`.
+    /// A missing section deserialises from nothing, so its fields need serde defaults.
+    pub fn section<T: serde::de::DeserializeOwned>(&self, name: &str) -> anyhow::Result<T> {
+        match self.raw.0.get::<T>(name) {
+            Ok(section) => Ok(section),
+            Err(config::ConfigError::NotFound(_)) => serde_json::from_value(serde_json::json!({}))
+                .with_context(|| format!("configuration section [{name}] is missing")),
+            Err(error) => Err(error).with_context(|| format!("configuration section [{name}]")),
+        }
+    }
+
+    /// These settings with one more value set (tests and tools; `key` like `inventory.issue_hold_seconds`).
+    pub fn with_value(
+        &self,
+        key: &str,
+        value: impl Into<config::Value>,
+    ) -> anyhow::Result<Settings> {
+        let raw = config::Config::builder()
+            .add_source((*self.raw.0).clone())
+            .set_override(key, value)?
+            .build()?;
+        let mut settings = Settings::from_raw(raw)?;
+        // Keep the typed fields as the caller changed them.
+        settings.amqp = self.amqp.clone();
+        settings.database = self.database.clone();
+        settings.topology = self.topology.clone();
+        settings.worker = self.worker.clone();
+        settings.http = self.http.clone();
         Ok(settings)
     }
 
     /// The built-in defaults only (tests override fields afterwards).
     pub fn defaults() -> anyhow::Result<Settings> {
-        let settings: Settings = config::Config::builder()
+        let raw = config::Config::builder()
             .add_source(config::File::from_str(DEFAULTS, config::FileFormat::Toml))
-            .build()?
-            .try_deserialize()?;
-        settings.validate()?;
-        Ok(settings)
+            .build()?;
+        Settings::from_raw(raw)
     }
 
     /// Checks values that serde cannot.

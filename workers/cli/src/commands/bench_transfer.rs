@@ -175,7 +175,7 @@ async fn run_pipeline(
         Arc::new(Metrics::new()),
         Health::default(),
         shutdown.clone(),
-    );
+    )?;
     let ids: Vec<String> = (0..jobs)
         .map(|_| uuid::Uuid::new_v4().to_string())
         .collect();

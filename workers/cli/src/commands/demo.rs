@@ -78,21 +78,10 @@ impl Demo {
 
     async fn stock(&self, title: &str) -> anyhow::Result<()> {
         let mut connection = self.pool.acquire().await?;
-        let stock = org::stock_by_warehouse(&mut connection).await?;
-        println!("\n{title}");
-        println!(
-            "    {:<10} {:<18} {:<8} {:>6}",
-            "warehouse", "card type", "state", "cards"
-        );
-        for ((warehouse, card_type, state), count) in stock {
-            println!("    {warehouse:<10} {card_type:<18} {state:<8} {count:>6}");
-        }
-        let in_transit: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM inventory.cards WHERE location_kind = 'in_transit'",
-        )
-        .fetch_one(&mut *connection)
-        .await?;
-        println!("    in transit: {in_transit}");
+        let warehouses = simflow_inventory::queries::stock_by_warehouse(&mut connection).await?;
+        super::inventory::print_stock(&format!("\n{title} per warehouse"), &warehouses);
+        let agents = simflow_inventory::queries::stock_by_agent(&mut connection).await?;
+        super::inventory::print_stock(&format!("{title} per agent"), &agents);
         Ok(())
     }
 }
@@ -249,7 +238,7 @@ pub async fn run(settings: Settings, args: DemoArgs) -> anyhow::Result<()> {
         Arc::clone(&metrics),
         Health::default(),
         shutdown,
-    );
+    )?;
     let mut demo = Demo {
         settings,
         pool: pool.clone(),
@@ -257,7 +246,7 @@ pub async fn run(settings: Settings, args: DemoArgs) -> anyhow::Result<()> {
         watch,
         step: 0,
     };
-    demo.stock("Stock before:").await?;
+    demo.stock("Stock before,").await?;
 
     println!("\n── Transfers (调拨, 下拨) with two approvals ──");
     let hexi = Uuid::new_v4();
@@ -402,7 +391,7 @@ pub async fn run(settings: Settings, args: DemoArgs) -> anyhow::Result<()> {
         .await?;
     print_answer(&failed);
 
-    demo.stock("Stock after:").await?;
+    demo.stock("Stock after,").await?;
     let letters =
         simflow_runtime::deadletter::list(demo.client.connection(), "simflow.transfer.dlq", 10)
             .await?;

@@ -4,6 +4,7 @@ pub mod bench;
 pub mod bench_transfer;
 pub mod demo;
 pub mod dlq;
+pub mod inventory;
 pub mod migrate;
 pub mod publish;
 pub mod seed;

@@ -39,7 +39,7 @@ pub async fn run(settings: Settings, args: WorkerArgs) -> anyhow::Result<()> {
     )
     .await?;
     eprintln!("simflow worker: serving /metrics and /healthz on http://{address}");
-    let mut workers = pipeline::start(&settings, &pool, &kinds, metrics, health, shutdown.token());
+    let mut workers = pipeline::start(&settings, &pool, &kinds, metrics, health, shutdown.token())?;
     workers.wait().await?;
     let _ = http.await;
     pool.close().await;

@@ -1,0 +1,364 @@
+//! Batch issue to an agent (批量领卡): prepare, then commit (批量领卡成功，确认正式提交？).
+//!
+//! Prepare checks every rule — the ESS staff ID is bound to the on-site target warehouse with
+//! the batch permission, its department equals the department the cards carry, the card type
+//! matches, the agent exists, is active and belongs to the warehouse's unit, every card is in
+//! that warehouse, blank and held by nothing — and holds the cards until `expires_at`. A failing
+//! prepare lists which cards fail and why and holds nothing. Commit moves the held cards to the
+//! agent (one UPDATE, one ledger INSERT); committing twice is a success with no second effect;
+//! a hold that lapsed holds nothing (the availability check ignores lapsed holds) and its batch
+//! can no longer be committed.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+use simflow_runtime::{Handler, JobContext, JobError, Outcome};
+use simflow_schemas::issue::{IssueCommit, IssueCommitted, IssuePrepare, IssuePrepared};
+use simflow_schemas::registry::Job;
+use simflow_schemas::topology::JobQueue;
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use crate::cards::{self, Held, Hold, WarehouseStock};
+use crate::reasons;
+use crate::selection;
+use crate::slip;
+use crate::staff::{self, Permission};
+
+/// The inventory section of the configuration (`[inventory]`).
+#[derive(Debug, Clone, Deserialize)]
+pub struct InventorySettings {
+    /// How long a prepared batch holds its cards before it lapses, in seconds.
+    #[serde(default = "default_issue_hold_seconds")]
+    pub issue_hold_seconds: u64,
+}
+
+fn default_issue_hold_seconds() -> u64 {
+    30 * 60
+}
+
+impl Default for InventorySettings {
+    fn default() -> Self {
+        InventorySettings {
+            issue_hold_seconds: default_issue_hold_seconds(),
+        }
+    }
+}
+
+/// The batch issue worker's handler.
+#[derive(Debug, Clone)]
+pub struct IssueHandler {
+    /// How long a prepared batch holds its cards.
+    pub hold: Duration,
+}
+
+impl IssueHandler {
+    /// A handler configured from the `[inventory]` settings.
+    pub fn new(settings: &InventorySettings) -> IssueHandler {
+        IssueHandler {
+            hold: Duration::from_secs(settings.issue_hold_seconds),
+        }
+    }
+}
+
+impl Handler for IssueHandler {
+    fn queue(&self) -> JobQueue {
+        JobQueue::Issue
+    }
+
+    async fn handle(
+        &self,
+        context: &JobContext,
+        job: Job,
+        db: &mut PgConnection,
+    ) -> Result<Outcome, JobError> {
+        match job {
+            Job::IssuePrepare(prepare) => prepare_batch(self.hold, context, prepare, db).await,
+            Job::IssueCommit(commit) => commit_batch(context, commit, db).await,
+            other => Err(JobError::needs_ops(
+                "UNEXPECTED_MESSAGE_TYPE",
+                "消息类型不属于此队列",
+                &format!("The issue worker does not handle {}", other.message_type()),
+            )),
+        }
+    }
+}
+
+#[derive(Debug, sqlx::FromRow)]
+struct BatchRow {
+    warehouse_code: String,
+    agent_code: String,
+    card_type: String,
+    department_id: String,
+    selection: sqlx::types::Json<serde_json::Value>,
+    state: String,
+    card_count: i32,
+    acceptance_slip: String,
+    expires_at: DateTime<Utc>,
+    expired: bool,
+    committed_at: Option<DateTime<Utc>>,
+}
+
+async fn lock_batch(db: &mut PgConnection, batch_id: Uuid) -> Result<Option<BatchRow>, JobError> {
+    Ok(sqlx::query_as::<_, BatchRow>(
+        "SELECT warehouse_code, agent_code, card_type, department_id, selection, state, card_count, \
+                acceptance_slip, expires_at, expires_at < now() AS expired, committed_at \
+         FROM inventory.issue_batches WHERE batch_id = $1 FOR UPDATE",
+    )
+    .bind(batch_id)
+    .fetch_optional(&mut *db)
+    .await?)
+}
+
+/// The facts about a warehouse and an agent that issue and return check.
+#[derive(Debug, sqlx::FromRow)]
+pub(crate) struct Counterparts {
+    pub warehouse_kind: Option<String>,
+    pub warehouse_unit: Option<i32>,
+    pub agent_name: Option<String>,
+    pub agent_unit: Option<i32>,
+    pub agent_active: Option<bool>,
+    pub unit_name_zh: Option<String>,
+    pub card_type_zh: Option<String>,
+    pub card_type_en: Option<String>,
+}
+
+/// Looks up the warehouse, the agent and the card type in one round trip and checks that the
+/// warehouse is an on-site target warehouse and the agent exists in its unit.
+pub(crate) async fn check_counterparts(
+    db: &mut PgConnection,
+    warehouse: &str,
+    agent: &str,
+    card_type: Option<&str>,
+    require_active_agent: bool,
+) -> Result<Counterparts, JobError> {
+    let facts: Counterparts = sqlx::query_as(
+        "SELECT w.kind AS warehouse_kind, w.unit_id AS warehouse_unit, a.name AS agent_name, \
+                a.unit_id AS agent_unit, a.active AS agent_active, u.name_zh AS unit_name_zh, \
+                t.name_zh AS card_type_zh, t.name_en AS card_type_en \
+         FROM (SELECT 1) AS one \
+         LEFT JOIN inventory.warehouses w ON w.code = $1 \
+         LEFT JOIN inventory.units u ON u.unit_id = w.unit_id \
+         LEFT JOIN inventory.agents a ON a.ess_code = $2 \
+         LEFT JOIN inventory.card_types t ON t.code = $3",
+    )
+    .bind(warehouse)
+    .bind(agent)
+    .bind(card_type)
+    .fetch_one(&mut *db)
+    .await?;
+    match facts.warehouse_kind.as_deref() {
+        None => return Err(reasons::WAREHOUSE_UNKNOWN.rejection()),
+        Some("onsite_target") => {}
+        Some(_) => return Err(reasons::WAREHOUSE_NOT_TARGET.rejection()),
+    }
+    if card_type.is_some() && facts.card_type_zh.is_none() {
+        return Err(reasons::CARD_TYPE_UNKNOWN.rejection());
+    }
+    if facts.agent_name.is_none() {
+        return Err(reasons::AGENT_UNKNOWN.rejection());
+    }
+    if require_active_agent && facts.agent_active != Some(true) {
+        return Err(reasons::AGENT_INACTIVE.rejection());
+    }
+    if facts.agent_unit != facts.warehouse_unit {
+        return Err(reasons::AGENT_OTHER_UNIT.rejection());
+    }
+    Ok(facts)
+}
+
+async fn prepare_batch(
+    hold: Duration,
+    context: &JobContext,
+    prepare: IssuePrepare,
+    db: &mut PgConnection,
+) -> Result<Outcome, JobError> {
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 11))")
+        .bind(prepare.batch_id.to_string())
+        .execute(&mut *db)
+        .await?;
+    let selection_json = serde_json::to_value(&prepare.cards).unwrap_or_default();
+    if let Some(existing) = lock_batch(db, prepare.batch_id).await? {
+        let same = existing.warehouse_code == prepare.warehouse
+            && existing.agent_code == prepare.agent_ess_code
+            && existing.card_type == prepare.card_type
+            && existing.selection.0 == selection_json;
+        if !same {
+            return Err(reasons::BATCH_ID_CONFLICT.rejection());
+        }
+        if existing.state != "committed" && existing.expired {
+            return Err(reasons::BATCH_EXPIRED.rejection());
+        }
+        return Ok(prepared_event(
+            prepare.batch_id,
+            &existing.agent_code,
+            existing.card_count,
+            existing.expires_at,
+            existing.acceptance_slip,
+        ));
+    }
+
+    let facts = check_counterparts(
+        db,
+        &prepare.warehouse,
+        &prepare.agent_ess_code,
+        Some(&prepare.card_type),
+        true,
+    )
+    .await?;
+    let staff = staff::require(
+        db,
+        &prepare.staff_id,
+        &prepare.warehouse,
+        Permission::EssBatch,
+    )
+    .await?;
+    let selection = selection::parse(&prepare.cards).map_err(JobError::Rejected)?;
+    let expires_at: DateTime<Utc> = sqlx::query_scalar("SELECT now() + make_interval(secs => $1)")
+        .bind(hold.as_secs_f64())
+        .fetch_one(&mut *db)
+        .await?;
+    let stock = WarehouseStock {
+        warehouse: &prepare.warehouse,
+        card_type: &prepare.card_type,
+        department: Some(&staff.department_id),
+    };
+    let Held { count, first, last } = cards::hold(
+        db,
+        &selection,
+        &stock,
+        &Hold::Batch {
+            batch_id: prepare.batch_id,
+            until: expires_at,
+        },
+    )
+    .await?;
+    let ranges = slip::held_ranges(db, prepare.batch_id).await?;
+    let acceptance_slip = slip::issue_slip(&slip::IssueSlip {
+        batch_id: prepare.batch_id,
+        warehouse: &prepare.warehouse,
+        unit_name_zh: facts.unit_name_zh.as_deref().unwrap_or_default(),
+        agent_code: &prepare.agent_ess_code,
+        agent_name: facts.agent_name.as_deref().unwrap_or_default(),
+        card_type_zh: facts.card_type_zh.as_deref().unwrap_or_default(),
+        card_type_en: facts.card_type_en.as_deref().unwrap_or_default(),
+        card_count: count,
+        ranges: &ranges,
+        staff_id: &prepare.staff_id,
+        expires_at,
+    });
+    sqlx::query(
+        "INSERT INTO inventory.issue_batches (batch_id, warehouse_code, agent_code, card_type, department_id, \
+             selection, state, card_count, first_iccid, last_iccid, acceptance_slip, prepared_by, expires_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, 'prepared', $7, $8, $9, $10, $11, $12)",
+    )
+    .bind(prepare.batch_id)
+    .bind(&prepare.warehouse)
+    .bind(&prepare.agent_ess_code)
+    .bind(&prepare.card_type)
+    .bind(&staff.department_id)
+    .bind(sqlx::types::Json(&selection_json))
+    .bind(i32::try_from(count).unwrap_or(i32::MAX))
+    .bind(&first)
+    .bind(&last)
+    .bind(&acceptance_slip)
+    .bind(&prepare.staff_id)
+    .bind(expires_at)
+    .execute(&mut *db)
+    .await?;
+    tracing::info!(batch = %prepare.batch_id, cards = count, job = %context.message_id, "batch issue prepared");
+    Ok(prepared_event(
+        prepare.batch_id,
+        &prepare.agent_ess_code,
+        i32::try_from(count).unwrap_or(i32::MAX),
+        expires_at,
+        acceptance_slip,
+    ))
+}
+
+fn prepared_event(
+    batch_id: Uuid,
+    agent: &str,
+    card_count: i32,
+    expires_at: DateTime<Utc>,
+    acceptance_slip: String,
+) -> Outcome {
+    let event = IssuePrepared {
+        batch_id,
+        agent_ess_code: agent.to_owned(),
+        card_count: u64::try_from(card_count).unwrap_or_default(),
+        expires_at,
+        acceptance_slip,
+    };
+    Outcome::event("issue.prepared", &event)
+}
+
+async fn commit_batch(
+    context: &JobContext,
+    commit: IssueCommit,
+    db: &mut PgConnection,
+) -> Result<Outcome, JobError> {
+    let Some(batch) = lock_batch(db, commit.batch_id).await? else {
+        return Err(reasons::BATCH_UNKNOWN.rejection());
+    };
+    let staff = staff::require(
+        db,
+        &commit.staff_id,
+        &batch.warehouse_code,
+        Permission::EssBatch,
+    )
+    .await?;
+    if staff.department_id != batch.department_id {
+        return Err(reasons::DEPARTMENT_MISMATCH.rejection());
+    }
+    let committed = |committed_at, already_committed| {
+        let event = IssueCommitted {
+            batch_id: commit.batch_id,
+            agent_ess_code: batch.agent_code.clone(),
+            card_count: u64::try_from(batch.card_count).unwrap_or_default(),
+            committed_at,
+            already_committed,
+        };
+        Outcome::event("issue.committed", &event)
+    };
+    match batch.state.as_str() {
+        "committed" => return Ok(committed(batch.committed_at.unwrap_or_else(Utc::now), true)),
+        "expired" => return Err(reasons::BATCH_EXPIRED.rejection()),
+        _ if batch.expired => return Err(reasons::BATCH_EXPIRED.rejection()),
+        _ => {}
+    }
+    let moved: i64 = sqlx::query_scalar(
+        "WITH moved AS ( \
+            UPDATE inventory.cards SET location_kind = 'agent', agent_code = $2, warehouse_code = NULL, \
+                batch_id = NULL, batch_hold_until = NULL, updated_at = now() \
+            WHERE batch_id = $1 AND location_kind = 'warehouse' AND batch_hold_until >= now() \
+            RETURNING iccid, state), \
+         logged AS ( \
+            INSERT INTO inventory.card_ledger (iccid, event, from_location, to_location, state_after, reference, staff_id, job_message_id) \
+            SELECT iccid, 'issued', 'warehouse:' || $3, 'agent:' || $2, state, $1::text, $4, $5 FROM moved \
+            RETURNING 1) \
+         SELECT count(*) FROM logged",
+    )
+    .bind(commit.batch_id)
+    .bind(&batch.agent_code)
+    .bind(&batch.warehouse_code)
+    .bind(&commit.staff_id)
+    .bind(&context.message_id)
+    .fetch_one(&mut *db)
+    .await?;
+    if moved != i64::from(batch.card_count) {
+        // Some cards were taken by a later batch after this hold lapsed: commit nothing.
+        return Err(reasons::BATCH_EXPIRED.rejection());
+    }
+    let committed_at: DateTime<Utc> = sqlx::query_scalar(
+        "UPDATE inventory.issue_batches SET state = 'committed', committed_by = $2, committed_at = now() \
+         WHERE batch_id = $1 RETURNING committed_at",
+    )
+    .bind(commit.batch_id)
+    .bind(&commit.staff_id)
+    .fetch_one(&mut *db)
+    .await?;
+    tracing::info!(batch = %commit.batch_id, cards = moved, "batch issue committed");
+    Ok(committed(committed_at, false))
+}
