@@ -7,6 +7,7 @@
 
 pub mod commands;
 pub mod pipeline;
+pub mod scratch;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -23,14 +23,16 @@ CREATE TABLE inventory.cards (
         (location_kind = 'in_transit' AND warehouse_code IS NULL AND agent_code IS NULL AND transfer_id IS NOT NULL) OR
         (location_kind = 'agent'      AND agent_code IS NOT NULL AND warehouse_code IS NULL)
     )
-);
+-- Room on every page so that setting a hold (transfer_id, batch_id: in no index) is a HOT update.
+) WITH (fillfactor = 80);
 
 CREATE INDEX cards_in_warehouse ON inventory.cards (warehouse_code, card_type, state, iccid)
     WHERE location_kind = 'warehouse';
 CREATE INDEX cards_with_agent ON inventory.cards (agent_code, card_type, state)
     WHERE location_kind = 'agent';
-CREATE INDEX cards_on_transfer ON inventory.cards (transfer_id) WHERE transfer_id IS NOT NULL;
-CREATE INDEX cards_on_batch ON inventory.cards (batch_id) WHERE batch_id IS NOT NULL;
+-- No index on transfer_id or batch_id, on purpose: holds are set on up to 100,000 cards at a
+-- time and must stay cheap (HOT updates). Jobs find their held cards through the primary key,
+-- between the lowest and highest ICCID they hold, which every transfer and batch records.
 
 -- Every movement and state change of a card, in order. Locations are written
 -- 'warehouse:<code>', 'transit:<transfer id>' or 'agent:<ess code>'.

@@ -94,6 +94,8 @@ struct BatchRow {
     selection: sqlx::types::Json<serde_json::Value>,
     state: String,
     card_count: i32,
+    first_iccid: String,
+    last_iccid: String,
     acceptance_slip: String,
     expires_at: DateTime<Utc>,
     expired: bool,
@@ -103,7 +105,7 @@ struct BatchRow {
 async fn lock_batch(db: &mut PgConnection, batch_id: Uuid) -> Result<Option<BatchRow>, JobError> {
     Ok(sqlx::query_as::<_, BatchRow>(
         "SELECT warehouse_code, agent_code, card_type, department_id, selection, state, card_count, \
-                acceptance_slip, expires_at, expires_at < now() AS expired, committed_at \
+                first_iccid, last_iccid, acceptance_slip, expires_at, expires_at < now() AS expired, committed_at \
          FROM inventory.issue_batches WHERE batch_id = $1 FOR UPDATE",
     )
     .bind(batch_id)
@@ -234,7 +236,7 @@ async fn prepare_batch(
         },
     )
     .await?;
-    let ranges = slip::held_ranges(db, prepare.batch_id).await?;
+    let ranges = slip::held_ranges(db, prepare.batch_id, &first, &last).await?;
     let acceptance_slip = slip::issue_slip(&slip::IssueSlip {
         batch_id: prepare.batch_id,
         warehouse: &prepare.warehouse,
@@ -332,7 +334,8 @@ async fn commit_batch(
         "WITH moved AS ( \
             UPDATE inventory.cards SET location_kind = 'agent', agent_code = $2, warehouse_code = NULL, \
                 batch_id = NULL, batch_hold_until = NULL, updated_at = now() \
-            WHERE batch_id = $1 AND location_kind = 'warehouse' AND batch_hold_until >= now() \
+            WHERE iccid BETWEEN $6 AND $7 AND batch_id = $1 AND location_kind = 'warehouse' \
+                AND batch_hold_until >= now() \
             RETURNING iccid, state), \
          logged AS ( \
             INSERT INTO inventory.card_ledger (iccid, event, from_location, to_location, state_after, reference, staff_id, job_message_id) \
@@ -345,6 +348,8 @@ async fn commit_batch(
     .bind(&batch.warehouse_code)
     .bind(&commit.staff_id)
     .bind(&context.message_id)
+    .bind(&batch.first_iccid)
+    .bind(&batch.last_iccid)
     .fetch_one(&mut *db)
     .await?;
     if moved != i64::from(batch.card_count) {

@@ -242,7 +242,8 @@ async fn approve_out(
     let moved: i64 = sqlx::query_scalar(
         "WITH moved AS ( \
             UPDATE inventory.cards SET location_kind = 'in_transit', warehouse_code = NULL, updated_at = now() \
-            WHERE transfer_id = $1 AND location_kind = 'warehouse' RETURNING iccid, state), \
+            WHERE iccid BETWEEN $5 AND $6 AND transfer_id = $1 AND location_kind = 'warehouse' \
+            RETURNING iccid, state), \
          logged AS ( \
             INSERT INTO inventory.card_ledger (iccid, event, from_location, to_location, state_after, reference, staff_id, job_message_id) \
             SELECT iccid, 'transfer_out', 'warehouse:' || $2, 'transit:' || $1::text, state, $1::text, $3, $4 FROM moved \
@@ -253,6 +254,8 @@ async fn approve_out(
     .bind(&transfer.source_warehouse)
     .bind(&approve.staff_id)
     .bind(&context.message_id)
+    .bind(&transfer.first_iccid)
+    .bind(&transfer.last_iccid)
     .fetch_one(&mut *db)
     .await?;
     let approved_at: DateTime<Utc> = sqlx::query_scalar(
@@ -306,7 +309,8 @@ async fn approve_in(
     let moved: i64 = sqlx::query_scalar(
         "WITH moved AS ( \
             UPDATE inventory.cards SET location_kind = 'warehouse', warehouse_code = $2, transfer_id = NULL, updated_at = now() \
-            WHERE transfer_id = $1 AND location_kind = 'in_transit' RETURNING iccid, state), \
+            WHERE iccid BETWEEN $5 AND $6 AND transfer_id = $1 AND location_kind = 'in_transit' \
+            RETURNING iccid, state), \
          logged AS ( \
             INSERT INTO inventory.card_ledger (iccid, event, from_location, to_location, state_after, reference, staff_id, job_message_id) \
             SELECT iccid, 'transfer_in', 'transit:' || $1::text, 'warehouse:' || $2, state, $1::text, $3, $4 FROM moved \
@@ -317,6 +321,8 @@ async fn approve_in(
     .bind(&transfer.target_warehouse)
     .bind(&approve.staff_id)
     .bind(&context.message_id)
+    .bind(&transfer.first_iccid)
+    .bind(&transfer.last_iccid)
     .fetch_one(&mut *db)
     .await?;
     let approved_at: DateTime<Utc> = sqlx::query_scalar(

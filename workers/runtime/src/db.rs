@@ -87,3 +87,24 @@ pub async fn ensure_database(url: &SecretString) -> anyhow::Result<()> {
     admin.close().await?;
     Ok(())
 }
+
+/// Drops the database named in `url` (closing its connections), if it exists.
+pub async fn drop_database(url: &SecretString) -> anyhow::Result<()> {
+    let options = connect_options(url)?;
+    let database = options
+        .get_database()
+        .context("database.url names no database")?
+        .to_owned();
+    let mut admin = PgConnection::connect_with(&options.clone().database("postgres"))
+        .await
+        .context("connecting to the postgres maintenance database")?;
+    let statement = format!(
+        "DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)",
+        database.replace('"', "\"\"")
+    );
+    sqlx::raw_sql(sqlx::AssertSqlSafe(statement))
+        .execute(&mut admin)
+        .await?;
+    admin.close().await?;
+    Ok(())
+}

@@ -174,6 +174,30 @@ impl Settings {
         Settings::from_raw(raw)
     }
 
+    /// These settings pointed at another vhost and database on the same broker and server
+    /// (the demo, benchmarks and tests each work in a namespace of their own).
+    pub fn in_namespace(&self, vhost: &str, database: &str) -> Settings {
+        fn replace_path(url: &str, last_segment: &str) -> String {
+            // The vhost or database is the last path segment of the URL (no query string used).
+            match url.rsplit_once('/') {
+                Some((base, _))
+                    if base.contains("://") && base.len() > base.find("://").unwrap_or(0) + 3 =>
+                {
+                    format!("{base}/{last_segment}")
+                }
+                _ => format!("{}/{last_segment}", url.trim_end_matches('/')),
+            }
+        }
+        let mut settings = self.clone();
+        settings.amqp.uri = SecretString::from(replace_path(
+            self.amqp.uri.expose_secret(),
+            &crate::management::encode_segment(vhost),
+        ));
+        settings.database.url =
+            SecretString::from(replace_path(self.database.url.expose_secret(), database));
+        settings
+    }
+
     /// Checks values that serde cannot.
     pub fn validate(&self) -> anyhow::Result<()> {
         if self.amqp.prefetch == 0 {
@@ -220,6 +244,26 @@ mod tests {
     fn the_defaults_parse_and_validate() {
         let settings = Settings::defaults().expect("defaults are valid");
         assert_eq!(settings.topology_params(), TopologyParams::default());
+    }
+
+    #[test]
+    fn a_namespace_replaces_the_vhost_and_the_database() {
+        let settings = Settings::defaults()
+            .expect("defaults are valid")
+            .in_namespace("simflow_x", "simflow_y");
+        assert_eq!(
+            settings.amqp.uri.expose_secret(),
+            "amqp://guest:guest@127.0.0.1:5672/simflow_x"
+        );
+        assert_eq!(
+            settings.database.url.expose_secret(),
+            "postgres://postgres@127.0.0.1:5432/simflow_y"
+        );
+        let slash = settings.in_namespace("/", "db");
+        assert_eq!(
+            slash.amqp.uri.expose_secret(),
+            "amqp://guest:guest@127.0.0.1:5672/%2F"
+        );
     }
 
     #[test]

@@ -12,11 +12,14 @@ use simflow_runtime::Settings;
 pub enum BenchCommand {
     /// Transfer jobs per second through broker and database vs the raw broker round trip.
     Transfer(super::bench_transfer::TransferBenchArgs),
+    /// Batch issue and return of 100,000 cards vs one raw UPDATE over the same number of rows.
+    Inventory(super::bench_inventory::InventoryBenchArgs),
 }
 
 /// Runs a benchmark.
 pub async fn run(settings: Settings, command: BenchCommand) -> anyhow::Result<()> {
     match command {
         BenchCommand::Transfer(args) => super::bench_transfer::run(settings, args).await,
+        BenchCommand::Inventory(args) => super::bench_inventory::run(settings, args).await,
     }
 }

@@ -10,11 +10,9 @@ use std::time::{Duration, Instant};
 
 use clap::Args;
 use futures_util::StreamExt;
-use secrecy::SecretString;
 use simflow_inventory::org::{self, Receipt};
 use simflow_runtime::Settings;
 use simflow_runtime::amqp::{Client, JobRoute};
-use simflow_runtime::management::{Management, encode_segment};
 use simflow_runtime::metrics::{Health, Metrics};
 use simflow_runtime::shutdown::CancellationToken;
 use simflow_schemas::common::CardSelection;
@@ -53,51 +51,12 @@ pub async fn run(mut settings: Settings, args: TransferBenchArgs) -> anyhow::Res
         "simflow_bench_{}",
         &uuid::Uuid::new_v4().simple().to_string()[..8]
     );
-    let management = Management::new(&settings.amqp);
-    management.create_vhost(&name).await?;
-    management
-        .set_permissions(&name, &settings.amqp.management_user, ".*", ".*", ".*")
-        .await?;
-    let base_uri = {
-        use secrecy::ExposeSecret;
-        let uri = settings.amqp.uri.expose_secret().to_owned();
-        uri.rsplit_once('/')
-            .map(|(base, _)| base.to_owned())
-            .unwrap_or(uri)
-    };
-    settings.amqp.uri = SecretString::from(format!("{base_uri}/{}", encode_segment(&name)));
-    let database_url = {
-        use secrecy::ExposeSecret;
-        let url = settings.database.url.expose_secret().to_owned();
-        let base = url
-            .rsplit_once('/')
-            .map(|(base, _)| base.to_owned())
-            .unwrap_or(url);
-        format!("{base}/{name}")
-    };
-    settings.database.url = SecretString::from(database_url);
+    let scratch = crate::scratch::Scratch::create(&settings, &name).await?;
+    settings = scratch.settings.clone();
     settings.database.max_connections = args.pool;
-    settings.http.listen = "127.0.0.1:0".into();
-
     let result = measure(&settings, &args).await;
-
-    let _ = management.delete_vhost(&name).await;
-    if let Err(error) = drop_database(&settings).await {
-        eprintln!("could not drop the bench database {name}: {error:#}");
-    }
+    scratch.remove().await;
     result
-}
-
-async fn drop_database(settings: &Settings) -> anyhow::Result<()> {
-    use sqlx::Connection;
-    let options = simflow_runtime::db::connect_options(&settings.database.url)?;
-    let database = options.get_database().unwrap_or_default().to_owned();
-    let mut admin = sqlx::PgConnection::connect_with(&options.database("postgres")).await?;
-    let statement = format!("DROP DATABASE IF EXISTS \"{database}\" WITH (FORCE)");
-    sqlx::raw_sql(sqlx::AssertSqlSafe(statement))
-        .execute(&mut admin)
-        .await?;
-    Ok(())
 }
 
 async fn measure(settings: &Settings, args: &TransferBenchArgs) -> anyhow::Result<()> {

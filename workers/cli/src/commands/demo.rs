@@ -6,13 +6,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context;
 use clap::Args;
-use secrecy::{ExposeSecret, SecretString};
 use simflow_inventory::org::{self, Receipt};
 use simflow_runtime::Settings;
 use simflow_runtime::amqp::{Client, EventWatch, JobRoute, ReceivedEvent};
-use simflow_runtime::management::{Management, encode_segment};
+use simflow_runtime::management::encode_segment;
 use simflow_runtime::metrics::{Health, Metrics};
 use simflow_runtime::shutdown::CancellationToken;
 use simflow_schemas::common::CardSelection;
@@ -138,49 +136,15 @@ fn transfer(
     }
 }
 
-/// Points the settings at the demo's own vhost and database, recreating both.
-async fn prepare(mut settings: Settings, name: &str) -> anyhow::Result<Settings> {
-    let management = Management::new(&settings.amqp);
-    management
-        .delete_vhost(name)
-        .await
-        .context("the demo needs the RabbitMQ management API (deploy/setup.sh enables it)")?;
-    management.create_vhost(name).await?;
-    management
-        .set_permissions(name, &settings.amqp.management_user, ".*", ".*", ".*")
-        .await?;
-    let uri = settings.amqp.uri.expose_secret().to_owned();
-    let base = uri
-        .rsplit_once('/')
-        .map(|(base, _)| base.to_owned())
-        .unwrap_or(uri);
-    settings.amqp.uri = SecretString::from(format!("{base}/{}", encode_segment(name)));
-    let url = settings.database.url.expose_secret().to_owned();
-    let base = url
-        .rsplit_once('/')
-        .map(|(base, _)| base.to_owned())
-        .unwrap_or(url);
-    settings.database.url = SecretString::from(format!("{base}/{name}"));
-    {
-        use sqlx::Connection;
-        let options = simflow_runtime::db::connect_options(&settings.database.url)?;
-        let mut admin = sqlx::PgConnection::connect_with(&options.database("postgres")).await?;
-        let statement = format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)");
-        sqlx::raw_sql(sqlx::AssertSqlSafe(statement))
-            .execute(&mut admin)
-            .await?;
-    }
-    settings.http.listen = "127.0.0.1:0".into();
-    Ok(settings)
-}
-
 /// Runs the demo.
 pub async fn run(settings: Settings, args: DemoArgs) -> anyhow::Result<()> {
     println!(
         "simflow demo — vhost and database {:?} on the local RabbitMQ and PostgreSQL",
         args.name
     );
-    let settings = prepare(settings, &args.name).await?;
+    let settings = crate::scratch::Scratch::create(&settings, &args.name)
+        .await?
+        .settings;
     let pool = pipeline::migrate_all(&settings).await?;
     {
         let mut connection = pool.acquire().await?;

@@ -1,6 +1,7 @@
 //! One module per subcommand.
 
 pub mod bench;
+pub mod bench_inventory;
 pub mod bench_transfer;
 pub mod demo;
 pub mod dlq;

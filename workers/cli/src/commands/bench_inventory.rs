@@ -1,0 +1,223 @@
+//! `simflow bench inventory`: a batch issue (prepare + commit) and a batch return of N cards
+//! (default 100,000) through the real broker, workers and database, each next to the raw SQL
+//! that does the same movement without rules, holds or ledger: one `UPDATE` over the same
+//! number of rows of the same table, in the same run.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::Args;
+use simflow_inventory::org::{self, Receipt};
+use simflow_runtime::Settings;
+use simflow_runtime::amqp::{Client, EventWatch, JobRoute};
+use simflow_runtime::metrics::{Health, Metrics};
+use simflow_runtime::shutdown::CancellationToken;
+use simflow_schemas::common::CardSelection;
+use simflow_schemas::issue::{IssueCommit, IssuePrepare};
+use simflow_schemas::registry::Message;
+use simflow_schemas::returns::{ReturnByRange, ReturnFee};
+
+use crate::pipeline::{self, WorkerKind};
+
+/// Arguments of `bench inventory`.
+#[derive(Debug, Args)]
+pub struct InventoryBenchArgs {
+    /// Cards per batch.
+    #[arg(long, default_value_t = 100_000)]
+    pub cards: u64,
+}
+
+const OURS_FIRST_BODY: u64 = 898_601_100_000_000_000;
+const RAW_FIRST_BODY: u64 = 898_601_100_010_000_000;
+
+/// Runs the benchmark.
+pub async fn run(settings: Settings, args: InventoryBenchArgs) -> anyhow::Result<()> {
+    let name = format!(
+        "simflow_bench_{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    );
+    let scratch = crate::scratch::Scratch::create(&settings, &name).await?;
+    let result = measure(&scratch.settings, &args).await;
+    scratch.remove().await;
+    result
+}
+
+fn iccid(body: u64) -> anyhow::Result<String> {
+    Ok(simflow_inventory::iccid::Iccid::from_body(&body.to_string())?.into_string())
+}
+
+async fn answer<M: Message>(
+    client: &Client,
+    watch: &mut EventWatch,
+    job: &M,
+    expected: &str,
+) -> anyhow::Result<Duration> {
+    let message_id = uuid::Uuid::new_v4().to_string();
+    let started = Instant::now();
+    client
+        .publish_job(job, &message_id, JobRoute::Default)
+        .await?;
+    let event = watch
+        .next_for(&message_id, Duration::from_secs(600))
+        .await?;
+    anyhow::ensure!(
+        event.routing_key == expected,
+        "expected {expected}, got {} {}",
+        event.routing_key,
+        event.body
+    );
+    Ok(started.elapsed())
+}
+
+async fn raw(
+    pool: &sqlx::PgPool,
+    sql: &'static str,
+    first: &str,
+    last: &str,
+    expected: u64,
+) -> anyhow::Result<Duration> {
+    let started = Instant::now();
+    let updated = sqlx::query(sql)
+        .bind(first)
+        .bind(last)
+        .execute(pool)
+        .await?
+        .rows_affected();
+    anyhow::ensure!(
+        updated == expected,
+        "raw statement updated {updated} rows, expected {expected}"
+    );
+    Ok(started.elapsed())
+}
+
+fn line(operation: &str, cards: u64, ours: Duration, raw: Duration) {
+    println!(
+        "{operation:<34} {cards:>8} {:>11.3} {:>11.3} {:>7.2}x",
+        ours.as_secs_f64(),
+        raw.as_secs_f64(),
+        ours.as_secs_f64() / raw.as_secs_f64().max(f64::EPSILON)
+    );
+}
+
+async fn measure(settings: &Settings, args: &InventoryBenchArgs) -> anyhow::Result<()> {
+    let pool = pipeline::migrate_all(settings).await?;
+    {
+        let mut connection = pool.acquire().await?;
+        crate::commands::seed::load_org(&mut connection, std::path::Path::new("config/org"))
+            .await?;
+        for first_body in [OURS_FIRST_BODY, RAW_FIRST_BODY] {
+            let receipt = Receipt {
+                warehouse: "13ZDF16".into(),
+                card_type: "USIM128K_NORMAL".into(),
+                department_id: "DU06".into(),
+                first_body,
+                count: args.cards,
+            };
+            org::receive_blank_cards(&mut connection, &receipt, "bench").await?;
+        }
+        sqlx::query("VACUUM ANALYZE inventory.cards")
+            .execute(&mut *connection)
+            .await?;
+    }
+    let (ours_first, ours_last) = (
+        iccid(OURS_FIRST_BODY)?,
+        iccid(OURS_FIRST_BODY + args.cards - 1)?,
+    );
+    let (raw_first, raw_last) = (
+        iccid(RAW_FIRST_BODY)?,
+        iccid(RAW_FIRST_BODY + args.cards - 1)?,
+    );
+
+    let client = Client::connect(&settings.amqp.uri, "simflow-bench-client").await?;
+    client
+        .declare(&simflow_schemas::topology::central_topology(
+            &settings.topology_params(),
+        ))
+        .await?;
+    let mut watch = client.watch_events(&["issue.*", "return.*"]).await?;
+    let workers = pipeline::start(
+        settings,
+        &pool,
+        &[WorkerKind::Issue, WorkerKind::Return],
+        Arc::new(Metrics::new()),
+        Health::default(),
+        CancellationToken::new(),
+    )?;
+
+    let batch_id = uuid::Uuid::new_v4();
+    let prepare = IssuePrepare {
+        batch_id,
+        staff_id: "T0601".into(),
+        warehouse: "13ZDF16".into(),
+        agent_ess_code: "ESS0601".into(),
+        card_type: "USIM128K_NORMAL".into(),
+        cards: CardSelection::Range {
+            first: ours_first.clone(),
+            last: ours_last.clone(),
+        },
+    };
+    let prepared = answer(&client, &mut watch, &prepare, "issue.prepared").await?;
+    let committed = answer(
+        &client,
+        &mut watch,
+        &IssueCommit {
+            batch_id,
+            staff_id: "T0601".into(),
+        },
+        "issue.committed",
+    )
+    .await?;
+    let raw_issue = raw(
+        &pool,
+        "UPDATE inventory.cards SET location_kind = 'agent', agent_code = 'ESS0601', warehouse_code = NULL, updated_at = now() \
+         WHERE iccid BETWEEN $1 AND $2 AND length(iccid) = length($1)",
+        &raw_first,
+        &raw_last,
+        args.cards,
+    )
+    .await?;
+
+    let give_back = ReturnByRange {
+        return_id: uuid::Uuid::new_v4(),
+        staff_id: "T0601".into(),
+        warehouse: "13ZDF16".into(),
+        agent_ess_code: "ESS0601".into(),
+        first: ours_first,
+        last: ours_last,
+        fee: ReturnFee {
+            return_amount_fen: 0,
+        },
+    };
+    let returned = answer(&client, &mut watch, &give_back, "return.committed").await?;
+    let raw_return = raw(
+        &pool,
+        "UPDATE inventory.cards SET location_kind = 'warehouse', warehouse_code = '13ZDF16', agent_code = NULL, updated_at = now() \
+         WHERE iccid BETWEEN $1 AND $2 AND length(iccid) = length($1)",
+        &raw_first,
+        &raw_last,
+        args.cards,
+    )
+    .await?;
+
+    println!(
+        "bench inventory: {} cards per batch, through broker + worker + PostgreSQL vs one raw UPDATE",
+        args.cards
+    );
+    println!(
+        "{:<34} {:>8} {:>11} {:>11} {:>8}",
+        "operation", "cards", "simflow s", "raw SQL s", "ratio"
+    );
+    line(
+        "batch issue (prepare + commit)",
+        args.cards,
+        prepared + committed,
+        raw_issue,
+    );
+    line("  prepare (rules + hold)", args.cards, prepared, raw_issue);
+    line("  commit (move + ledger)", args.cards, committed, raw_issue);
+    line("batch return (range)", args.cards, returned, raw_return);
+    workers.stop().await?;
+    client.close().await;
+    pool.close().await;
+    Ok(())
+}
