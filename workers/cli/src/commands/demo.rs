@@ -14,7 +14,9 @@ use simflow_runtime::management::encode_segment;
 use simflow_runtime::metrics::{Health, Metrics};
 use simflow_runtime::shutdown::CancellationToken;
 use simflow_schemas::common::CardSelection;
+use simflow_schemas::issue::{IssueCommit, IssuePrepare};
 use simflow_schemas::registry::Message;
+use simflow_schemas::returns::{ReturnByList, ReturnByRange, ReturnFee, ReturnQuery};
 use simflow_schemas::topology::JOBS_EXCHANGE;
 use simflow_schemas::transfer::{TransferApproveIn, TransferApproveOut, TransferCreate};
 use sqlx::PgPool;
@@ -113,6 +115,29 @@ fn print_answer(answer: &ReceivedEvent) {
                 );
             }
         }
+    } else if answer.routing_key == "return.committed" {
+        println!(
+            "    ← return.committed: {} / {}; paid {} of {} fen ({})",
+            body["summary"]["message_zh"].as_str().unwrap_or_default(),
+            body["summary"]["message_en"].as_str().unwrap_or_default(),
+            body["fee"]["paid_amount_fen"],
+            body["fee"]["return_amount_fen"],
+            body["fee"]["rule"].as_str().unwrap_or_default()
+        );
+        for problem in body["failed"].as_array().into_iter().flatten().take(5) {
+            println!(
+                "        card {}: {} {}",
+                problem["iccid"].as_str().unwrap_or_default(),
+                problem["reason"]["code"].as_str().unwrap_or_default(),
+                problem["reason"]["message_zh"].as_str().unwrap_or_default()
+            );
+        }
+    } else if answer.routing_key == "issue.prepared" {
+        println!(
+            "    ← issue.prepared: {} cards held until {}",
+            body["card_count"],
+            body["expires_at"].as_str().unwrap_or_default()
+        );
     } else {
         println!("    ← {} {}", answer.routing_key, summarise(body));
     }
@@ -333,6 +358,8 @@ pub async fn run(settings: Settings, args: DemoArgs) -> anyhow::Result<()> {
     )
     .await?;
 
+    demo_agents(&mut demo).await?;
+
     println!("\n── A poison message ──");
     demo.step += 1;
     println!(
@@ -356,6 +383,16 @@ pub async fn run(settings: Settings, args: DemoArgs) -> anyhow::Result<()> {
     print_answer(&failed);
 
     demo.stock("Stock after,").await?;
+    {
+        let mut connection = demo.pool.acquire().await?;
+        let reconciliation = simflow_inventory::queries::reconcile(&mut connection, 10).await?;
+        println!(
+            "\nReconciliation: the ledger ({} entries) replays to the current state of all {} cards with {} disagreement(s)",
+            reconciliation.entries,
+            reconciliation.cards,
+            reconciliation.mismatches.len()
+        );
+    }
     let letters =
         simflow_runtime::deadletter::list(demo.client.connection(), "simflow.transfer.dlq", 10)
             .await?;
@@ -391,4 +428,176 @@ pub async fn run(settings: Settings, args: DemoArgs) -> anyhow::Result<()> {
 
 fn iccid(body: u64) -> anyhow::Result<String> {
     Ok(simflow_inventory::iccid::Iccid::from_body(&body.to_string())?.into_string())
+}
+
+fn issue(batch_id: Uuid, agent: &str, card_type: &str, cards: CardSelection) -> IssuePrepare {
+    IssuePrepare {
+        batch_id,
+        staff_id: "T0601".into(),
+        warehouse: "13ZDF16".into(),
+        agent_ess_code: agent.into(),
+        card_type: card_type.into(),
+        cards,
+    }
+}
+
+/// Batch issue to agents and batch return from them (workflows 2 and 3 of the deck).
+async fn demo_agents(demo: &mut Demo) -> anyhow::Result<()> {
+    println!("\n── Batch issue to agents (批量领卡): prepare, then final submission ──");
+    let first_batch = Uuid::new_v4();
+    let prepared = demo
+        .job(
+            "Hexi's on-site keeper issues 100 normal cards by range to agent ESS0601",
+            &issue(
+                first_batch,
+                "ESS0601",
+                "USIM128K_NORMAL",
+                CardSelection::Range {
+                    first: iccid(898_601_100_000_000_000)?,
+                    last: iccid(898_601_100_000_000_099)?,
+                },
+            ),
+        )
+        .await?;
+    println!("    批量领卡成功，确认正式提交？ — the acceptance slip (免填单):");
+    for line in prepared.body["acceptance_slip"]
+        .as_str()
+        .unwrap_or_default()
+        .lines()
+    {
+        println!("      | {line}");
+    }
+    let commit = IssueCommit {
+        batch_id: first_batch,
+        staff_id: "T0601".into(),
+    };
+    demo.job(
+        "The keeper confirms the final submission (正式提交)",
+        &commit,
+    )
+    .await?;
+    demo.job("…and clicks confirm once more: harmless", &commit)
+        .await?;
+
+    let second_batch = Uuid::new_v4();
+    let file: String = (100..150)
+        .map(|offset| iccid(898_601_100_000_000_000 + offset))
+        .collect::<anyhow::Result<Vec<_>>>()?
+        .join("\n");
+    demo.job(
+        "50 cards to agent ESS0602 from an uploaded text file",
+        &issue(
+            second_batch,
+            "ESS0602",
+            "USIM128K_NORMAL",
+            CardSelection::TextFile {
+                file_name: "lingka-ESS0602.txt".into(),
+                content: file,
+            },
+        ),
+    )
+    .await?;
+    demo.job(
+        "Final submission",
+        &IssueCommit {
+            batch_id: second_batch,
+            staff_id: "T0601".into(),
+        },
+    )
+    .await?;
+    demo.job(
+        "A micro card slipped into a normal-card batch: refused, nothing held",
+        &issue(
+            Uuid::new_v4(),
+            "ESS0601",
+            "USIM128K_NORMAL",
+            CardSelection::Iccids {
+                iccids: vec![
+                    iccid(898_601_100_000_000_200)?,
+                    iccid(898_601_100_000_100_010)?,
+                ],
+            },
+        ),
+    )
+    .await?;
+    demo.job(
+        "An agent of another unit cannot be served from Hexi's warehouse",
+        &issue(
+            Uuid::new_v4(),
+            "ESS0101",
+            "USIM128K_NORMAL",
+            CardSelection::Quantity { quantity: 5 },
+        ),
+    )
+    .await?;
+
+    println!("\n── Batch return from agents (批量退卡) ──");
+    let mut lines: Vec<String> = (0..10)
+        .map(|offset| iccid(898_601_100_000_000_000 + offset))
+        .collect::<anyhow::Result<_>>()?;
+    lines.push(iccid(898_601_100_000_000_120)?);
+    lines.push(iccid(898_601_100_000_000_121)?);
+    demo.job(
+        "ESS0601 returns a text file of 12 cards, two of which were issued to ESS0602; 12.00 yuan entered",
+        &ReturnByList {
+            return_id: Uuid::new_v4(),
+            staff_id: "T0601".into(),
+            warehouse: "13ZDF16".into(),
+            agent_ess_code: "ESS0601".into(),
+            cards: CardSelection::TextFile { file_name: "tuika-ESS0601.txt".into(), content: lines.join("\n") },
+            fee: ReturnFee { return_amount_fen: 1200 },
+        },
+    )
+    .await?;
+    let (first, last) = (
+        iccid(898_601_100_000_000_130)?,
+        iccid(898_601_100_000_000_149)?,
+    );
+    demo.job(
+        "ESS0602 asks what a range of 20 cards would bring back (query step)",
+        &ReturnQuery {
+            query_id: Uuid::new_v4(),
+            staff_id: "T0601".into(),
+            warehouse: "13ZDF16".into(),
+            agent_ess_code: "ESS0602".into(),
+            first: first.clone(),
+            last: last.clone(),
+        },
+    )
+    .await?;
+    demo.job(
+        "…and returns the range; 20.00 yuan entered",
+        &ReturnByRange {
+            return_id: Uuid::new_v4(),
+            staff_id: "T0601".into(),
+            warehouse: "13ZDF16".into(),
+            agent_ess_code: "ESS0602".into(),
+            first,
+            last,
+            fee: ReturnFee {
+                return_amount_fen: 2000,
+            },
+        },
+    )
+    .await?;
+    demo.job(
+        "ESS0601 tries to return two of ESS0602's cards: 卡库位不一致, nothing returned",
+        &ReturnByList {
+            return_id: Uuid::new_v4(),
+            staff_id: "T0601".into(),
+            warehouse: "13ZDF16".into(),
+            agent_ess_code: "ESS0601".into(),
+            cards: CardSelection::Iccids {
+                iccids: vec![
+                    iccid(898_601_100_000_000_110)?,
+                    iccid(898_601_100_000_000_111)?,
+                ],
+            },
+            fee: ReturnFee {
+                return_amount_fen: 200,
+            },
+        },
+    )
+    .await?;
+    Ok(())
 }
