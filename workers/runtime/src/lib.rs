@@ -21,6 +21,7 @@ pub mod inbox;
 pub mod management;
 pub mod metrics;
 pub mod outcome;
+pub mod outlet;
 mod retry;
 pub mod settings;
 pub mod shutdown;

@@ -55,6 +55,36 @@ where
     }
 }
 
+/// Like [`until_connected`], but gives up at once on an error `is_final` says retrying cannot
+/// fix (refused credentials or permissions): `Err(that error)`.
+pub(crate) async fn until_connected_unless<T, E, F, Fut>(
+    what: &str,
+    shutdown: &CancellationToken,
+    is_final: impl Fn(&E) -> bool,
+    mut connect: F,
+) -> Result<Option<T>, E>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+    E: std::fmt::Display,
+{
+    let mut policy = reconnect_policy();
+    loop {
+        match connect().await {
+            Ok(value) => return Ok(Some(value)),
+            Err(error) if is_final(&error) => return Err(error),
+            Err(error) => {
+                let wait = policy.next_backoff().unwrap_or(policy.max_interval);
+                tracing::warn!(%error, wait_ms = wait.as_millis() as u64, "cannot connect to {what}; retrying");
+                tokio::select! {
+                    () = shutdown.cancelled() => return Ok(None),
+                    () = tokio::time::sleep(wait) => {}
+                }
+            }
+        }
+    }
+}
+
 /// The waits between quick in-process tries of a transient failure: 100 ms doubling, ±50 %
 /// jitter, at most 1 s each; `tries - 1` waits in all.
 pub(crate) fn in_process_waits(tries: u32) -> Vec<Duration> {
