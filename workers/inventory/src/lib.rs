@@ -21,6 +21,7 @@ pub mod selection;
 pub mod slip;
 pub mod staff;
 pub mod transfer;
+pub mod writing;
 
 pub use issue::{InventorySettings, IssueHandler};
 pub use returns::ReturnHandler;

@@ -84,6 +84,12 @@ fn x_death(properties: &BasicProperties) -> Option<BTreeMap<String, AMQPValue>> 
     }
 }
 
+/// The reason of the most recent broker dead-lettering of a message (`expired`, `rejected`,
+/// `delivery_limit`, `maxlen`), if the broker dead-lettered it.
+pub fn death_reason(properties: &BasicProperties) -> Option<String> {
+    x_death(properties).and_then(|death| death.get("reason").and_then(text))
+}
+
 fn text(value: &AMQPValue) -> Option<String> {
     match value {
         AMQPValue::LongString(text) => Some(String::from_utf8_lossy(text.as_bytes()).into_owned()),

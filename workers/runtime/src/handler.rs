@@ -32,6 +32,9 @@ pub struct JobContext {
     pub subject_id: Option<String>,
     /// The broker says this delivery was delivered before (and maybe handled).
     pub redelivered: bool,
+    /// For a message the broker dead-lettered to this queue: why (`expired`, `rejected`,
+    /// `delivery_limit`, `maxlen`), from its most recent `x-death` entry.
+    pub death_reason: Option<String>,
 }
 
 /// A business answer: the job is refused and nothing it did is kept.

@@ -298,11 +298,7 @@ impl<H: Handler> Inner<H> {
             ),
             Ok((message_id, job)) => {
                 let subject_id = job.subject_id();
-                if job.role() != MessageRole::Job(self.handler.queue())
-                    && !(job.role() == MessageRole::OutletResult
-                        && self.handler.queue()
-                            == simflow_schemas::topology::JobQueue::OutletResults)
-                {
+                if !queue_accepts(self.handler.queue(), job.role()) {
                     let reason = ClerkMessage::new(
                         "UNEXPECTED_MESSAGE_TYPE",
                         "消息类型不属于此队列",
@@ -331,6 +327,7 @@ impl<H: Handler> Inner<H> {
                             .map(|user| user.as_str().to_owned()),
                         subject_id: subject_id.clone(),
                         redelivered: delivery.redelivered,
+                        death_reason: crate::deadletter::death_reason(properties),
                     };
 
                     (
@@ -721,6 +718,18 @@ impl<H: Handler> Inner<H> {
             .with_label_values(&[self.name(), &reason.code])
             .inc();
         self.ack(delivery, "dead_lettered", type_label).await
+    }
+}
+
+/// Which messages a central queue takes: its own jobs; outlet answers on the results queue;
+/// outlet work the broker dead-lettered (expired or rejected) on the outlet-expired queue.
+fn queue_accepts(queue: simflow_schemas::topology::JobQueue, role: MessageRole) -> bool {
+    use simflow_schemas::topology::JobQueue;
+    match role {
+        MessageRole::Job(owner) => owner == queue,
+        MessageRole::OutletResult => queue == JobQueue::OutletResults,
+        MessageRole::OutletWork => queue == JobQueue::OutletExpired,
+        MessageRole::Event(_) => false,
     }
 }
 
