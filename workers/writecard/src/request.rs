@@ -1,0 +1,215 @@
+//! A write request (写卡): the checks, the reservations, the write script, and its route to the
+//! outlet's queue, sealed for that outlet and expiring.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use rand::RngCore;
+use simflow_card::profile::{self, Personalisation};
+use simflow_carddata::kek::KekRing;
+use simflow_runtime::{JobContext, JobError, Outcome};
+use simflow_schemas::writecard::{CardWritten, WriteRequest, WriteScriptEnvelope};
+use simflow_seal::OutletPublicKey;
+use sqlx::PgConnection;
+use uuid::Uuid;
+use zeroize::Zeroizing;
+
+use crate::numbers;
+use crate::orders::{self, Order};
+use crate::outlets;
+use crate::reasons;
+use crate::settings::WritecardSettings;
+
+/// AMF of the challenges (separation bit set, as for E-UTRAN).
+const AMF: [u8; 2] = [0x80, 0x00];
+
+/// SQN step: SEQ + 1 with a 5-bit IND of 0 (3GPP TS 33.102 Annex C).
+const SQN_STEP: i64 = 32;
+
+const SCRIPT_ID_NAMESPACE: Uuid = Uuid::from_u128(0x7c1d_44a0_5b6e_4f21_9d3e_8a0b_1c2d_3e4f);
+
+/// The event answering a write request for an order whose card is already written.
+pub fn written_event(order: &Order) -> Outcome {
+    let event = CardWritten {
+        order_id: order.order_id,
+        outlet_code: order.outlet_code.clone(),
+        iccid: order.iccid.clone(),
+        msisdn: order.msisdn.clone(),
+    };
+    Outcome::event("card.written", &event)
+}
+
+fn sqn_bytes(sqn: i64) -> [u8; 6] {
+    let bytes = sqn.to_be_bytes();
+    let mut sqn = [0u8; 6];
+    sqn.copy_from_slice(&bytes[2..]);
+    sqn
+}
+
+/// Handles `writecard.request.v1`.
+pub async fn handle(
+    settings: &WritecardSettings,
+    keks: &KekRing,
+    context: &JobContext,
+    request: WriteRequest,
+    db: &mut PgConnection,
+) -> Result<Outcome, JobError> {
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 17))")
+        .bind(request.order_id.to_string())
+        .execute(&mut *db)
+        .await?;
+    let Some(outlet) = outlets::get(db, &request.outlet_code).await?.filter(|outlet| outlet.active) else {
+        return Err(reasons::OUTLET_UNKNOWN.reject());
+    };
+    let existing = orders::lock(db, request.order_id).await?;
+    if let Some(order) = &existing {
+        let same = order.outlet_code == request.outlet_code
+            && order.msisdn == request.msisdn
+            && order.customer_name == request.customer_name
+            && order.package_code == request.package_code;
+        if !same {
+            return Err(reasons::ORDER_CONFLICT.reject());
+        }
+        match order.state.as_str() {
+            "requested" => {}
+            "cancelled" => return Err(reasons::ORDER_CANCELLED.reject()),
+            // The card of this order is written already: answer that, write nothing.
+            _ => return Ok(written_event(order)),
+        }
+    }
+
+    // The card: issued to this outlet's agent, still blank.
+    let Some(card) = simflow_inventory::writing::card_for_write(db, &request.iccid).await? else {
+        return Err(reasons::CARD_UNKNOWN.reject());
+    };
+    if card.agent_code.as_deref() != Some(outlet.agent_code.as_str()) {
+        return Err(reasons::CARD_LOCATION_MISMATCH.reject());
+    }
+    if card.state != "blank" {
+        return Err(reasons::CARD_UNUSABLE.reject());
+    }
+    // The clerk: same department as the agent that collected the card.
+    let agent = simflow_inventory::writing::agent(db, &outlet.agent_code).await?.ok_or_else(|| reasons::OUTLET_UNKNOWN.reject())?;
+    if !agent.active {
+        return Err(reasons::AGENT_INACTIVE.reject());
+    }
+    let Some(department) = simflow_inventory::writing::staff_department(db, &request.staff_id).await? else {
+        return Err(reasons::STAFF_UNKNOWN.reject());
+    };
+    if department != agent.department_id {
+        return Err(reasons::DEPARTMENT_MISMATCH.reject());
+    }
+    let Some(package) = orders::package(db, &request.package_code).await? else {
+        return Err(reasons::PACKAGE_UNKNOWN.reject());
+    };
+
+    // The reservations: the chosen number and an IMSI, held by the order.
+    let order = match existing {
+        Some(mut order) => {
+            if !numbers::imsi_usable(db, &order.imsi, order.order_id).await? {
+                // The previous card of this order took the IMSI with it (damaged): a new one.
+                order.imsi = numbers::reserve_imsi(db, order.order_id).await?.ok_or_else(|| reasons::IMSI_POOL_EMPTY.needs_ops())?;
+            }
+            order.iccid = request.iccid.clone();
+            order.card_type = card.card_type.clone();
+            orders::switch_card(db, &order).await?;
+            order
+        }
+        None => {
+            if !numbers::reserve_msisdn(db, &request.msisdn, request.order_id).await? {
+                return Err(reasons::NUMBER_UNAVAILABLE.reject());
+            }
+            let imsi = numbers::reserve_imsi(db, request.order_id).await?.ok_or_else(|| reasons::IMSI_POOL_EMPTY.needs_ops())?;
+            orders::create(db, &request, &outlet.agent_code, &card.card_type, &imsi, &package.package_code).await?
+        }
+    };
+
+    // The card data: the card's keys, or the deck's "load the card data file" message.
+    let secrets = match simflow_carddata::keys::fetch(&mut *db, keks, &request.iccid).await {
+        Ok(Some(secrets)) => secrets,
+        Ok(None) => return Err(reasons::WRITE_SCRIPT_MISSING.needs_ops()),
+        Err(simflow_carddata::keys::FetchError::Database(error)) => return Err(error.into()),
+        Err(error) => {
+            tracing::error!(iccid = %request.iccid, %error, "card data cannot be opened");
+            return Err(reasons::CARD_DATA_UNREADABLE.needs_ops());
+        }
+    };
+
+    // The challenge: a fresh RAND and the next SQN for this card.
+    let sqn: i64 = sqlx::query_scalar(
+        "INSERT INTO writecard.card_sqn (iccid, sqn) VALUES ($1, $2) \
+         ON CONFLICT (iccid) DO UPDATE SET sqn = writecard.card_sqn.sqn + $2 RETURNING sqn",
+    )
+    .bind(&request.iccid)
+    .bind(SQN_STEP)
+    .fetch_one(&mut *db)
+    .await?;
+    let mut rand = [0u8; 16];
+    rand::rng().fill_bytes(&mut rand);
+    let challenge = profile::make_challenge(secrets.ki.bytes(), secrets.opc.bytes(), &rand, &sqn_bytes(sqn), &AMF);
+
+    let mcc_mnc = (order.imsi.len() >= 3 + settings.mnc_digits)
+        .then(|| (order.imsi[..3].to_owned(), order.imsi[3..3 + settings.mnc_digits].to_owned()));
+    let personalisation = Personalisation {
+        iccid: request.iccid.clone(),
+        imsi: order.imsi.clone(),
+        msisdn: order.msisdn.clone(),
+        ki: *secrets.ki.bytes(),
+        opc: *secrets.opc.bytes(),
+        adm1: secrets.adm1.clone(),
+        spn: Some(settings.spn.clone()),
+        mcc_mnc,
+        smsp: settings.smsp.clone(),
+    };
+    let Some(family) = profile::family_by_name(&settings.card_family) else {
+        tracing::error!(family = %settings.card_family, "unknown card family in the configuration");
+        return Err(reasons::SCRIPT_BUILD_FAILED.needs_ops());
+    };
+    let script = family.build_write_script(&personalisation, &challenge).map_err(|error| {
+        tracing::error!(iccid = %request.iccid, %error, "the write script could not be built");
+        reasons::SCRIPT_BUILD_FAILED.needs_ops()
+    })?;
+    let plaintext = Zeroizing::new(serde_json::to_vec(&script).map_err(|error| JobError::Transient(error.into()))?);
+    let key = OutletPublicKey::from_base64(&outlet.public_key).map_err(|_| reasons::OUTLET_UNKNOWN.needs_ops())?;
+    let sealed_script = key.seal(&plaintext).map_err(|error| JobError::Transient(error.into()))?;
+
+    let script_id = Uuid::new_v5(&SCRIPT_ID_NAMESPACE, context.message_id.as_bytes());
+    let ttl = Duration::from_secs(settings.script_ttl_seconds);
+    let not_after: DateTime<Utc> = sqlx::query_scalar(
+        "INSERT INTO writecard.scripts (script_id, order_id, outlet_code, iccid, family, rand, autn, sqn, state, not_after) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'sent', now() + make_interval(secs => $9)) RETURNING not_after",
+    )
+    .bind(script_id)
+    .bind(order.order_id)
+    .bind(&outlet.outlet_code)
+    .bind(&request.iccid)
+    .bind(&script.family)
+    .bind(challenge.rand.as_slice())
+    .bind(challenge.autn.as_slice())
+    .bind(sqn)
+    .bind(ttl.as_secs_f64())
+    .fetch_one(&mut *db)
+    .await?;
+    let envelope = WriteScriptEnvelope {
+        script_id,
+        order_id: order.order_id,
+        outlet_code: outlet.outlet_code.clone(),
+        iccid: request.iccid.clone(),
+        not_after,
+        sealed_for: key.fingerprint(),
+        sealed_script,
+    };
+    tracing::info!(order = %order.order_id, script = %script_id, outlet = %outlet.outlet_code, steps = script.steps.len(), "write script routed");
+    Ok(Outcome::nothing().and_outlet_work(&outlet.outlet_code, &envelope, Some(ttl)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::sqn_bytes;
+
+    #[test]
+    fn sqn_is_the_low_48_bits_big_endian() {
+        assert_eq!(sqn_bytes(32), [0, 0, 0, 0, 0, 32]);
+        assert_eq!(sqn_bytes(0x0102_0304_0506), [1, 2, 3, 4, 5, 6]);
+    }
+}

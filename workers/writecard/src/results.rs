@@ -1,0 +1,240 @@
+//! What outlets report back: card reads (enriched with what the inventory knows) and write
+//! results (checked before the card counts as written), and outlet work the broker
+//! dead-lettered because no writer took it in time.
+//!
+//! Every result must come from the broker user of the outlet it names (the broker validates
+//! `user_id` against the connection; we check it names the right outlet). A write counts only
+//! when the card's answer to the challenge matches the card's keys. A result repeated for the
+//! same script gets the same answer and changes nothing.
+
+use simflow_card::profile::{self, AuthCheck, Challenge};
+use simflow_carddata::kek::KekRing;
+use simflow_inventory::writing::{self, Cause, Mark};
+use simflow_runtime::outlet::outlet_user;
+use simflow_runtime::{JobContext, JobError, Outcome};
+use simflow_schemas::card::{CardRead, CardReadRequest, OutletCardRead, ReaderOutcome};
+use simflow_schemas::common::ClerkMessage;
+use simflow_schemas::writecard::{CardWriteFailed, CardWriteState, WriteOutcome, WriteResult, WriteScriptEnvelope};
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use crate::numbers;
+use crate::orders;
+use crate::outlets;
+use crate::reasons;
+use crate::request::written_event;
+
+#[derive(Debug, sqlx::FromRow)]
+struct ScriptRow {
+    order_id: Uuid,
+    outlet_code: String,
+    iccid: String,
+    rand: Vec<u8>,
+    autn: Vec<u8>,
+    state: String,
+    answer: Option<sqlx::types::Json<Outcome>>,
+}
+
+async fn lock_script(db: &mut PgConnection, script_id: Uuid) -> Result<Option<ScriptRow>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT order_id, outlet_code, iccid, rand, autn, state, answer FROM writecard.scripts WHERE script_id = $1 FOR UPDATE",
+    )
+    .bind(script_id)
+    .fetch_optional(db)
+    .await
+}
+
+/// Refuses a result whose validated sender is not the named outlet's broker user.
+fn check_sender(context: &JobContext, outlet_code: &str) -> Result<(), JobError> {
+    if context.user_id.as_deref() == Some(outlet_user(outlet_code).as_str()) {
+        Ok(())
+    } else {
+        tracing::error!(outlet = outlet_code, user_id = ?context.user_id, "result not sent by the outlet it names");
+        Err(reasons::RESULT_NOT_FROM_OUTLET.needs_ops())
+    }
+}
+
+async fn settle_script(db: &mut PgConnection, script_id: Uuid, state: &str, outcome: &Outcome) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE writecard.scripts SET state = $2, settled_at = now(), answer = $3 WHERE script_id = $1")
+        .bind(script_id)
+        .bind(state)
+        .bind(sqlx::types::Json(outcome))
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
+fn write_failed(order_id: Uuid, outlet_code: &str, iccid: &str, card_state: CardWriteState, reason: ClerkMessage) -> Outcome {
+    let event = CardWriteFailed {
+        order_id,
+        outlet_code: outlet_code.to_owned(),
+        iccid: iccid.to_owned(),
+        card_state,
+        reason,
+    };
+    Outcome::event("card.write_failed", &event)
+}
+
+/// Handles `writecard.result.v1`.
+pub async fn write_result(keks: &KekRing, context: &JobContext, result: WriteResult, db: &mut PgConnection) -> Result<Outcome, JobError> {
+    check_sender(context, &result.outlet_code)?;
+    let Some(script) = lock_script(db, result.script_id).await? else {
+        return Err(reasons::UNKNOWN_SCRIPT.needs_ops());
+    };
+    if script.outlet_code != result.outlet_code || script.order_id != result.order_id {
+        return Err(reasons::RESULT_NOT_FROM_OUTLET.needs_ops());
+    }
+    if let Some(stored) = script.answer.as_ref().filter(|_| matches!(script.state.as_str(), "written" | "failed" | "damaged")) {
+        return Ok(stored.0.clone());
+    }
+    let Some(order) = orders::lock(db, script.order_id).await? else {
+        return Err(reasons::ORDER_UNKNOWN.needs_ops());
+    };
+    let reference = result.script_id.to_string();
+    let cause = Cause { reference: &reference, staff_id: None, job_message_id: &context.message_id };
+    let (state, outcome) = match result.outcome {
+        WriteOutcome::Written { auth_answer, apdu_count } => {
+            if result.iccid != script.iccid {
+                return Err(reasons::RESULT_NOT_FROM_OUTLET.needs_ops());
+            }
+            let secrets = match simflow_carddata::keys::fetch(&mut *db, keks, &script.iccid).await {
+                Ok(Some(secrets)) => secrets,
+                Ok(None) => return Err(reasons::WRITE_SCRIPT_MISSING.needs_ops()),
+                Err(simflow_carddata::keys::FetchError::Database(error)) => return Err(error.into()),
+                Err(_) => return Err(reasons::CARD_DATA_UNREADABLE.needs_ops()),
+            };
+            let challenge = Challenge {
+                rand: script.rand.as_slice().try_into().map_err(|_| reasons::UNKNOWN_SCRIPT.needs_ops())?,
+                autn: script.autn.as_slice().try_into().map_err(|_| reasons::UNKNOWN_SCRIPT.needs_ops())?,
+            };
+            let checked = hex::decode(&auth_answer)
+                .ok()
+                .map(|answer| profile::check_auth_answer(secrets.ki.bytes(), secrets.opc.bytes(), &challenge, &answer));
+            match checked {
+                Some(Ok(auth)) if order.state != "cancelled" => {
+                    if let AuthCheck::Resynchronised { sqn_ms } = &auth {
+                        let mut bytes = [0u8; 8];
+                        bytes[8 - sqn_ms.len().min(8)..].copy_from_slice(&sqn_ms[..sqn_ms.len().min(8)]);
+                        sqlx::query("UPDATE writecard.card_sqn SET sqn = greatest(sqn, $2) WHERE iccid = $1")
+                            .bind(&script.iccid)
+                            .bind(i64::from_be_bytes(bytes))
+                            .execute(&mut *db)
+                            .await?;
+                    }
+                    if !writing::mark(db, &script.iccid, Mark::Written, cause).await? {
+                        return Err(JobError::needs_ops(
+                            "CARD_STATE_INCONSISTENT",
+                            "白卡状态与写卡结果不一致，请联系运维",
+                            "The card was not blank when its write was confirmed; ops must check its history",
+                        ));
+                    }
+                    sqlx::query("UPDATE writecard.orders SET state = 'written', card_written = true, written_at = now() WHERE order_id = $1")
+                        .bind(order.order_id)
+                        .execute(&mut *db)
+                        .await?;
+                    tracing::info!(order = %order.order_id, iccid = %script.iccid, apdu_count, "card written and verified");
+                    let mut written = order.clone();
+                    written.iccid = script.iccid.clone();
+                    ("written", written_event(&written))
+                }
+                Some(Ok(_)) => {
+                    // Written after the order was cancelled: the card holds data nobody will
+                    // activate; it is withdrawn.
+                    writing::mark(db, &script.iccid, Mark::Damaged, cause).await?;
+                    numbers::retire_imsi(db, &order.imsi).await?;
+                    ("damaged", write_failed(order.order_id, &order.outlet_code, &script.iccid, CardWriteState::Damaged, reasons::ORDER_CANCELLED.message()))
+                }
+                _ => {
+                    // The card answered with other keys (or garbage): it must never reach a
+                    // customer. Its IMSI went with it; the order keeps its number for another card.
+                    tracing::error!(order = %order.order_id, iccid = %script.iccid, "the card failed the authentication check");
+                    writing::mark(db, &script.iccid, Mark::Damaged, cause).await?;
+                    numbers::retire_imsi(db, &order.imsi).await?;
+                    ("damaged", write_failed(order.order_id, &order.outlet_code, &script.iccid, CardWriteState::Damaged, reasons::AUTH_FAILED.message()))
+                }
+            }
+        }
+        WriteOutcome::Failed { card_state: CardWriteState::Untouched, reason } => {
+            ("failed", write_failed(order.order_id, &order.outlet_code, &script.iccid, CardWriteState::Untouched, reason))
+        }
+        WriteOutcome::Failed { card_state: CardWriteState::Damaged, reason } => {
+            writing::mark(db, &script.iccid, Mark::Damaged, cause).await?;
+            numbers::retire_imsi(db, &order.imsi).await?;
+            ("damaged", write_failed(order.order_id, &order.outlet_code, &script.iccid, CardWriteState::Damaged, reason))
+        }
+    };
+    settle_script(db, result.script_id, state, &outcome).await?;
+    Ok(outcome)
+}
+
+/// Handles `outlet.card_read.v1`: the outlet's raw read, enriched with the inventory.
+pub async fn card_read(context: &JobContext, read: OutletCardRead, db: &mut PgConnection) -> Result<Outcome, JobError> {
+    check_sender(context, &read.outlet_code)?;
+    let outlet = outlets::get(db, &read.outlet_code).await?;
+    let answer = match read.outcome {
+        ReaderOutcome::Error { error } => CardRead {
+            request_id: read.request_id,
+            outlet_code: read.outlet_code.clone(),
+            iccid: None,
+            card_type: None,
+            writable: false,
+            problem: Some(error),
+        },
+        ReaderOutcome::Read { iccid, blank, .. } => {
+            let card = writing::card(db, &iccid).await?;
+            let problem = match (&card, &outlet) {
+                (None, _) => Some(reasons::CARD_UNKNOWN.message()),
+                (Some(card), Some(outlet)) if card.agent_code.as_deref() != Some(outlet.agent_code.as_str()) => {
+                    Some(reasons::CARD_LOCATION_MISMATCH.message())
+                }
+                (Some(card), _) if !blank || card.state != "blank" => Some(reasons::CARD_UNUSABLE.message()),
+                (_, None) => Some(reasons::OUTLET_UNKNOWN.message()),
+                _ => None,
+            };
+            CardRead {
+                request_id: read.request_id,
+                outlet_code: read.outlet_code.clone(),
+                card_type: card.map(|card| card.card_type),
+                iccid: Some(iccid),
+                writable: problem.is_none(),
+                problem,
+            }
+        }
+    };
+    Ok(Outcome::event("card.read", &answer))
+}
+
+/// Handles outlet work the broker dead-lettered: expired scripts and read requests are
+/// reported to the clerk; work an outlet rejected waits for ops.
+pub async fn expired_write(context: &JobContext, envelope: WriteScriptEnvelope, db: &mut PgConnection) -> Result<Outcome, JobError> {
+    if context.death_reason.as_deref() != Some("expired") {
+        return Err(reasons::OUTLET_REFUSED_WORK.needs_ops());
+    }
+    let Some(script) = lock_script(db, envelope.script_id).await? else {
+        return Err(reasons::UNKNOWN_SCRIPT.needs_ops());
+    };
+    if let Some(stored) = script.answer.as_ref() {
+        return Ok(stored.0.clone());
+    }
+    let outcome = write_failed(script.order_id, &script.outlet_code, &script.iccid, CardWriteState::Untouched, reasons::SCRIPT_EXPIRED.message());
+    if script.state == "sent" {
+        settle_script(db, envelope.script_id, "expired", &outcome).await?;
+    }
+    Ok(outcome)
+}
+
+/// An expired read request is answered as a read that could not happen.
+pub async fn expired_read(context: &JobContext, request: CardReadRequest) -> Result<Outcome, JobError> {
+    if context.death_reason.as_deref() != Some("expired") {
+        return Err(reasons::OUTLET_REFUSED_WORK.needs_ops());
+    }
+    let answer = CardRead {
+        request_id: request.request_id,
+        outlet_code: request.outlet_code,
+        iccid: None,
+        card_type: None,
+        writable: false,
+        problem: Some(reasons::READ_EXPIRED.message()),
+    };
+    Ok(Outcome::event("card.read", &answer))
+}
