@@ -46,6 +46,9 @@ pub enum Command {
     Topology(commands::topology::TopologyCommand),
     /// Run the demo pipeline on the local services and print what happened.
     Demo(commands::demo::DemoArgs),
+    /// Card data files (号卡文件): import, KEK rotation.
+    #[command(subcommand)]
+    Carddata(commands::carddata::CardDataCommand),
     /// Benchmarks (throughput next to the raw broker limit, in one run).
     #[command(subcommand)]
     Bench(commands::bench::BenchCommand),
@@ -75,6 +78,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Dlq(command) => commands::dlq::run(&settings, command).await,
         Command::Topology(command) => commands::topology::run(&settings, command).await,
         Command::Demo(args) => commands::demo::run(settings, args).await,
+        Command::Carddata(command) => commands::carddata::run(&settings, command).await,
         Command::Bench(command) => commands::bench::run(settings, command).await,
     }
 }

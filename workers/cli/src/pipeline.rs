@@ -19,16 +19,19 @@ use tokio::task::JoinSet;
 pub enum WorkerKind {
     /// Warehouse transfers.
     Transfer,
+    /// Card data file import (号卡文件).
+    CardFile,
 }
 
 impl WorkerKind {
     /// Every kind.
-    pub const ALL: [WorkerKind; 1] = [WorkerKind::Transfer];
+    pub const ALL: [WorkerKind; 2] = [WorkerKind::Transfer, WorkerKind::CardFile];
 
     /// Its name on the command line.
     pub fn name(self) -> &'static str {
         match self {
             WorkerKind::Transfer => "transfer",
+            WorkerKind::CardFile => "cardfile",
         }
     }
 }
@@ -114,6 +117,21 @@ pub fn start(
     for kind in kinds {
         match kind {
             WorkerKind::Transfer => spawn(&mut tasks, simflow_inventory::TransferHandler, &parts),
+            WorkerKind::CardFile => {
+                match simflow_carddata::Importer::from_settings(pool.clone(), &settings.carddata) {
+                    Ok(importer) => spawn(
+                        &mut tasks,
+                        simflow_carddata::CardFileHandler::new(importer),
+                        &parts,
+                    ),
+                    // Malformed keys stop the process at start instead of failing every job.
+                    Err(error) => {
+                        tasks.spawn(async move {
+                            Err(anyhow::Error::new(error).context("carddata settings"))
+                        });
+                    }
+                }
+            }
         }
     }
     RunningWorkers {
@@ -130,5 +148,6 @@ pub async fn migrate_all(settings: &Settings) -> anyhow::Result<PgPool> {
     let pool = simflow_runtime::db::lazy_pool(&settings.database)?;
     simflow_runtime::db::migrate_runtime(&pool).await?;
     simflow_inventory::migrate(&pool).await?;
+    simflow_carddata::migrate(&pool).await?;
     Ok(pool)
 }

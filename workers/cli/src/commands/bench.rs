@@ -5,11 +5,13 @@ use clap::Subcommand;
 pub enum BenchCommand {
     /// Transfers.
     Transfer,
+    /// Card data import next to a raw COPY of the same rows.
+    Import(super::bench_import::ImportBenchArgs),
 }
 /// Runs a benchmark.
-pub async fn run(
-    _settings: simflow_runtime::Settings,
-    _command: BenchCommand,
-) -> anyhow::Result<()> {
-    anyhow::bail!("not yet")
+pub async fn run(settings: simflow_runtime::Settings, command: BenchCommand) -> anyhow::Result<()> {
+    match command {
+        BenchCommand::Import(args) => super::bench_import::run(settings, args).await,
+        BenchCommand::Transfer => anyhow::bail!("not yet"),
+    }
 }

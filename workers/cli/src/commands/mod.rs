@@ -1,6 +1,8 @@
 //! One module per subcommand.
 
 pub mod bench;
+pub mod bench_import;
+pub mod carddata;
 pub mod demo;
 pub mod dlq;
 pub mod migrate;
