@@ -53,15 +53,16 @@ fn luhn(body: &str) -> u32 {
 /// Writes a file of `rows` cards with random keys (ICCIDs from a random base, so runs differ).
 pub fn generate_file(path: &Path, rows: u64) -> anyhow::Result<()> {
     let mut random = rand::rng();
-    let base = 10_000_000 + u64::from(random.next_u32()) % 80_000_000;
+    let base = u64::from(random.next_u32()) % 10_000_000;
     let mut out = BufWriter::with_capacity(1 << 20, std::fs::File::create(path)?);
     writeln!(out, "ICCID,IMSI,KI,OPC,ADM1,PIN1,PUK1")?;
     let mut keys = [0u8; 32];
     for index in 0..rows {
-        let body = format!("898601{base:08}{index:07}");
+        // 18 digits of body and a Luhn digit: a 19-digit ICCID.
+        let body = format!("8986{base:07}{index:07}");
         let iccid = format!("{body}{}", luhn(&body));
         random.fill_bytes(&mut keys);
-        let imsi = format!("4600{:03}{:08}", base % 1000, index);
+        let imsi = format!("46000{:03}{index:07}", base % 1000);
         writeln!(
             out,
             "{iccid},{imsi},{},{},{:08},{:04},{:08}",
@@ -210,14 +211,23 @@ async fn measure(
 #[cfg(test)]
 mod tests {
     #[test]
-    fn generated_iccids_pass_luhn() {
-        let body = "898601100000000000";
-        let iccid = format!("{body}{}", super::luhn(body));
-        assert!(simflow_card_luhn(&iccid));
+    fn generated_files_are_valid_card_data() {
+        let path = std::env::temp_dir().join(format!("simflow_gen_{}.csv", uuid::Uuid::new_v4()));
+        super::generate_file(&path, 3).expect("written");
+        let text = std::fs::read_to_string(&path).expect("readable");
+        let _ = std::fs::remove_file(&path);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 4);
+        for line in &lines[1..] {
+            let fields: Vec<&str> = line.split(',').collect();
+            assert_eq!(fields[0].len(), 19);
+            assert_eq!(simflow_card_luhn(fields[0]), Ok(true));
+            assert_eq!(fields[1].len(), 15);
+        }
     }
 
-    fn simflow_card_luhn(number: &str) -> bool {
+    fn simflow_card_luhn(number: &str) -> Result<bool, ()> {
         let (body, check) = number.split_at(number.len() - 1);
-        super::luhn(body).to_string() == check
+        Ok(super::luhn(body).to_string() == check)
     }
 }
