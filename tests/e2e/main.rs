@@ -3,6 +3,7 @@
 
 mod architecture;
 mod card;
+mod carddata;
 mod delivery;
 mod issue;
 mod returns;

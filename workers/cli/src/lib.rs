@@ -50,6 +50,9 @@ pub enum Command {
     Topology(commands::topology::TopologyCommand),
     /// Run the demo pipeline on the local services and print what happened.
     Demo(commands::demo::DemoArgs),
+    /// Card data files (号卡文件): import, KEK rotation.
+    #[command(subcommand)]
+    Carddata(commands::carddata::CardDataCommand),
     /// Benchmarks (throughput next to the raw broker limit, in one run).
     #[command(subcommand)]
     Bench(commands::bench::BenchCommand),
@@ -86,6 +89,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Inventory(command) => commands::inventory::run(&settings, command).await,
         Command::Topology(command) => commands::topology::run(&settings, command).await,
         Command::Demo(args) => commands::demo::run(settings, args).await,
+        Command::Carddata(command) => commands::carddata::run(&settings, command).await,
         Command::Bench(command) => commands::bench::run(settings, command).await,
     }
 }

@@ -23,11 +23,13 @@ pub enum WorkerKind {
     Issue,
     /// Batch return from agents.
     Return,
+    /// Card data file import (号卡文件).
+    CardFile,
 }
 
 impl WorkerKind {
     /// Every kind.
-    pub const ALL: [WorkerKind; 3] = [WorkerKind::Transfer, WorkerKind::Issue, WorkerKind::Return];
+    pub const ALL: [WorkerKind; 4] = [WorkerKind::Transfer, WorkerKind::Issue, WorkerKind::Return, WorkerKind::CardFile];
 
     /// Its name on the command line.
     pub fn name(self) -> &'static str {
@@ -35,6 +37,7 @@ impl WorkerKind {
             WorkerKind::Transfer => "transfer",
             WorkerKind::Issue => "issue",
             WorkerKind::Return => "return",
+            WorkerKind::CardFile => "cardfile",
         }
     }
 }
@@ -127,6 +130,21 @@ pub fn start(
                 &parts,
             ),
             WorkerKind::Return => spawn(&mut tasks, simflow_inventory::ReturnHandler, &parts),
+            WorkerKind::CardFile => {
+                match simflow_carddata::Importer::from_settings(pool.clone(), &settings.carddata) {
+                    Ok(importer) => spawn(
+                        &mut tasks,
+                        simflow_carddata::CardFileHandler::new(importer),
+                        &parts,
+                    ),
+                    // Malformed keys stop the process at start instead of failing every job.
+                    Err(error) => {
+                        tasks.spawn(async move {
+                            Err(anyhow::Error::new(error).context("carddata settings"))
+                        });
+                    }
+                }
+            }
         }
     }
     Ok(RunningWorkers {
@@ -143,5 +161,6 @@ pub async fn migrate_all(settings: &Settings) -> anyhow::Result<PgPool> {
     let pool = simflow_runtime::db::lazy_pool(&settings.database)?;
     simflow_runtime::db::migrate_runtime(&pool).await?;
     simflow_inventory::migrate(&pool).await?;
+    simflow_carddata::migrate(&pool).await?;
     Ok(pool)
 }

@@ -72,6 +72,45 @@ pub struct HttpSettings {
     pub listen: String,
 }
 
+/// Card data import settings, in their raw shape: `simflow-carddata` parses the keys and owns
+/// every rule about them; the runtime only reads them with the other layers, so one `--config`
+/// file and one set of `SIMFLOW__…` variables configure the whole process.
+///
+/// Keys never belong in a committed file: set them in the environment
+/// (`SIMFLOW__CARDDATA__KEK`, …) or in an uncommitted local file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct CardDataSettings {
+    /// The id of the key-encryption key that encrypts new rows (stored with every row).
+    pub kek_id: String,
+    /// The current key-encryption key: 64 hex digits (AES-256). Empty or absent: import refuses.
+    pub kek: Option<SecretString>,
+    /// Older key-encryption keys rows may still be under, as `id:hex` separated by commas.
+    pub retired_keks: Option<SecretString>,
+    /// Transport keys by name, as `name:hex` separated by commas (AES-128, -192 or -256).
+    pub transport_keys: Option<SecretString>,
+    /// Rows validated, encrypted and staged per checkpoint.
+    pub chunk_rows: usize,
+    /// The longest line a card data file may have, in bytes.
+    pub max_line_bytes: usize,
+    /// How many refused rows an answer lists (all are counted).
+    pub max_listed_problems: usize,
+}
+
+impl Default for CardDataSettings {
+    fn default() -> Self {
+        CardDataSettings {
+            kek_id: String::new(),
+            kek: None,
+            retired_keks: None,
+            transport_keys: None,
+            chunk_rows: 20_000,
+            max_line_bytes: 64 * 1024,
+            max_listed_problems: 100,
+        }
+    }
+}
+
 /// Every setting of a simflow process.
 #[derive(Debug, Clone, Deserialize)]
 pub struct Settings {
@@ -85,6 +124,9 @@ pub struct Settings {
     pub worker: WorkerSettings,
     /// Metrics and health endpoint.
     pub http: HttpSettings,
+    /// Card data import (optional section).
+    #[serde(default)]
+    pub carddata: CardDataSettings,
     /// Every layer merged, for the sections worker crates own (`[inventory]`, `[carddata]` …).
     #[serde(skip)]
     raw: RawConfig,
@@ -217,6 +259,11 @@ impl Settings {
         }
         if self.database.max_connections == 0 {
             bail!("database.max_connections must be at least 1");
+        }
+        if self.carddata.chunk_rows == 0 || self.carddata.max_line_bytes < 256 {
+            bail!(
+                "carddata.chunk_rows must be at least 1 and carddata.max_line_bytes at least 256"
+            );
         }
         Ok(())
     }

@@ -14,6 +14,8 @@ pub enum BenchCommand {
     Transfer(super::bench_transfer::TransferBenchArgs),
     /// Batch issue and return of 100,000 cards vs one raw UPDATE over the same number of rows.
     Inventory(super::bench_inventory::InventoryBenchArgs),
+    /// Card data import next to a raw COPY of the same rows.
+    Import(super::bench_import::ImportBenchArgs),
 }
 
 /// Runs a benchmark.
@@ -21,5 +23,6 @@ pub async fn run(settings: Settings, command: BenchCommand) -> anyhow::Result<()
     match command {
         BenchCommand::Transfer(args) => super::bench_transfer::run(settings, args).await,
         BenchCommand::Inventory(args) => super::bench_inventory::run(settings, args).await,
+        BenchCommand::Import(args) => super::bench_import::run(settings, args).await,
     }
 }

@@ -1,8 +1,10 @@
 //! One module per subcommand.
 
 pub mod bench;
+pub mod bench_import;
 pub mod bench_inventory;
 pub mod bench_transfer;
+pub mod carddata;
 pub mod demo;
 pub mod dlq;
 pub mod inventory;

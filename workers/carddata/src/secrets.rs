@@ -1,0 +1,145 @@
+//! The secret values of one card (Ki, OPc, ADM1, PIN and PUK) as types that wipe their bytes
+//! on drop and print as `<redacted>` in `Debug`.
+//!
+//! These types only hold values; they do not know where values come from (the import parses
+//! them, [`crate::keys`] decrypts them) and they offer no `Display` and no serde, so a key
+//! cannot reach a log line or a message by accident.
+
+use std::fmt;
+
+use simflow_card::encoding::Adm1;
+use zeroize::{Zeroize, Zeroizing};
+
+/// A 128-bit subscriber key (Ki or OPc).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Key128([u8; 16]);
+
+impl Key128 {
+    /// From the 16 bytes.
+    pub fn from_bytes(bytes: [u8; 16]) -> Key128 {
+        Key128(bytes)
+    }
+
+    /// From a slice of exactly 16 bytes.
+    pub fn from_slice(bytes: &[u8]) -> Option<Key128> {
+        let array: [u8; 16] = bytes.try_into().ok()?;
+        Some(Key128(array))
+    }
+
+    /// The 16 bytes.
+    pub fn bytes(&self) -> &[u8; 16] {
+        &self.0
+    }
+}
+
+impl Drop for Key128 {
+    fn drop(&mut self) {
+        self.0.zeroize();
+    }
+}
+
+impl fmt::Debug for Key128 {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Key128(<redacted>)")
+    }
+}
+
+/// A PIN or PUK: decimal digits, wiped on drop, never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Pin(Zeroizing<String>);
+
+impl Pin {
+    /// From its digits (the caller has checked them).
+    pub fn new(digits: &str) -> Pin {
+        Pin(Zeroizing::new(digits.to_owned()))
+    }
+
+    /// The digits.
+    pub fn digits(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Pin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Pin(<redacted>)")
+    }
+}
+
+/// Everything the card data file holds about one card, decrypted, for the write-card worker.
+///
+/// The identifiers (ICCID, IMSI) and the plain personalisation data print; the keys do not.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CardSecrets {
+    /// The card's ICCID.
+    pub iccid: String,
+    /// The IMSI the card is to be written with.
+    pub imsi: String,
+    /// The card type code the file was imported for.
+    pub card_type: String,
+    /// The subscriber key K (Ki).
+    pub ki: Key128,
+    /// The operator-variant key OPc.
+    pub opc: Key128,
+    /// The ADM1 key, as the 8 bytes VERIFY sends.
+    pub adm1: Adm1,
+    /// PIN1, if the file had it.
+    pub pin1: Option<Pin>,
+    /// PUK1, if the file had it.
+    pub puk1: Option<Pin>,
+    /// PIN2, if the file had it.
+    pub pin2: Option<Pin>,
+    /// PUK2, if the file had it.
+    pub puk2: Option<Pin>,
+    /// Personalisation data that is not secret (pySim-prog columns), if the file had it.
+    pub extras: CardExtras,
+    /// The id of the key-encryption key the row is stored under.
+    pub kek_id: String,
+}
+
+/// The pySim-prog columns that are not secret.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CardExtras {
+    /// Access control class, 4 hex digits.
+    pub acc: Option<String>,
+    /// A pre-assigned MSISDN.
+    pub msisdn: Option<String>,
+    /// Mobile country code, 3 digits.
+    pub mcc: Option<String>,
+    /// Mobile network code, 2 or 3 digits.
+    pub mnc: Option<String>,
+    /// SMS service centre (number or record hex).
+    pub smsp: Option<String>,
+    /// Service provider name.
+    pub name: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_do_not_print() {
+        let secrets = CardSecrets {
+            iccid: "8986011000000000001".into(),
+            imsi: "460001234567890".into(),
+            card_type: "USIM".into(),
+            ki: Key128::from_bytes([0xAB; 16]),
+            opc: Key128::from_bytes([0xCD; 16]),
+            adm1: Adm1::from_bytes(*b"55538407"),
+            pin1: Some(Pin::new("1234")),
+            puk1: Some(Pin::new("87654321")),
+            pin2: None,
+            puk2: None,
+            extras: CardExtras::default(),
+            kek_id: "k1".into(),
+        };
+        let printed = format!("{secrets:?}");
+        for secret in [
+            "abab", "ABAB", "cdcd", "CDCD", "55538407", "1234)", "87654321", "171",
+        ] {
+            assert!(!printed.contains(secret), "{secret} in {printed}");
+        }
+        assert!(printed.contains("8986011000000000001"));
+    }
+}
