@@ -9,3 +9,4 @@ mod issue;
 mod returns;
 mod support;
 mod transfers;
+mod writecard;

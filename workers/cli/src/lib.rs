@@ -42,6 +42,12 @@ pub enum Command {
     /// Inventory queries: stock, card history, reconciliation, return detail.
     #[command(subcommand)]
     Inventory(commands::inventory::InventoryCommand),
+    /// Outlets, central side: provision, revoke, list.
+    #[command(subcommand)]
+    Outlets(commands::outlets::OutletsCommand),
+    /// Number pools: subscriber numbers and IMSIs.
+    #[command(subcommand)]
+    Numbers(commands::outlets::NumbersCommand),
     /// Work the dead-letter queues.
     #[command(subcommand)]
     Dlq(commands::dlq::DlqCommand),
@@ -86,6 +92,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Worker(args) => commands::worker::run(settings, args).await,
         Command::Publish(args) => commands::publish::run(&settings, args).await,
         Command::Dlq(command) => commands::dlq::run(&settings, command).await,
+        Command::Outlets(command) => commands::outlets::run(&settings, command).await,
+        Command::Numbers(command) => commands::outlets::run_numbers(&settings, command).await,
         Command::Inventory(command) => commands::inventory::run(&settings, command).await,
         Command::Topology(command) => commands::topology::run(&settings, command).await,
         Command::Demo(args) => commands::demo::run(settings, args).await,

@@ -25,11 +25,19 @@ pub enum WorkerKind {
     Return,
     /// Card data file import (号卡文件).
     CardFile,
+    /// The central write-card worker: write requests and orders, outlet results, expired outlet work.
+    WriteCard,
 }
 
 impl WorkerKind {
     /// Every kind.
-    pub const ALL: [WorkerKind; 4] = [WorkerKind::Transfer, WorkerKind::Issue, WorkerKind::Return, WorkerKind::CardFile];
+    pub const ALL: [WorkerKind; 5] = [
+        WorkerKind::Transfer,
+        WorkerKind::Issue,
+        WorkerKind::Return,
+        WorkerKind::CardFile,
+        WorkerKind::WriteCard,
+    ];
 
     /// Its name on the command line.
     pub fn name(self) -> &'static str {
@@ -38,6 +46,7 @@ impl WorkerKind {
             WorkerKind::Issue => "issue",
             WorkerKind::Return => "return",
             WorkerKind::CardFile => "cardfile",
+            WorkerKind::WriteCard => "writecard",
         }
     }
 }
@@ -130,6 +139,28 @@ pub fn start(
                 &parts,
             ),
             WorkerKind::Return => spawn(&mut tasks, simflow_inventory::ReturnHandler, &parts),
+            WorkerKind::WriteCard => {
+                let writecard: simflow_writecard::WritecardSettings =
+                    settings.section("writecard")?;
+                let keks = std::sync::Arc::new(
+                    simflow_carddata::kek::KekRing::from_settings(&settings.carddata)
+                        .map_err(|error| anyhow::Error::new(error).context("carddata settings"))?,
+                );
+                spawn(
+                    &mut tasks,
+                    simflow_writecard::WriteCardHandler {
+                        settings: writecard,
+                        keks: std::sync::Arc::clone(&keks),
+                    },
+                    &parts,
+                );
+                spawn(
+                    &mut tasks,
+                    simflow_writecard::OutletResultsHandler { keks },
+                    &parts,
+                );
+                spawn(&mut tasks, simflow_writecard::OutletExpiredHandler, &parts);
+            }
             WorkerKind::CardFile => {
                 match simflow_carddata::Importer::from_settings(pool.clone(), &settings.carddata) {
                     Ok(importer) => spawn(
@@ -162,5 +193,6 @@ pub async fn migrate_all(settings: &Settings) -> anyhow::Result<PgPool> {
     simflow_runtime::db::migrate_runtime(&pool).await?;
     simflow_inventory::migrate(&pool).await?;
     simflow_carddata::migrate(&pool).await?;
+    simflow_writecard::migrate(&pool).await?;
     Ok(pool)
 }

@@ -100,7 +100,7 @@ impl Mark {
         }
     }
 
-    fn from_states(self) -> &'static [&'static str] {
+    fn starting_states(self) -> &'static [&'static str] {
         match self {
             Mark::Written => &["blank"],
             Mark::Damaged => &["blank", "written"],
@@ -129,7 +129,7 @@ pub async fn mark(
     cause: Cause<'_>,
 ) -> Result<bool, sqlx::Error> {
     let from: Vec<String> = mark
-        .from_states()
+        .starting_states()
         .iter()
         .map(|state| (*state).to_owned())
         .collect();

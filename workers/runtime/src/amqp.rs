@@ -68,6 +68,15 @@ pub async fn connect(uri: &secrecy::SecretString, name: &str) -> Result<Connecti
     Connection::connect(uri.expose_secret(), properties).await
 }
 
+/// The vhost an AMQP URI names (`/` when it names none).
+pub fn vhost_of(uri: &secrecy::SecretString) -> anyhow::Result<String> {
+    let parsed: lapin::uri::AMQPUri = uri
+        .expose_secret()
+        .parse()
+        .map_err(|error: String| anyhow::anyhow!("amqp.uri is not a valid AMQP URI: {error}"))?;
+    Ok(parsed.vhost)
+}
+
 /// Turns topology arguments into an AMQP field table.
 pub fn field_table(arguments: &BTreeMap<String, ArgValue>) -> FieldTable {
     let mut table = FieldTable::default();
@@ -193,6 +202,57 @@ pub fn with_headers(
         headers.insert((*name).into(), value.clone());
     }
     properties.with_headers(FieldTable::from(headers))
+}
+
+/// Header carrying the validated `user_id` of a message simflow republished (a retry or a dead
+/// letter): simflow's own user cannot publish a `user_id` that is not its own.
+pub const ORIGINAL_USER_ID_HEADER: &str = "x-simflow-original-user-id";
+
+/// The properties of a copy simflow republishes under its own broker user: everything of the
+/// original but `user_id`, which moves to [`ORIGINAL_USER_ID_HEADER`].
+pub fn republishable(properties: &BasicProperties) -> BasicProperties {
+    let mut copy = BasicProperties::default();
+    if let Some(value) = properties.content_type() {
+        copy = copy.with_content_type(value.clone());
+    }
+    if let Some(value) = properties.content_encoding() {
+        copy = copy.with_content_encoding(value.clone());
+    }
+    if let Some(value) = properties.headers() {
+        copy = copy.with_headers(value.clone());
+    }
+    if let Some(value) = properties.delivery_mode() {
+        copy = copy.with_delivery_mode(*value);
+    }
+    if let Some(value) = properties.priority() {
+        copy = copy.with_priority(*value);
+    }
+    if let Some(value) = properties.correlation_id() {
+        copy = copy.with_correlation_id(value.clone());
+    }
+    if let Some(value) = properties.reply_to() {
+        copy = copy.with_reply_to(value.clone());
+    }
+    if let Some(value) = properties.message_id() {
+        copy = copy.with_message_id(value.clone());
+    }
+    if let Some(value) = properties.timestamp() {
+        copy = copy.with_timestamp(*value);
+    }
+    if let Some(value) = properties.kind() {
+        copy = copy.with_type(value.clone());
+    }
+    if let Some(value) = properties.app_id() {
+        copy = copy.with_app_id(value.clone());
+    }
+    match properties.user_id() {
+        Some(user) => with_headers(
+            copy,
+            &[(ORIGINAL_USER_ID_HEADER, text_value(user.as_str()))],
+            &[],
+        ),
+        None => copy,
+    }
 }
 
 /// A string header value.
@@ -364,6 +424,22 @@ impl Client {
         if let JobRoute::OutletWithUser { user_id, .. } = route {
             properties = properties.with_user_id(user_id.into());
         }
+        self.publisher
+            .publish(&exchange, &routing_key, &body, properties)
+            .await
+    }
+
+    /// Publishes a message of the contract to where its role says it goes, with a `user_id`
+    /// property (the broker refuses it unless it names this connection's user).
+    pub async fn publish_job_as<M: Message>(
+        &self,
+        job: &M,
+        message_id: &str,
+        user_id: &str,
+    ) -> Result<(), PublishError> {
+        let body = serde_json::to_vec(job).unwrap_or_default();
+        let (exchange, routing_key) = JobRoute::Default.resolve::<M>();
+        let properties = base_properties(M::TYPE, message_id).with_user_id(user_id.into());
         self.publisher
             .publish(&exchange, &routing_key, &body, properties)
             .await

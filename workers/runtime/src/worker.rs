@@ -321,10 +321,20 @@ impl<H: Handler> Inner<H> {
                         message_type: job.message_type().to_owned(),
                         attempt,
                         received_at: Utc::now(),
+                        // A retried copy was republished by simflow's own user: the validated
+                        // user id of the original travels in a header. Only simflow may publish
+                        // to the retry exchanges (deploy/rabbitmq and ARCHITECTURE.md).
                         user_id: properties
                             .user_id()
                             .as_ref()
-                            .map(|user| user.as_str().to_owned()),
+                            .map(|user| user.as_str().to_owned())
+                            .or_else(|| {
+                                (attempt > 1)
+                                    .then(|| {
+                                        amqp::header_str(properties, amqp::ORIGINAL_USER_ID_HEADER)
+                                    })
+                                    .flatten()
+                            }),
                         subject_id: subject_id.clone(),
                         redelivered: delivery.redelivered,
                         death_reason: crate::deadletter::death_reason(properties),
@@ -601,7 +611,7 @@ impl<H: Handler> Inner<H> {
         let first_failure = amqp::header_str(&delivery.properties, amqp::FIRST_FAILURE_HEADER)
             .unwrap_or_else(|| Utc::now().to_rfc3339());
         let properties = amqp::with_headers(
-            delivery.properties.clone(),
+            amqp::republishable(&delivery.properties),
             &[
                 (
                     amqp::ATTEMPT_HEADER,
@@ -648,7 +658,7 @@ impl<H: Handler> Inner<H> {
             .unwrap_or_else(|| Utc::now().to_rfc3339());
         tracing::error!(worker = self.name(), code = %reason.code, detail, attempt, "dead-lettering a job");
         let properties = amqp::with_headers(
-            delivery.properties.clone(),
+            amqp::republishable(&delivery.properties),
             &[
                 (amqp::REASON_CODE_HEADER, text_value(&reason.code)),
                 (amqp::REASON_ZH_HEADER, text_value(&reason.message_zh)),

@@ -28,11 +28,16 @@ pub struct Package {
 }
 
 fn beijing() -> FixedOffset {
-    FixedOffset::east_opt(8 * 3600).unwrap_or_else(|| FixedOffset::east_opt(0).expect("zero offset"))
+    FixedOffset::east_opt(8 * 3600)
+        .unwrap_or_else(|| FixedOffset::east_opt(0).expect("zero offset"))
 }
 
 fn days_in_month(date: NaiveDate) -> u32 {
-    let (year, month) = if date.month() == 12 { (date.year() + 1, 1) } else { (date.year(), date.month() + 1) };
+    let (year, month) = if date.month() == 12 {
+        (date.year() + 1, 1)
+    } else {
+        (date.year(), date.month() + 1)
+    };
     NaiveDate::from_ymd_opt(year, month, 1)
         .and_then(|first_of_next| first_of_next.pred_opt())
         .map(|last| last.day())
@@ -44,16 +49,29 @@ pub fn fee_lines(package: &Package, now: DateTime<Utc>) -> Vec<FeeLine> {
     let today = now.with_timezone(&beijing()).date_naive();
     let days = days_in_month(today);
     let days_left = days - today.day() + 1;
-    let first_month = i64::try_from(i128::from(package.monthly_fee_fen) * i128::from(days_left) / i128::from(days)).unwrap_or(i64::MAX);
+    let first_month = i64::try_from(
+        i128::from(package.monthly_fee_fen) * i128::from(days_left) / i128::from(days),
+    )
+    .unwrap_or(i64::MAX);
     vec![
-        FeeLine { code: "CARD_FEE".into(), label_zh: "卡费".into(), label_en: "Card fee".into(), amount_fen: package.card_fee_fen },
+        FeeLine {
+            code: "CARD_FEE".into(),
+            label_zh: "卡费".into(),
+            label_en: "Card fee".into(),
+            amount_fen: package.card_fee_fen,
+        },
         FeeLine {
             code: "FIRST_MONTH".into(),
             label_zh: format!("入网当月资费（{days_left}/{days}天）"),
             label_en: format!("First-month tariff ({days_left}/{days} days)"),
             amount_fen: first_month,
         },
-        FeeLine { code: "PREPAID".into(), label_zh: "预存话费".into(), label_en: "Prepaid credit".into(), amount_fen: package.prepaid_fen },
+        FeeLine {
+            code: "PREPAID".into(),
+            label_zh: "预存话费".into(),
+            label_en: "Prepaid credit".into(),
+            amount_fen: package.prepaid_fen,
+        },
     ]
 }
 
@@ -68,7 +86,9 @@ pub fn yuan(fen: i64) -> String {
 pub fn mask_name(name: &str) -> String {
     let mut characters = name.trim().chars();
     match characters.next() {
-        Some(first) => std::iter::once(first).chain(characters.map(|_| '*')).collect(),
+        Some(first) => std::iter::once(first)
+            .chain(characters.map(|_| '*'))
+            .collect(),
         None => String::new(),
     }
 }
@@ -102,22 +122,53 @@ pub struct FormFacts<'a> {
 pub fn acceptance_form(facts: &FormFacts<'_>) -> String {
     let mut text = String::new();
     let total: i64 = facts.fees.iter().map(|line| line.amount_fen).sum();
-    let _ = writeln!(text, "业务受理单 / Acceptance form — 开户 / Account opening");
+    let _ = writeln!(
+        text,
+        "业务受理单 / Acceptance form — 开户 / Account opening"
+    );
     let _ = writeln!(text, "订单号 Order:        {}", facts.order_id);
-    let _ = writeln!(text, "日期 Date:           {}", facts.now.with_timezone(&beijing()).format("%Y-%m-%d %H:%M (UTC+8)"));
-    let _ = writeln!(text, "网点 Outlet:         {} (代理商 agent {})", facts.outlet_code, facts.agent_code);
+    let _ = writeln!(
+        text,
+        "日期 Date:           {}",
+        facts
+            .now
+            .with_timezone(&beijing())
+            .format("%Y-%m-%d %H:%M (UTC+8)")
+    );
+    let _ = writeln!(
+        text,
+        "网点 Outlet:         {} (代理商 agent {})",
+        facts.outlet_code, facts.agent_code
+    );
     let _ = writeln!(text, "经办工号 Staff ID:   {}", facts.staff_id);
-    let _ = writeln!(text, "客户 Customer:       {}", mask_name(facts.customer_name));
+    let _ = writeln!(
+        text,
+        "客户 Customer:       {}",
+        mask_name(facts.customer_name)
+    );
     let _ = writeln!(text, "号码 Number:         {}", facts.msisdn);
     let _ = writeln!(text, "卡号 ICCID:          {}", facts.iccid);
-    let _ = writeln!(text, "套餐 Package:        {} / {}", facts.package.name_zh, facts.package.name_en);
+    let _ = writeln!(
+        text,
+        "套餐 Package:        {} / {}",
+        facts.package.name_zh, facts.package.name_en
+    );
     let _ = writeln!(text, "费用 Fees:");
     for line in facts.fees {
-        let _ = writeln!(text, "    {} / {}: {} 元", line.label_zh, line.label_en, yuan(line.amount_fen));
+        let _ = writeln!(
+            text,
+            "    {} / {}: {} 元",
+            line.label_zh,
+            line.label_en,
+            yuan(line.amount_fen)
+        );
     }
     let _ = writeln!(text, "合计 Total:          {} 元", yuan(total));
     let _ = writeln!(text);
-    let _ = writeln!(text, "客户签字 Customer signature: ______________    营业员签字 Clerk signature: ______________");
+    let _ = writeln!(
+        text,
+        "客户签字 Customer signature: ______________    营业员签字 Clerk signature: ______________"
+    );
     text
 }
 
@@ -137,7 +188,9 @@ mod tests {
     }
 
     fn at(text: &str) -> DateTime<Utc> {
-        DateTime::parse_from_rfc3339(text).expect("time").with_timezone(&Utc)
+        DateTime::parse_from_rfc3339(text)
+            .expect("time")
+            .with_timezone(&Utc)
     }
 
     #[test]

@@ -35,9 +35,16 @@ impl Handler for WriteCardHandler {
         JobQueue::WriteCard
     }
 
-    async fn handle(&self, context: &JobContext, job: Job, db: &mut PgConnection) -> Result<Outcome, JobError> {
+    async fn handle(
+        &self,
+        context: &JobContext,
+        job: Job,
+        db: &mut PgConnection,
+    ) -> Result<Outcome, JobError> {
         match job {
-            Job::WriteRequest(write) => request::handle(&self.settings, &self.keks, context, write, db).await,
+            Job::WriteRequest(write) => {
+                request::handle(&self.settings, &self.keks, context, write, db).await
+            }
             Job::OrderPresubmit(presubmit) => orders::presubmit(context, presubmit, db).await,
             Job::OrderSubmit(submit) => orders::submit(context, submit, db).await,
             Job::OrderCancel(cancel) => orders::cancel(&self.settings, context, cancel, db).await,
@@ -62,9 +69,16 @@ impl Handler for OutletResultsHandler {
         "outlet-results"
     }
 
-    async fn handle(&self, context: &JobContext, job: Job, db: &mut PgConnection) -> Result<Outcome, JobError> {
+    async fn handle(
+        &self,
+        context: &JobContext,
+        job: Job,
+        db: &mut PgConnection,
+    ) -> Result<Outcome, JobError> {
         match job {
-            Job::WriteResult(result) => results::write_result(&self.keks, context, result, db).await,
+            Job::WriteResult(result) => {
+                results::write_result(&self.keks, context, result, db).await
+            }
             Job::OutletCardRead(read) => results::card_read(context, read, db).await,
             other => Err(unexpected("outlet-results", &other)),
         }
@@ -84,7 +98,12 @@ impl Handler for OutletExpiredHandler {
         "outlet-expired"
     }
 
-    async fn handle(&self, context: &JobContext, job: Job, db: &mut PgConnection) -> Result<Outcome, JobError> {
+    async fn handle(
+        &self,
+        context: &JobContext,
+        job: Job,
+        db: &mut PgConnection,
+    ) -> Result<Outcome, JobError> {
         match job {
             Job::WriteScript(envelope) => results::expired_write(context, envelope, db).await,
             Job::CardReadRequest(request) => results::expired_read(context, request).await,

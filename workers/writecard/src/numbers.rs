@@ -7,9 +7,15 @@ use uuid::Uuid;
 
 /// Adds `count` consecutive numbers starting at `first` (as many digits as `first`) to the
 /// MSISDN pool; returns how many were new.
-pub async fn add_msisdns(db: &mut PgConnection, first: u64, count: u64) -> Result<u64, sqlx::Error> {
+pub async fn add_msisdns(
+    db: &mut PgConnection,
+    first: u64,
+    count: u64,
+) -> Result<u64, sqlx::Error> {
     let width = first.to_string().len();
-    let numbers: Vec<String> = (0..count).map(|offset| format!("{:0width$}", first + offset)).collect();
+    let numbers: Vec<String> = (0..count)
+        .map(|offset| format!("{:0width$}", first + offset))
+        .collect();
     let added = sqlx::query(
         "INSERT INTO writecard.msisdns (msisdn, state) SELECT m, 'free' FROM unnest($1::text[]) AS m \
          ON CONFLICT (msisdn) DO NOTHING",
@@ -23,7 +29,9 @@ pub async fn add_msisdns(db: &mut PgConnection, first: u64, count: u64) -> Resul
 
 /// Adds `count` consecutive IMSIs starting at `first` (15 digits) to the IMSI pool.
 pub async fn add_imsis(db: &mut PgConnection, first: u64, count: u64) -> Result<u64, sqlx::Error> {
-    let imsis: Vec<String> = (0..count).map(|offset| format!("{:015}", first + offset)).collect();
+    let imsis: Vec<String> = (0..count)
+        .map(|offset| format!("{:015}", first + offset))
+        .collect();
     let added = sqlx::query(
         "INSERT INTO writecard.imsis (imsi, state) SELECT i, 'free' FROM unnest($1::text[]) AS i \
          ON CONFLICT (imsi) DO NOTHING",
@@ -37,7 +45,11 @@ pub async fn add_imsis(db: &mut PgConnection, first: u64, count: u64) -> Result<
 
 /// Reserves the chosen number for an order (again, if the order already holds it). False when
 /// the number does not exist or another order holds it.
-pub async fn reserve_msisdn(db: &mut PgConnection, msisdn: &str, order_id: Uuid) -> Result<bool, sqlx::Error> {
+pub async fn reserve_msisdn(
+    db: &mut PgConnection,
+    msisdn: &str,
+    order_id: Uuid,
+) -> Result<bool, sqlx::Error> {
     let reserved = sqlx::query(
         "UPDATE writecard.msisdns SET state = 'reserved', order_id = $2, available_after = NULL, updated_at = now() \
          WHERE msisdn = $1 AND (state = 'free' \
@@ -53,7 +65,10 @@ pub async fn reserve_msisdn(db: &mut PgConnection, msisdn: &str, order_id: Uuid)
 }
 
 /// Reserves the lowest free IMSI for an order; `None` when the pool is empty.
-pub async fn reserve_imsi(db: &mut PgConnection, order_id: Uuid) -> Result<Option<String>, sqlx::Error> {
+pub async fn reserve_imsi(
+    db: &mut PgConnection,
+    order_id: Uuid,
+) -> Result<Option<String>, sqlx::Error> {
     sqlx::query_scalar(
         "UPDATE writecard.imsis SET state = 'reserved', order_id = $1, updated_at = now() \
          WHERE imsi = (SELECT imsi FROM writecard.imsis WHERE state = 'free' ORDER BY imsi LIMIT 1 FOR UPDATE SKIP LOCKED) \
@@ -65,7 +80,11 @@ pub async fn reserve_imsi(db: &mut PgConnection, order_id: Uuid) -> Result<Optio
 }
 
 /// Whether an IMSI is still usable for a write (reserved for this order, not retired).
-pub async fn imsi_usable(db: &mut PgConnection, imsi: &str, order_id: Uuid) -> Result<bool, sqlx::Error> {
+pub async fn imsi_usable(
+    db: &mut PgConnection,
+    imsi: &str,
+    order_id: Uuid,
+) -> Result<bool, sqlx::Error> {
     sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM writecard.imsis WHERE imsi = $1 AND order_id = $2 AND state = 'reserved')")
         .bind(imsi)
         .bind(order_id)
@@ -74,7 +93,12 @@ pub async fn imsi_usable(db: &mut PgConnection, imsi: &str, order_id: Uuid) -> R
 }
 
 /// Marks an order's number and IMSI in use (the line is open).
-pub async fn take_into_use(db: &mut PgConnection, order_id: Uuid, msisdn: &str, imsi: &str) -> Result<(), sqlx::Error> {
+pub async fn take_into_use(
+    db: &mut PgConnection,
+    order_id: Uuid,
+    msisdn: &str,
+    imsi: &str,
+) -> Result<(), sqlx::Error> {
     sqlx::query("UPDATE writecard.msisdns SET state = 'in_use', updated_at = now() WHERE msisdn = $1 AND order_id = $2")
         .bind(msisdn)
         .bind(order_id)

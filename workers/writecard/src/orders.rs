@@ -10,7 +10,10 @@
 use chrono::{DateTime, Utc};
 use simflow_inventory::writing::{self, Cause, Mark};
 use simflow_runtime::{JobContext, JobError, Outcome};
-use simflow_schemas::writecard::{FeeLine, OrderActivated, OrderCancel, OrderCancelled, OrderPresubmit, OrderPresubmitted, OrderSubmit, WriteRequest};
+use simflow_schemas::writecard::{
+    FeeLine, OrderActivated, OrderCancel, OrderCancelled, OrderPresubmit, OrderPresubmitted,
+    OrderSubmit, WriteRequest,
+};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
@@ -61,14 +64,19 @@ const ORDER_COLUMNS: &str = "order_id, outlet_code, agent_code, staff_id, iccid,
 
 /// Locks an order for the rest of the transaction.
 pub async fn lock(db: &mut PgConnection, order_id: Uuid) -> Result<Option<Order>, sqlx::Error> {
-    sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT {ORDER_COLUMNS} FROM writecard.orders WHERE order_id = $1 FOR UPDATE")))
-        .bind(order_id)
-        .fetch_optional(db)
-        .await
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {ORDER_COLUMNS} FROM writecard.orders WHERE order_id = $1 FOR UPDATE"
+    )))
+    .bind(order_id)
+    .fetch_optional(db)
+    .await
 }
 
 /// A package by code.
-pub async fn package(db: &mut PgConnection, package_code: &str) -> Result<Option<Package>, sqlx::Error> {
+pub async fn package(
+    db: &mut PgConnection,
+    package_code: &str,
+) -> Result<Option<Package>, sqlx::Error> {
     sqlx::query_as(
         "SELECT package_code, name_zh, name_en, monthly_fee_fen, prepaid_fen, card_fee_fen \
          FROM writecard.packages WHERE package_code = $1",
@@ -80,7 +88,9 @@ pub async fn package(db: &mut PgConnection, package_code: &str) -> Result<Option
 
 fn card_taken(error: sqlx::Error) -> JobError {
     match &error {
-        sqlx::Error::Database(database) if database.constraint() == Some("orders_one_live_per_card") => {
+        sqlx::Error::Database(database)
+            if database.constraint() == Some("orders_one_live_per_card") =>
+        {
             reasons::CARD_IN_OTHER_ORDER.reject()
         }
         _ => error.into(),
@@ -118,19 +128,25 @@ pub async fn create(
 
 /// Points an order that is still waiting for its write at another card (the clerk swapped it).
 pub async fn switch_card(db: &mut PgConnection, order: &Order) -> Result<(), JobError> {
-    sqlx::query("UPDATE writecard.orders SET iccid = $2, card_type = $3, imsi = $4 WHERE order_id = $1")
-        .bind(order.order_id)
-        .bind(&order.iccid)
-        .bind(&order.card_type)
-        .bind(&order.imsi)
-        .execute(db)
-        .await
-        .map_err(card_taken)?;
+    sqlx::query(
+        "UPDATE writecard.orders SET iccid = $2, card_type = $3, imsi = $4 WHERE order_id = $1",
+    )
+    .bind(order.order_id)
+    .bind(&order.iccid)
+    .bind(&order.card_type)
+    .bind(&order.imsi)
+    .execute(db)
+    .await
+    .map_err(card_taken)?;
     Ok(())
 }
 
 /// Handles `order.presubmit.v1`: fees and the acceptance form.
-pub async fn presubmit(context: &JobContext, job: OrderPresubmit, db: &mut PgConnection) -> Result<Outcome, JobError> {
+pub async fn presubmit(
+    context: &JobContext,
+    job: OrderPresubmit,
+    db: &mut PgConnection,
+) -> Result<Outcome, JobError> {
     let Some(order) = lock(db, job.order_id).await? else {
         return Err(reasons::ORDER_UNKNOWN.reject());
     };
@@ -140,8 +156,12 @@ pub async fn presubmit(context: &JobContext, job: OrderPresubmit, db: &mut PgCon
         "presubmitted" | "submitted" => return Ok(presubmitted_event(&order)),
         _ => {}
     }
-    let package = package(db, &order.package_code).await?.ok_or_else(|| reasons::PACKAGE_UNKNOWN.reject())?;
-    let now: DateTime<Utc> = sqlx::query_scalar("SELECT now()").fetch_one(&mut *db).await?;
+    let package = package(db, &order.package_code)
+        .await?
+        .ok_or_else(|| reasons::PACKAGE_UNKNOWN.reject())?;
+    let now: DateTime<Utc> = sqlx::query_scalar("SELECT now()")
+        .fetch_one(&mut *db)
+        .await?;
     let lines = fees::fee_lines(&package, now);
     let total: i64 = lines.iter().map(|line| line.amount_fen).sum();
     let form = fees::acceptance_form(&FormFacts {
@@ -173,7 +193,11 @@ pub async fn presubmit(context: &JobContext, job: OrderPresubmit, db: &mut PgCon
 fn presubmitted_event(order: &Order) -> Outcome {
     let event = OrderPresubmitted {
         order_id: order.order_id,
-        fees: order.fees.as_ref().map(|fees| fees.0.clone()).unwrap_or_default(),
+        fees: order
+            .fees
+            .as_ref()
+            .map(|fees| fees.0.clone())
+            .unwrap_or_default(),
         total_fen: order.total_fen.unwrap_or_default(),
         acceptance_form: order.acceptance_form.clone().unwrap_or_default(),
     };
@@ -181,7 +205,11 @@ fn presubmitted_event(order: &Order) -> Outcome {
 }
 
 /// Handles `order.submit.v1` (正式提交): the line opens.
-pub async fn submit(context: &JobContext, job: OrderSubmit, db: &mut PgConnection) -> Result<Outcome, JobError> {
+pub async fn submit(
+    context: &JobContext,
+    job: OrderSubmit,
+    db: &mut PgConnection,
+) -> Result<Outcome, JobError> {
     let Some(order) = lock(db, job.order_id).await? else {
         return Err(reasons::ORDER_UNKNOWN.reject());
     };
@@ -189,10 +217,19 @@ pub async fn submit(context: &JobContext, job: OrderSubmit, db: &mut PgConnectio
         "requested" => return Err(reasons::ORDER_NOT_WRITTEN.reject()),
         "written" => return Err(reasons::ORDER_NOT_PRESUBMITTED.reject()),
         "cancelled" => return Err(reasons::ORDER_CANCELLED.reject()),
-        "submitted" => return Ok(activated_event(&order, order.submitted_at.unwrap_or_else(Utc::now))),
+        "submitted" => {
+            return Ok(activated_event(
+                &order,
+                order.submitted_at.unwrap_or_else(Utc::now),
+            ));
+        }
         _ => {}
     }
-    let cause = Cause { reference: &order.order_id.to_string(), staff_id: Some(&job.staff_id), job_message_id: &context.message_id };
+    let cause = Cause {
+        reference: &order.order_id.to_string(),
+        staff_id: Some(&job.staff_id),
+        job_message_id: &context.message_id,
+    };
     if !writing::mark(db, &order.iccid, Mark::Sold, cause).await? {
         tracing::error!(order = %order.order_id, iccid = %order.iccid, "the order's card is not in the written state");
         return Err(JobError::needs_ops(
@@ -239,7 +276,11 @@ pub async fn cancel(
         let event = OrderCancelled {
             order_id: order.order_id,
             msisdn_released: (!order.card_written).then(|| order.msisdn.clone()),
-            card_disposition: if order.card_written { "damaged".to_owned() } else { "blank".to_owned() },
+            card_disposition: if order.card_written {
+                "damaged".to_owned()
+            } else {
+                "blank".to_owned()
+            },
         };
         Outcome::event("order.cancelled", &event)
     };
@@ -249,20 +290,36 @@ pub async fn cancel(
         _ => {}
     }
     if order.card_written {
-        let cause = Cause { reference: &order.order_id.to_string(), staff_id: Some(&job.staff_id), job_message_id: &context.message_id };
+        let cause = Cause {
+            reference: &order.order_id.to_string(),
+            staff_id: Some(&job.staff_id),
+            job_message_id: &context.message_id,
+        };
         writing::mark(db, &order.iccid, Mark::Damaged, cause).await?;
     }
     // A script still out at the outlet may yet be written: treat its number and IMSI as written.
-    let script_out: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM writecard.scripts WHERE order_id = $1 AND state = 'sent')")
-        .bind(order.order_id)
-        .fetch_one(&mut *db)
-        .await?;
+    let script_out: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM writecard.scripts WHERE order_id = $1 AND state = 'sent')",
+    )
+    .bind(order.order_id)
+    .fetch_one(&mut *db)
+    .await?;
     let maybe_on_a_card = order.card_written || script_out;
-    numbers::release(db, order.order_id, &order.msisdn, &order.imsi, maybe_on_a_card, settings.msisdn_cooling_days).await?;
-    sqlx::query("UPDATE writecard.orders SET state = 'cancelled', cancelled_at = now() WHERE order_id = $1")
-        .bind(order.order_id)
-        .execute(&mut *db)
-        .await?;
+    numbers::release(
+        db,
+        order.order_id,
+        &order.msisdn,
+        &order.imsi,
+        maybe_on_a_card,
+        settings.msisdn_cooling_days,
+    )
+    .await?;
+    sqlx::query(
+        "UPDATE writecard.orders SET state = 'cancelled', cancelled_at = now() WHERE order_id = $1",
+    )
+    .bind(order.order_id)
+    .execute(&mut *db)
+    .await?;
     tracing::info!(order = %order.order_id, reason = %job.reason, "order cancelled");
     Ok(cancelled(&order))
 }

@@ -78,12 +78,21 @@ pub async fn provision(
         "outlet code {:?}: use 1–32 letters, digits, - or _",
         provisioning.outlet_code
     );
-    let key = OutletPublicKey::from_base64(provisioning.public_key).context("the outlet's public key")?;
+    let key =
+        OutletPublicKey::from_base64(provisioning.public_key).context("the outlet's public key")?;
     let agent = simflow_inventory::writing::agent(db, provisioning.agent_code)
         .await?
         .with_context(|| format!("no agent {}", provisioning.agent_code))?;
     anyhow::ensure!(agent.active, "agent {} is not active", agent.ess_code);
-    outlet::provision(client, management, provisioning.vhost, provisioning.outlet_code, provisioning.password, params).await?;
+    outlet::provision(
+        client,
+        management,
+        provisioning.vhost,
+        provisioning.outlet_code,
+        provisioning.password,
+        params,
+    )
+    .await?;
     let outlet = sqlx::query_as(
         "INSERT INTO writecard.outlets (outlet_code, agent_code, public_key, key_fingerprint, broker_user) \
          VALUES ($1, $2, $3, $4, $5) \
@@ -103,11 +112,17 @@ pub async fn provision(
 
 /// Revokes an outlet: its broker user goes (the broker closes its connections), and the
 /// central side stops routing scripts to it.
-pub async fn revoke(db: &mut PgConnection, management: &Management, outlet_code: &str) -> anyhow::Result<()> {
+pub async fn revoke(
+    db: &mut PgConnection,
+    management: &Management,
+    outlet_code: &str,
+) -> anyhow::Result<()> {
     outlet::revoke(management, outlet_code).await?;
-    sqlx::query("UPDATE writecard.outlets SET active = false, revoked_at = now() WHERE outlet_code = $1")
-        .bind(outlet_code)
-        .execute(db)
-        .await?;
+    sqlx::query(
+        "UPDATE writecard.outlets SET active = false, revoked_at = now() WHERE outlet_code = $1",
+    )
+    .bind(outlet_code)
+    .execute(db)
+    .await?;
     Ok(())
 }

@@ -58,7 +58,10 @@ pub async fn handle(
         .bind(request.order_id.to_string())
         .execute(&mut *db)
         .await?;
-    let Some(outlet) = outlets::get(db, &request.outlet_code).await?.filter(|outlet| outlet.active) else {
+    let Some(outlet) = outlets::get(db, &request.outlet_code)
+        .await?
+        .filter(|outlet| outlet.active)
+    else {
         return Err(reasons::OUTLET_UNKNOWN.reject());
     };
     let existing = orders::lock(db, request.order_id).await?;
@@ -89,11 +92,15 @@ pub async fn handle(
         return Err(reasons::CARD_UNUSABLE.reject());
     }
     // The clerk: same department as the agent that collected the card.
-    let agent = simflow_inventory::writing::agent(db, &outlet.agent_code).await?.ok_or_else(|| reasons::OUTLET_UNKNOWN.reject())?;
+    let agent = simflow_inventory::writing::agent(db, &outlet.agent_code)
+        .await?
+        .ok_or_else(|| reasons::OUTLET_UNKNOWN.reject())?;
     if !agent.active {
         return Err(reasons::AGENT_INACTIVE.reject());
     }
-    let Some(department) = simflow_inventory::writing::staff_department(db, &request.staff_id).await? else {
+    let Some(department) =
+        simflow_inventory::writing::staff_department(db, &request.staff_id).await?
+    else {
         return Err(reasons::STAFF_UNKNOWN.reject());
     };
     if department != agent.department_id {
@@ -108,7 +115,9 @@ pub async fn handle(
         Some(mut order) => {
             if !numbers::imsi_usable(db, &order.imsi, order.order_id).await? {
                 // The previous card of this order took the IMSI with it (damaged): a new one.
-                order.imsi = numbers::reserve_imsi(db, order.order_id).await?.ok_or_else(|| reasons::IMSI_POOL_EMPTY.needs_ops())?;
+                order.imsi = numbers::reserve_imsi(db, order.order_id)
+                    .await?
+                    .ok_or_else(|| reasons::IMSI_POOL_EMPTY.needs_ops())?;
             }
             order.iccid = request.iccid.clone();
             order.card_type = card.card_type.clone();
@@ -119,8 +128,18 @@ pub async fn handle(
             if !numbers::reserve_msisdn(db, &request.msisdn, request.order_id).await? {
                 return Err(reasons::NUMBER_UNAVAILABLE.reject());
             }
-            let imsi = numbers::reserve_imsi(db, request.order_id).await?.ok_or_else(|| reasons::IMSI_POOL_EMPTY.needs_ops())?;
-            orders::create(db, &request, &outlet.agent_code, &card.card_type, &imsi, &package.package_code).await?
+            let imsi = numbers::reserve_imsi(db, request.order_id)
+                .await?
+                .ok_or_else(|| reasons::IMSI_POOL_EMPTY.needs_ops())?;
+            orders::create(
+                db,
+                &request,
+                &outlet.agent_code,
+                &card.card_type,
+                &imsi,
+                &package.package_code,
+            )
+            .await?
         }
     };
 
@@ -146,10 +165,20 @@ pub async fn handle(
     .await?;
     let mut rand = [0u8; 16];
     rand::rng().fill_bytes(&mut rand);
-    let challenge = profile::make_challenge(secrets.ki.bytes(), secrets.opc.bytes(), &rand, &sqn_bytes(sqn), &AMF);
+    let challenge = profile::make_challenge(
+        secrets.ki.bytes(),
+        secrets.opc.bytes(),
+        &rand,
+        &sqn_bytes(sqn),
+        &AMF,
+    );
 
-    let mcc_mnc = (order.imsi.len() >= 3 + settings.mnc_digits)
-        .then(|| (order.imsi[..3].to_owned(), order.imsi[3..3 + settings.mnc_digits].to_owned()));
+    let mcc_mnc = (order.imsi.len() >= 3 + settings.mnc_digits).then(|| {
+        (
+            order.imsi[..3].to_owned(),
+            order.imsi[3..3 + settings.mnc_digits].to_owned(),
+        )
+    });
     let personalisation = Personalisation {
         iccid: request.iccid.clone(),
         imsi: order.imsi.clone(),
@@ -165,13 +194,20 @@ pub async fn handle(
         tracing::error!(family = %settings.card_family, "unknown card family in the configuration");
         return Err(reasons::SCRIPT_BUILD_FAILED.needs_ops());
     };
-    let script = family.build_write_script(&personalisation, &challenge).map_err(|error| {
-        tracing::error!(iccid = %request.iccid, %error, "the write script could not be built");
-        reasons::SCRIPT_BUILD_FAILED.needs_ops()
-    })?;
-    let plaintext = Zeroizing::new(serde_json::to_vec(&script).map_err(|error| JobError::Transient(error.into()))?);
-    let key = OutletPublicKey::from_base64(&outlet.public_key).map_err(|_| reasons::OUTLET_UNKNOWN.needs_ops())?;
-    let sealed_script = key.seal(&plaintext).map_err(|error| JobError::Transient(error.into()))?;
+    let script = family
+        .build_write_script(&personalisation, &challenge)
+        .map_err(|error| {
+            tracing::error!(iccid = %request.iccid, %error, "the write script could not be built");
+            reasons::SCRIPT_BUILD_FAILED.needs_ops()
+        })?;
+    let plaintext = Zeroizing::new(
+        serde_json::to_vec(&script).map_err(|error| JobError::Transient(error.into()))?,
+    );
+    let key = OutletPublicKey::from_base64(&outlet.public_key)
+        .map_err(|_| reasons::OUTLET_UNKNOWN.needs_ops())?;
+    let sealed_script = key
+        .seal(&plaintext)
+        .map_err(|error| JobError::Transient(error.into()))?;
 
     let script_id = Uuid::new_v5(&SCRIPT_ID_NAMESPACE, context.message_id.as_bytes());
     let ttl = Duration::from_secs(settings.script_ttl_seconds);

@@ -14,7 +14,9 @@ use simflow_runtime::outlet::outlet_user;
 use simflow_runtime::{JobContext, JobError, Outcome};
 use simflow_schemas::card::{CardRead, CardReadRequest, OutletCardRead, ReaderOutcome};
 use simflow_schemas::common::ClerkMessage;
-use simflow_schemas::writecard::{CardWriteFailed, CardWriteState, WriteOutcome, WriteResult, WriteScriptEnvelope};
+use simflow_schemas::writecard::{
+    CardWriteFailed, CardWriteState, WriteOutcome, WriteResult, WriteScriptEnvelope,
+};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
@@ -35,7 +37,10 @@ struct ScriptRow {
     answer: Option<sqlx::types::Json<Outcome>>,
 }
 
-async fn lock_script(db: &mut PgConnection, script_id: Uuid) -> Result<Option<ScriptRow>, sqlx::Error> {
+async fn lock_script(
+    db: &mut PgConnection,
+    script_id: Uuid,
+) -> Result<Option<ScriptRow>, sqlx::Error> {
     sqlx::query_as(
         "SELECT order_id, outlet_code, iccid, rand, autn, state, answer FROM writecard.scripts WHERE script_id = $1 FOR UPDATE",
     )
@@ -54,7 +59,12 @@ fn check_sender(context: &JobContext, outlet_code: &str) -> Result<(), JobError>
     }
 }
 
-async fn settle_script(db: &mut PgConnection, script_id: Uuid, state: &str, outcome: &Outcome) -> Result<(), sqlx::Error> {
+async fn settle_script(
+    db: &mut PgConnection,
+    script_id: Uuid,
+    state: &str,
+    outcome: &Outcome,
+) -> Result<(), sqlx::Error> {
     sqlx::query("UPDATE writecard.scripts SET state = $2, settled_at = now(), answer = $3 WHERE script_id = $1")
         .bind(script_id)
         .bind(state)
@@ -64,7 +74,13 @@ async fn settle_script(db: &mut PgConnection, script_id: Uuid, state: &str, outc
     Ok(())
 }
 
-fn write_failed(order_id: Uuid, outlet_code: &str, iccid: &str, card_state: CardWriteState, reason: ClerkMessage) -> Outcome {
+fn write_failed(
+    order_id: Uuid,
+    outlet_code: &str,
+    iccid: &str,
+    card_state: CardWriteState,
+    reason: ClerkMessage,
+) -> Outcome {
     let event = CardWriteFailed {
         order_id,
         outlet_code: outlet_code.to_owned(),
@@ -76,7 +92,12 @@ fn write_failed(order_id: Uuid, outlet_code: &str, iccid: &str, card_state: Card
 }
 
 /// Handles `writecard.result.v1`.
-pub async fn write_result(keks: &KekRing, context: &JobContext, result: WriteResult, db: &mut PgConnection) -> Result<Outcome, JobError> {
+pub async fn write_result(
+    keks: &KekRing,
+    context: &JobContext,
+    result: WriteResult,
+    db: &mut PgConnection,
+) -> Result<Outcome, JobError> {
     check_sender(context, &result.outlet_code)?;
     let Some(script) = lock_script(db, result.script_id).await? else {
         return Err(reasons::UNKNOWN_SCRIPT.needs_ops());
@@ -84,37 +105,64 @@ pub async fn write_result(keks: &KekRing, context: &JobContext, result: WriteRes
     if script.outlet_code != result.outlet_code || script.order_id != result.order_id {
         return Err(reasons::RESULT_NOT_FROM_OUTLET.needs_ops());
     }
-    if let Some(stored) = script.answer.as_ref().filter(|_| matches!(script.state.as_str(), "written" | "failed" | "damaged")) {
+    if let Some(stored) = script
+        .answer
+        .as_ref()
+        .filter(|_| matches!(script.state.as_str(), "written" | "failed" | "damaged"))
+    {
         return Ok(stored.0.clone());
     }
     let Some(order) = orders::lock(db, script.order_id).await? else {
         return Err(reasons::ORDER_UNKNOWN.needs_ops());
     };
     let reference = result.script_id.to_string();
-    let cause = Cause { reference: &reference, staff_id: None, job_message_id: &context.message_id };
+    let cause = Cause {
+        reference: &reference,
+        staff_id: None,
+        job_message_id: &context.message_id,
+    };
     let (state, outcome) = match result.outcome {
-        WriteOutcome::Written { auth_answer, apdu_count } => {
+        WriteOutcome::Written {
+            auth_answer,
+            apdu_count,
+        } => {
             if result.iccid != script.iccid {
                 return Err(reasons::RESULT_NOT_FROM_OUTLET.needs_ops());
             }
             let secrets = match simflow_carddata::keys::fetch(&mut *db, keks, &script.iccid).await {
                 Ok(Some(secrets)) => secrets,
                 Ok(None) => return Err(reasons::WRITE_SCRIPT_MISSING.needs_ops()),
-                Err(simflow_carddata::keys::FetchError::Database(error)) => return Err(error.into()),
+                Err(simflow_carddata::keys::FetchError::Database(error)) => {
+                    return Err(error.into());
+                }
                 Err(_) => return Err(reasons::CARD_DATA_UNREADABLE.needs_ops()),
             };
             let challenge = Challenge {
-                rand: script.rand.as_slice().try_into().map_err(|_| reasons::UNKNOWN_SCRIPT.needs_ops())?,
-                autn: script.autn.as_slice().try_into().map_err(|_| reasons::UNKNOWN_SCRIPT.needs_ops())?,
+                rand: script
+                    .rand
+                    .as_slice()
+                    .try_into()
+                    .map_err(|_| reasons::UNKNOWN_SCRIPT.needs_ops())?,
+                autn: script
+                    .autn
+                    .as_slice()
+                    .try_into()
+                    .map_err(|_| reasons::UNKNOWN_SCRIPT.needs_ops())?,
             };
-            let checked = hex::decode(&auth_answer)
-                .ok()
-                .map(|answer| profile::check_auth_answer(secrets.ki.bytes(), secrets.opc.bytes(), &challenge, &answer));
+            let checked = hex::decode(&auth_answer).ok().map(|answer| {
+                profile::check_auth_answer(
+                    secrets.ki.bytes(),
+                    secrets.opc.bytes(),
+                    &challenge,
+                    &answer,
+                )
+            });
             match checked {
                 Some(Ok(auth)) if order.state != "cancelled" => {
                     if let AuthCheck::Resynchronised { sqn_ms } = &auth {
                         let mut bytes = [0u8; 8];
-                        bytes[8 - sqn_ms.len().min(8)..].copy_from_slice(&sqn_ms[..sqn_ms.len().min(8)]);
+                        bytes[8 - sqn_ms.len().min(8)..]
+                            .copy_from_slice(&sqn_ms[..sqn_ms.len().min(8)]);
                         sqlx::query("UPDATE writecard.card_sqn SET sqn = greatest(sqn, $2) WHERE iccid = $1")
                             .bind(&script.iccid)
                             .bind(i64::from_be_bytes(bytes))
@@ -142,7 +190,16 @@ pub async fn write_result(keks: &KekRing, context: &JobContext, result: WriteRes
                     // activate; it is withdrawn.
                     writing::mark(db, &script.iccid, Mark::Damaged, cause).await?;
                     numbers::retire_imsi(db, &order.imsi).await?;
-                    ("damaged", write_failed(order.order_id, &order.outlet_code, &script.iccid, CardWriteState::Damaged, reasons::ORDER_CANCELLED.message()))
+                    (
+                        "damaged",
+                        write_failed(
+                            order.order_id,
+                            &order.outlet_code,
+                            &script.iccid,
+                            CardWriteState::Damaged,
+                            reasons::ORDER_CANCELLED.message(),
+                        ),
+                    )
                 }
                 _ => {
                     // The card answered with other keys (or garbage): it must never reach a
@@ -150,17 +207,48 @@ pub async fn write_result(keks: &KekRing, context: &JobContext, result: WriteRes
                     tracing::error!(order = %order.order_id, iccid = %script.iccid, "the card failed the authentication check");
                     writing::mark(db, &script.iccid, Mark::Damaged, cause).await?;
                     numbers::retire_imsi(db, &order.imsi).await?;
-                    ("damaged", write_failed(order.order_id, &order.outlet_code, &script.iccid, CardWriteState::Damaged, reasons::AUTH_FAILED.message()))
+                    (
+                        "damaged",
+                        write_failed(
+                            order.order_id,
+                            &order.outlet_code,
+                            &script.iccid,
+                            CardWriteState::Damaged,
+                            reasons::AUTH_FAILED.message(),
+                        ),
+                    )
                 }
             }
         }
-        WriteOutcome::Failed { card_state: CardWriteState::Untouched, reason } => {
-            ("failed", write_failed(order.order_id, &order.outlet_code, &script.iccid, CardWriteState::Untouched, reason))
-        }
-        WriteOutcome::Failed { card_state: CardWriteState::Damaged, reason } => {
+        WriteOutcome::Failed {
+            card_state: CardWriteState::Untouched,
+            reason,
+        } => (
+            "failed",
+            write_failed(
+                order.order_id,
+                &order.outlet_code,
+                &script.iccid,
+                CardWriteState::Untouched,
+                reason,
+            ),
+        ),
+        WriteOutcome::Failed {
+            card_state: CardWriteState::Damaged,
+            reason,
+        } => {
             writing::mark(db, &script.iccid, Mark::Damaged, cause).await?;
             numbers::retire_imsi(db, &order.imsi).await?;
-            ("damaged", write_failed(order.order_id, &order.outlet_code, &script.iccid, CardWriteState::Damaged, reason))
+            (
+                "damaged",
+                write_failed(
+                    order.order_id,
+                    &order.outlet_code,
+                    &script.iccid,
+                    CardWriteState::Damaged,
+                    reason,
+                ),
+            )
         }
     };
     settle_script(db, result.script_id, state, &outcome).await?;
@@ -168,7 +256,11 @@ pub async fn write_result(keks: &KekRing, context: &JobContext, result: WriteRes
 }
 
 /// Handles `outlet.card_read.v1`: the outlet's raw read, enriched with the inventory.
-pub async fn card_read(context: &JobContext, read: OutletCardRead, db: &mut PgConnection) -> Result<Outcome, JobError> {
+pub async fn card_read(
+    context: &JobContext,
+    read: OutletCardRead,
+    db: &mut PgConnection,
+) -> Result<Outcome, JobError> {
     check_sender(context, &read.outlet_code)?;
     let outlet = outlets::get(db, &read.outlet_code).await?;
     let answer = match read.outcome {
@@ -184,10 +276,14 @@ pub async fn card_read(context: &JobContext, read: OutletCardRead, db: &mut PgCo
             let card = writing::card(db, &iccid).await?;
             let problem = match (&card, &outlet) {
                 (None, _) => Some(reasons::CARD_UNKNOWN.message()),
-                (Some(card), Some(outlet)) if card.agent_code.as_deref() != Some(outlet.agent_code.as_str()) => {
+                (Some(card), Some(outlet))
+                    if card.agent_code.as_deref() != Some(outlet.agent_code.as_str()) =>
+                {
                     Some(reasons::CARD_LOCATION_MISMATCH.message())
                 }
-                (Some(card), _) if !blank || card.state != "blank" => Some(reasons::CARD_UNUSABLE.message()),
+                (Some(card), _) if !blank || card.state != "blank" => {
+                    Some(reasons::CARD_UNUSABLE.message())
+                }
                 (_, None) => Some(reasons::OUTLET_UNKNOWN.message()),
                 _ => None,
             };
@@ -206,7 +302,11 @@ pub async fn card_read(context: &JobContext, read: OutletCardRead, db: &mut PgCo
 
 /// Handles outlet work the broker dead-lettered: expired scripts and read requests are
 /// reported to the clerk; work an outlet rejected waits for ops.
-pub async fn expired_write(context: &JobContext, envelope: WriteScriptEnvelope, db: &mut PgConnection) -> Result<Outcome, JobError> {
+pub async fn expired_write(
+    context: &JobContext,
+    envelope: WriteScriptEnvelope,
+    db: &mut PgConnection,
+) -> Result<Outcome, JobError> {
     if context.death_reason.as_deref() != Some("expired") {
         return Err(reasons::OUTLET_REFUSED_WORK.needs_ops());
     }
@@ -216,7 +316,13 @@ pub async fn expired_write(context: &JobContext, envelope: WriteScriptEnvelope, 
     if let Some(stored) = script.answer.as_ref() {
         return Ok(stored.0.clone());
     }
-    let outcome = write_failed(script.order_id, &script.outlet_code, &script.iccid, CardWriteState::Untouched, reasons::SCRIPT_EXPIRED.message());
+    let outcome = write_failed(
+        script.order_id,
+        &script.outlet_code,
+        &script.iccid,
+        CardWriteState::Untouched,
+        reasons::SCRIPT_EXPIRED.message(),
+    );
     if script.state == "sent" {
         settle_script(db, envelope.script_id, "expired", &outcome).await?;
     }
@@ -224,7 +330,10 @@ pub async fn expired_write(context: &JobContext, envelope: WriteScriptEnvelope, 
 }
 
 /// An expired read request is answered as a read that could not happen.
-pub async fn expired_read(context: &JobContext, request: CardReadRequest) -> Result<Outcome, JobError> {
+pub async fn expired_read(
+    context: &JobContext,
+    request: CardReadRequest,
+) -> Result<Outcome, JobError> {
     if context.death_reason.as_deref() != Some("expired") {
         return Err(reasons::OUTLET_REFUSED_WORK.needs_ops());
     }

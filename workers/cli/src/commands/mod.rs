@@ -9,6 +9,7 @@ pub mod demo;
 pub mod dlq;
 pub mod inventory;
 pub mod migrate;
+pub mod outlets;
 pub mod publish;
 pub mod seed;
 pub mod topology;
