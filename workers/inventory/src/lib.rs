@@ -15,6 +15,7 @@ pub mod iccid;
 pub mod issue;
 pub mod org;
 pub mod queries;
+pub mod raw;
 pub mod reasons;
 pub mod returns;
 pub mod selection;

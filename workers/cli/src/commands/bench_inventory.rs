@@ -69,20 +69,12 @@ async fn answer<M: Message>(
     Ok(started.elapsed())
 }
 
-async fn raw(
-    pool: &sqlx::PgPool,
-    sql: &'static str,
-    first: &str,
-    last: &str,
+async fn raw<F: std::future::Future<Output = Result<u64, sqlx::Error>>>(
+    statement: F,
     expected: u64,
 ) -> anyhow::Result<Duration> {
     let started = Instant::now();
-    let updated = sqlx::query(sql)
-        .bind(first)
-        .bind(last)
-        .execute(pool)
-        .await?
-        .rows_affected();
+    let updated = statement.await?;
     anyhow::ensure!(
         updated == expected,
         "raw statement updated {updated} rows, expected {expected}"
@@ -115,10 +107,8 @@ async fn measure(settings: &Settings, args: &InventoryBenchArgs) -> anyhow::Resu
             };
             org::receive_blank_cards(&mut connection, &receipt, "bench").await?;
         }
-        sqlx::query("VACUUM ANALYZE inventory.cards")
-            .execute(&mut *connection)
-            .await?;
     }
+    simflow_inventory::raw::analyze(&pool).await?;
     let (ours_first, ours_last) = (
         iccid(OURS_FIRST_BODY)?,
         iccid(OURS_FIRST_BODY + args.cards - 1)?,
@@ -168,11 +158,7 @@ async fn measure(settings: &Settings, args: &InventoryBenchArgs) -> anyhow::Resu
     )
     .await?;
     let raw_issue = raw(
-        &pool,
-        "UPDATE inventory.cards SET location_kind = 'agent', agent_code = 'ESS0601', warehouse_code = NULL, updated_at = now() \
-         WHERE iccid BETWEEN $1 AND $2 AND length(iccid) = length($1)",
-        &raw_first,
-        &raw_last,
+        simflow_inventory::raw::move_range_to_agent(&pool, &raw_first, &raw_last, "ESS0601"),
         args.cards,
     )
     .await?;
@@ -190,11 +176,7 @@ async fn measure(settings: &Settings, args: &InventoryBenchArgs) -> anyhow::Resu
     };
     let returned = answer(&client, &mut watch, &give_back, "return.committed").await?;
     let raw_return = raw(
-        &pool,
-        "UPDATE inventory.cards SET location_kind = 'warehouse', warehouse_code = '13ZDF16', agent_code = NULL, updated_at = now() \
-         WHERE iccid BETWEEN $1 AND $2 AND length(iccid) = length($1)",
-        &raw_first,
-        &raw_last,
+        simflow_inventory::raw::move_range_to_warehouse(&pool, &raw_first, &raw_last, "13ZDF16"),
         args.cards,
     )
     .await?;
