@@ -16,6 +16,8 @@ pub enum BenchCommand {
     Inventory(super::bench_inventory::InventoryBenchArgs),
     /// Card data import next to a raw COPY of the same rows.
     Import(super::bench_import::ImportBenchArgs),
+    /// Write requests per second through the central write-card worker vs the raw broker.
+    Writecard(super::bench_writecard::WritecardBenchArgs),
 }
 
 /// Runs a benchmark.
@@ -24,5 +26,6 @@ pub async fn run(settings: Settings, command: BenchCommand) -> anyhow::Result<()
         BenchCommand::Transfer(args) => super::bench_transfer::run(settings, args).await,
         BenchCommand::Inventory(args) => super::bench_inventory::run(settings, args).await,
         BenchCommand::Import(args) => super::bench_import::run(settings, args).await,
+        BenchCommand::Writecard(args) => super::bench_writecard::run(settings, args).await,
     }
 }

@@ -4,6 +4,7 @@ pub mod bench;
 pub mod bench_import;
 pub mod bench_inventory;
 pub mod bench_transfer;
+pub mod bench_writecard;
 pub mod carddata;
 pub mod demo;
 pub mod dlq;
