@@ -33,7 +33,7 @@ fn free_port() -> anyhow::Result<u16> {
 }
 
 /// Runs a PostgreSQL tool as the `postgres` user when we are root (initdb refuses root).
-fn as_postgres(bin: &PathBuf, tool: &str, args: &[&str]) -> anyhow::Result<()> {
+fn as_postgres(bin: &std::path::Path, tool: &str, args: &[&str]) -> anyhow::Result<()> {
     let is_root = rustix::process::geteuid().is_root();
     let program = bin.join(tool);
     let output = if is_root {

@@ -314,6 +314,7 @@ impl Importer {
             None => None,
         };
 
+        let started = std::time::Instant::now();
         let structure = {
             let file = file.clone();
             let transport = transport.clone();
@@ -325,6 +326,11 @@ impl Importer {
             .map_err(|error| ImportError::Internal(anyhow::Error::new(error)))??
         };
         let sha256_hex = hex::encode(structure.sha256);
+        tracing::debug!(
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            rows = structure.data_rows,
+            "structure pass done"
+        );
 
         let mut lock = PgConnection::connect_with(&self.pool.connect_options()).await?;
         let locked: bool =
@@ -382,6 +388,7 @@ impl Importer {
             );
         }
         progress.start(total_rows, resumed_from_row);
+        let staging_started = std::time::Instant::now();
 
         let staged = self
             .stage_rows(
@@ -406,6 +413,11 @@ impl Importer {
             discard_import(&mut lock, import_key).await?;
         }
         staged?;
+        tracing::debug!(
+            import_key,
+            elapsed_ms = staging_started.elapsed().as_millis() as u64,
+            "staging pass done"
+        );
         Ok(Staged {
             lock,
             import_key,
@@ -786,6 +798,7 @@ async fn promote(
     progress: &dyn Progress,
 ) -> Result<ImportReport, ImportError> {
     progress.promoting();
+    let started = std::time::Instant::now();
     let staged = staged_table(import_key);
     let (state, stored): (String, Option<sqlx::types::Json<ImportReport>>) = sqlx::query_as(
         "SELECT state, report FROM carddata.imports WHERE import_key = $1 FOR UPDATE",
@@ -793,12 +806,10 @@ async fn promote(
     .bind(import_key)
     .fetch_one(&mut *db)
     .await?;
-    if state == "done" {
-        if let Some(report) = stored {
-            let mut report = report.0;
-            report.already_imported = true;
-            return Ok(report);
-        }
+    if let (true, Some(report)) = (state == "done", stored) {
+        let mut report = report.0;
+        report.already_imported = true;
+        return Ok(report);
     }
     // Promotions (and KEK rotation) take turns, so the conflict checks see every stored card;
     // readers of carddata.cards are not blocked.
@@ -839,6 +850,11 @@ async fn promote(
         .await?;
     }
 
+    tracing::debug!(
+        import_key,
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "set-based checks done"
+    );
     sqlx::query(sqlx::AssertSqlSafe(format!(
         "INSERT INTO carddata.cards (iccid, imsi, card_type, fingerprint, kek_id, ki, opc, adm1, \
                 pin1, puk1, pin2, puk2, acc, msisdn, mcc, mnc, smsp, name, import_key) \
@@ -897,6 +913,11 @@ async fn promote(
     sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP TABLE {staged}")))
         .execute(&mut *db)
         .await?;
+    tracing::debug!(
+        import_key,
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "promotion done"
+    );
     Ok(ImportReport {
         resumed_from_row,
         ..report
