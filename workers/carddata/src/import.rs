@@ -314,6 +314,7 @@ impl Importer {
             None => None,
         };
 
+        let started = std::time::Instant::now();
         let structure = {
             let file = file.clone();
             let transport = transport.clone();
@@ -325,6 +326,11 @@ impl Importer {
             .map_err(|error| ImportError::Internal(anyhow::Error::new(error)))??
         };
         let sha256_hex = hex::encode(structure.sha256);
+        tracing::debug!(
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            rows = structure.data_rows,
+            "structure pass done"
+        );
 
         let mut lock = PgConnection::connect_with(&self.pool.connect_options()).await?;
         let locked: bool =
@@ -382,6 +388,7 @@ impl Importer {
             );
         }
         progress.start(total_rows, resumed_from_row);
+        let staging_started = std::time::Instant::now();
 
         let staged = self
             .stage_rows(
@@ -406,6 +413,11 @@ impl Importer {
             discard_import(&mut lock, import_key).await?;
         }
         staged?;
+        tracing::debug!(
+            import_key,
+            elapsed_ms = staging_started.elapsed().as_millis() as u64,
+            "staging pass done"
+        );
         Ok(Staged {
             lock,
             import_key,
@@ -460,11 +472,12 @@ impl Importer {
             })
         };
         let copy_statement = format!(
-            "COPY {} ({STAGED_COLUMNS}) FROM STDIN",
+            "COPY {} ({STAGED_COLUMNS}) FROM STDIN (FORMAT binary)",
             staged_table(import_key)
         );
         while let Some(chunk) = receiver.recv().await {
-            let chunk = chunk?;
+            let mut chunk = chunk?;
+            chunk.copy.extend_from_slice(COPY_BINARY_TRAILER);
             let mut transaction = lock.begin().await?;
             let mut copy = transaction.copy_in_raw(&copy_statement).await?;
             copy.send(chunk.copy).await?;
@@ -636,10 +649,14 @@ fn produce_chunks(
     if &read_header != header {
         return Err(FileRejection::new(reasons::FILE_CHANGED));
     }
-    let new_chunk = || Chunk {
-        copy: Vec::with_capacity(limits.chunk_rows.saturating_mul(360)),
-        problems: Vec::new(),
-        rows: 0,
+    let new_chunk = || {
+        let mut copy = Vec::with_capacity(limits.chunk_rows.saturating_mul(300));
+        copy.extend_from_slice(COPY_BINARY_HEADER);
+        Chunk {
+            copy,
+            problems: Vec::new(),
+            rows: 0,
+        }
     };
     let mut chunk = new_chunk();
     let mut seen = 0u64;
@@ -671,55 +688,45 @@ fn produce_chunks(
     Ok(())
 }
 
-/// Appends `\x<hex>` (bytea in COPY text format).
-fn push_bytea(out: &mut Vec<u8>, bytes: &[u8]) {
-    out.extend_from_slice(b"\\\\x");
-    let start = out.len();
-    out.resize(start + bytes.len() * 2, 0);
-    // The slice is exactly twice the input long, so encoding cannot fail.
-    let _ = hex::encode_to_slice(bytes, &mut out[start..]);
+/// The header of PostgreSQL's binary COPY format: signature, flags, header extension length.
+const COPY_BINARY_HEADER: &[u8] = b"PGCOPY\n\xff\r\n\0\0\0\0\0\0\0\0\0";
+/// The trailer of PostgreSQL's binary COPY format.
+const COPY_BINARY_TRAILER: &[u8] = &[0xff, 0xff];
+/// Fields per staged row (see `STAGED_COLUMNS`).
+const STAGED_FIELDS: i16 = 18;
+
+/// Appends one field in binary COPY format: length, then the bytes (text and bytea alike).
+fn push_field(out: &mut Vec<u8>, bytes: &[u8]) {
+    let length = i32::try_from(bytes.len()).unwrap_or(i32::MAX);
+    out.extend_from_slice(&length.to_be_bytes());
+    out.extend_from_slice(bytes);
 }
 
-/// Appends text escaped for COPY text format.
-fn push_text(out: &mut Vec<u8>, text: &str) {
-    for byte in text.bytes() {
-        match byte {
-            b'\\' => out.extend_from_slice(b"\\\\"),
-            b'\t' => out.extend_from_slice(b"\\t"),
-            b'\n' => out.extend_from_slice(b"\\n"),
-            b'\r' => out.extend_from_slice(b"\\r"),
-            other => out.push(other),
-        }
+fn push_null(out: &mut Vec<u8>) {
+    out.extend_from_slice(&(-1i32).to_be_bytes());
+}
+
+fn push_optional(out: &mut Vec<u8>, bytes: Option<&[u8]>) {
+    match bytes {
+        Some(bytes) => push_field(out, bytes),
+        None => push_null(out),
     }
 }
 
-fn push_optional_text(out: &mut Vec<u8>, text: Option<&str>) {
-    match text {
-        Some(text) => push_text(out, text),
-        None => out.extend_from_slice(b"\\N"),
-    }
-}
-
-/// One staged row in COPY text format, secrets sealed.
+/// One staged row in binary COPY format, secrets sealed. Binary format saves PostgreSQL from
+/// parsing hex for every sealed value (about half of the staging time at a million rows).
 fn encode_copy_row(out: &mut Vec<u8>, card_type: &str, row: &CardRow, kek: &Kek) {
     let iccid = row.iccid.as_str();
-    out.extend_from_slice(row.line.to_string().as_bytes());
-    out.push(b'\t');
-    push_text(out, iccid);
-    out.push(b'\t');
-    push_text(out, &row.imsi);
-    out.push(b'\t');
-    push_bytea(out, &validate::fingerprint(card_type, row));
-    out.push(b'\t');
-    push_text(out, kek.id());
-    for (column, value) in [
-        (SealedColumn::Ki, row.ki.bytes().as_slice()),
-        (SealedColumn::Opc, row.opc.bytes().as_slice()),
-        (SealedColumn::Adm1, row.adm1.bytes().as_slice()),
-    ] {
-        out.push(b'\t');
-        push_bytea(out, &kek.seal(iccid, column, value));
-    }
+    out.extend_from_slice(&STAGED_FIELDS.to_be_bytes());
+    let line = i64::try_from(row.line).unwrap_or(i64::MAX);
+    push_field(out, &line.to_be_bytes());
+    push_field(out, iccid.as_bytes());
+    push_field(out, row.imsi.as_bytes());
+    push_field(out, &validate::fingerprint(card_type, row));
+    push_field(out, kek.id().as_bytes());
+    push_field(out, &kek.seal(iccid, SealedColumn::Ki, row.ki.bytes()));
+    push_field(out, &kek.seal(iccid, SealedColumn::Opc, row.opc.bytes()));
+    push_field(out, &kek.seal(iccid, SealedColumn::Adm1, row.adm1.bytes()));
     let pin_columns = [
         SealedColumn::Pin1,
         SealedColumn::Puk1,
@@ -727,11 +734,10 @@ fn encode_copy_row(out: &mut Vec<u8>, card_type: &str, row: &CardRow, kek: &Kek)
         SealedColumn::Puk2,
     ];
     for (column, pin) in pin_columns.into_iter().zip(&row.pins) {
-        out.push(b'\t');
-        match pin {
-            Some(pin) => push_bytea(out, &kek.seal(iccid, column, pin.digits().as_bytes())),
-            None => out.extend_from_slice(b"\\N"),
-        }
+        let sealed = pin
+            .as_ref()
+            .map(|pin| kek.seal(iccid, column, pin.digits().as_bytes()));
+        push_optional(out, sealed.as_deref());
     }
     let extras = &row.extras;
     for value in [
@@ -742,10 +748,8 @@ fn encode_copy_row(out: &mut Vec<u8>, card_type: &str, row: &CardRow, kek: &Kek)
         &extras.smsp,
         &extras.name,
     ] {
-        out.push(b'\t');
-        push_optional_text(out, value.as_deref());
+        push_optional(out, value.as_deref().map(str::as_bytes));
     }
-    out.push(b'\n');
 }
 
 /// The set-based refusals of promotion: (column, code, SQL selecting the refused lines).
@@ -786,6 +790,7 @@ async fn promote(
     progress: &dyn Progress,
 ) -> Result<ImportReport, ImportError> {
     progress.promoting();
+    let started = std::time::Instant::now();
     let staged = staged_table(import_key);
     let (state, stored): (String, Option<sqlx::types::Json<ImportReport>>) = sqlx::query_as(
         "SELECT state, report FROM carddata.imports WHERE import_key = $1 FOR UPDATE",
@@ -793,13 +798,15 @@ async fn promote(
     .bind(import_key)
     .fetch_one(&mut *db)
     .await?;
-    if state == "done" {
-        if let Some(report) = stored {
-            let mut report = report.0;
-            report.already_imported = true;
-            return Ok(report);
-        }
+    if let (true, Some(report)) = (state == "done", stored) {
+        let mut report = report.0;
+        report.already_imported = true;
+        return Ok(report);
     }
+    // The duplicate checks hash a million keys; let them do it in memory.
+    sqlx::query("SET LOCAL work_mem = '256MB'")
+        .execute(&mut *db)
+        .await?;
     // Promotions (and KEK rotation) take turns, so the conflict checks see every stored card;
     // readers of carddata.cards are not blocked.
     sqlx::query("LOCK TABLE carddata.cards IN SHARE ROW EXCLUSIVE MODE")
@@ -839,6 +846,11 @@ async fn promote(
         .await?;
     }
 
+    tracing::debug!(
+        import_key,
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "set-based checks done"
+    );
     sqlx::query(sqlx::AssertSqlSafe(format!(
         "INSERT INTO carddata.cards (iccid, imsi, card_type, fingerprint, kek_id, ki, opc, adm1, \
                 pin1, puk1, pin2, puk2, acc, msisdn, mcc, mnc, smsp, name, import_key) \
@@ -897,6 +909,11 @@ async fn promote(
     sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP TABLE {staged}")))
         .execute(&mut *db)
         .await?;
+    tracing::debug!(
+        import_key,
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "promotion done"
+    );
     Ok(ImportReport {
         resumed_from_row,
         ..report
@@ -908,13 +925,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn copy_text_is_escaped() {
+    fn binary_copy_fields_are_length_prefixed() {
         let mut out = Vec::new();
-        push_text(&mut out, "a\tb\\c\nd");
-        assert_eq!(out, b"a\\tb\\\\c\\nd");
-        let mut bytes = Vec::new();
-        push_bytea(&mut bytes, &[0xAB, 0x01]);
-        assert_eq!(bytes, b"\\\\xab01");
+        push_field(&mut out, b"ab");
+        push_null(&mut out);
+        assert_eq!(out, [0, 0, 0, 2, b'a', b'b', 0xff, 0xff, 0xff, 0xff]);
+        assert_eq!(COPY_BINARY_HEADER.len(), 19);
     }
 
     #[test]

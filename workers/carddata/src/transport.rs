@@ -98,7 +98,7 @@ impl TransportKey {
     pub fn decrypt_field(&self, field_hex: &str) -> Result<Zeroizing<Vec<u8>>, TransportError> {
         let mut buffer =
             Zeroizing::new(hex::decode(field_hex).map_err(|_| TransportError::NotBlocks)?);
-        if buffer.is_empty() || buffer.len() % 16 != 0 {
+        if buffer.is_empty() || !buffer.len().is_multiple_of(16) {
             return Err(TransportError::NotBlocks);
         }
         let result = match &self.cipher {
@@ -124,7 +124,7 @@ impl TransportKey {
 
     /// Encrypts plaintext (whole 16-byte blocks) into a field, as a vendor would.
     pub fn encrypt_field(&self, plaintext: &[u8]) -> Result<String, TransportError> {
-        if plaintext.is_empty() || plaintext.len() % 16 != 0 {
+        if plaintext.is_empty() || !plaintext.len().is_multiple_of(16) {
             return Err(TransportError::NotBlocks);
         }
         let mut buffer = Zeroizing::new(plaintext.to_vec());
