@@ -170,6 +170,13 @@ pub async fn run(settings: Settings, args: DemoArgs) -> anyhow::Result<()> {
     let settings = crate::scratch::Scratch::create(&settings, &args.name)
         .await?
         .settings;
+    // The demo's key-encryption key is made up for this run (a real one comes from the
+    // environment or a secrets store, never from the repository).
+    let mut settings = settings;
+    if settings.carddata.kek.is_none() {
+        settings.carddata.kek_id = "demo".into();
+        settings.carddata.kek = Some(secrecy::SecretString::from(random_hex(32)));
+    }
     let pool = pipeline::migrate_all(&settings).await?;
     {
         let mut connection = pool.acquire().await?;
@@ -359,6 +366,7 @@ pub async fn run(settings: Settings, args: DemoArgs) -> anyhow::Result<()> {
     .await?;
 
     demo_agents(&mut demo).await?;
+    demo_card_data(&mut demo).await?;
 
     println!("\n── A poison message ──");
     demo.step += 1;
@@ -599,5 +607,62 @@ async fn demo_agents(demo: &mut Demo) -> anyhow::Result<()> {
         },
     )
     .await?;
+    Ok(())
+}
+
+fn random_hex(bytes: usize) -> String {
+    use rand::RngCore;
+    let mut buffer = vec![0u8; bytes];
+    rand::rng().fill_bytes(&mut buffer);
+    buffer.iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
+/// The vendor's card data file for cards `first_body ..` (generated keys), with `bad` rows
+/// spoiled the ways vendor files go wrong.
+pub fn vendor_file(first_body: u64, count: u64, first_imsi: u64, bad: bool) -> anyhow::Result<String> {
+    let mut text = String::from("ICCID,IMSI,KI,OPC,ADM1\n");
+    for offset in 0..count {
+        let mut iccid = iccid(first_body + offset)?;
+        let mut ki = random_hex(16);
+        if bad && offset == 3 {
+            // A wrong check digit.
+            let last = iccid.pop().and_then(|digit| digit.to_digit(10)).unwrap_or(0);
+            iccid.push(char::from_digit((last + 1) % 10, 10).unwrap_or('0'));
+        }
+        if bad && offset == 5 {
+            ki.truncate(30);
+        }
+        text.push_str(&format!("{iccid},{:015},{ki},{},{:08}\n", first_imsi + offset, random_hex(16), 10_000_000 + offset));
+    }
+    Ok(text)
+}
+
+/// Card data file import (号卡文件): the keys the write path needs, encrypted at rest.
+async fn demo_card_data(demo: &mut Demo) -> anyhow::Result<()> {
+    println!("\n── Card data file import (号卡文件) ──");
+    demo.step += 1;
+    println!("\n{:>2}. The vendor's card data file for the 150 cards issued to agents arrives; two rows are spoiled", demo.step);
+    let importer = simflow_carddata::Importer::from_settings(demo.pool.clone(), &demo.settings.carddata)?;
+    let file = vendor_file(898_601_100_000_000_000, 150, 1_019_000_000_000, true)?;
+    let request = simflow_carddata::ImportRequest {
+        file_name: "vendor-batch-0042.csv".into(),
+        card_type: "USIM128K_NORMAL".into(),
+        transport_key: None,
+        staff_id: "S0601".into(),
+    };
+    let report = importer
+        .import(simflow_carddata::CardFile::Bytes(std::sync::Arc::from(file.into_bytes())), &request, &simflow_carddata::import::NoProgress)
+        .await?;
+    println!("    ← {} rows imported, {} refused (keys encrypted at rest; no key value is ever printed):", report.accepted, report.rejected);
+    for problem in report.problems.iter().take(5) {
+        println!(
+            "        line {} {}: {} {} / {}",
+            problem.line,
+            problem.column.as_deref().unwrap_or("-"),
+            problem.code,
+            problem.message_zh,
+            problem.message_en
+        );
+    }
     Ok(())
 }
