@@ -6,6 +6,7 @@ mod card;
 mod carddata;
 mod delivery;
 mod issue;
+mod outlet;
 mod returns;
 mod support;
 mod transfers;

@@ -77,9 +77,19 @@ pub struct SimflowProcess {
 impl SimflowProcess {
     /// Starts `simflow <args>` with the test's settings.
     pub fn start(settings: &Settings, args: &[&str]) -> anyhow::Result<SimflowProcess> {
+        SimflowProcess::start_with(settings, args, &[])
+    }
+
+    /// Starts `simflow <args>` with the test's settings and more environment variables.
+    pub fn start_with(
+        settings: &Settings,
+        args: &[&str],
+        extra_env: &[(String, String)],
+    ) -> anyhow::Result<SimflowProcess> {
         let child = tokio::process::Command::new(simflow_binary()?)
             .args(args)
             .envs(settings_env(settings))
+            .envs(extra_env.iter().cloned())
             .current_dir(crate::workspace_root())
             .stdin(Stdio::null())
             .stdout(Stdio::null())

@@ -273,3 +273,105 @@ pub fn card_data_file(cards: &[TestCard]) -> String {
     }
     text
 }
+
+/// An outlet node running in the test process against a virtual reader.
+#[derive(Debug)]
+pub struct RunningNode {
+    /// The node's settings (key file, journal) for restarts.
+    pub settings: simflow_outlet::OutletSettings,
+    /// `/healthz` state of the node (the clerk state is component `reader`).
+    pub health: simflow_runtime::metrics::Health,
+    stop: simflow_runtime::shutdown::CancellationToken,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl RunningNode {
+    /// Stops the node (a write in progress finishes first) and returns how it ended.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.stop.cancel();
+        self.task.await?
+    }
+
+    /// Whether the node task has ended (e.g. refused by the broker), and how.
+    pub async fn ended(self, within: Duration) -> anyhow::Result<anyhow::Result<()>> {
+        Ok(tokio::time::timeout(within, self.task).await??)
+    }
+}
+
+impl WriteWorld {
+    /// Settings for a node of outlet `code` on `reader`: its key written to a fresh 0600 file
+    /// under `dir`, its journal beside it.
+    pub fn node_settings(
+        &self,
+        code: &str,
+        reader: &str,
+        dir: &std::path::Path,
+    ) -> anyhow::Result<simflow_outlet::OutletSettings> {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let outlet = self
+            .outlets
+            .iter()
+            .find(|outlet| outlet.code == code)
+            .ok_or_else(|| anyhow::anyhow!("no outlet {code}"))?;
+        std::fs::create_dir_all(dir)?;
+        let key_file = dir.join(format!("{code}.key"));
+        if !key_file.exists() {
+            let mut file = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&key_file)?;
+            file.write_all(outlet.keys.secret_to_base64().as_bytes())?;
+        }
+        Ok(simflow_outlet::OutletSettings {
+            code: code.to_owned(),
+            reader: reader.to_owned(),
+            key_file,
+            journal: dir.join(format!("{code}.journal.sqlite")),
+            broker_uri: Some(self.outlet_uri(code)?),
+            card_wait_seconds: 8,
+            reinsert_wait_seconds: 8,
+        })
+    }
+
+    /// Starts a node in this process with `settings`.
+    pub fn start_node(&self, settings: simflow_outlet::OutletSettings) -> RunningNode {
+        let health = simflow_runtime::metrics::Health::default();
+        let metrics = Arc::new(simflow_runtime::metrics::Metrics::new());
+        let stop = simflow_runtime::shutdown::CancellationToken::new();
+        let task = {
+            let settings = settings.clone();
+            let health = health.clone();
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                simflow_outlet::run(&settings, metrics, health, false, stop).await
+            })
+        };
+        RunningNode {
+            settings,
+            health,
+            stop,
+            task,
+        }
+    }
+}
+
+/// A scratch directory for a test, removed when dropped.
+#[derive(Debug)]
+pub struct ScratchDir(pub std::path::PathBuf);
+
+impl ScratchDir {
+    /// A new empty directory under the system temp dir.
+    pub fn new(prefix: &str) -> anyhow::Result<ScratchDir> {
+        let path = std::env::temp_dir().join(crate::unique_name(prefix));
+        std::fs::create_dir_all(&path)?;
+        Ok(ScratchDir(path))
+    }
+}
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}

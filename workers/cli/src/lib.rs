@@ -45,6 +45,9 @@ pub enum Command {
     /// Outlets, central side: provision, revoke, list.
     #[command(subcommand)]
     Outlets(commands::outlets::OutletsCommand),
+    /// The outlet writer node: key pair, readers, run.
+    #[command(subcommand)]
+    Outlet(commands::outlet::OutletCommand),
     /// Number pools: subscriber numbers and IMSIs.
     #[command(subcommand)]
     Numbers(commands::outlets::NumbersCommand),
@@ -93,6 +96,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Publish(args) => commands::publish::run(&settings, args).await,
         Command::Dlq(command) => commands::dlq::run(&settings, command).await,
         Command::Outlets(command) => commands::outlets::run(&settings, command).await,
+        Command::Outlet(command) => commands::outlet::run(&settings, command).await,
         Command::Numbers(command) => commands::outlets::run_numbers(&settings, command).await,
         Command::Inventory(command) => commands::inventory::run(&settings, command).await,
         Command::Topology(command) => commands::topology::run(&settings, command).await,

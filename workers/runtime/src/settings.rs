@@ -205,6 +205,7 @@ impl Settings {
         settings.topology = self.topology.clone();
         settings.worker = self.worker.clone();
         settings.http = self.http.clone();
+        settings.carddata = self.carddata.clone();
         Ok(settings)
     }
 

@@ -10,6 +10,7 @@ pub mod demo;
 pub mod dlq;
 pub mod inventory;
 pub mod migrate;
+pub mod outlet;
 pub mod outlets;
 pub mod publish;
 pub mod seed;

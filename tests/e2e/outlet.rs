@@ -1,0 +1,761 @@
+//! The outlet writer node through everything real: the central workers on RabbitMQ and
+//! PostgreSQL, the node consuming its own queue as its own broker user, pcscd with vpcd readers,
+//! and software SIMs in them. The counter flow from read to activation, each reader error,
+//! a card pulled at every step, a node killed mid-write, duplicates, expiry, a wrong key, and
+//! an outlet trying another outlet's queue.
+
+use std::time::Duration;
+
+use simflow_runtime::amqp::{EventWatch, JobRoute, ReceivedEvent};
+use simflow_runtime::outlet::{OutletConnection, OutletDecision, OutletHandler, OutletWork};
+use simflow_schemas::card::CardReadRequest;
+use simflow_schemas::registry::Job;
+use simflow_schemas::writecard::{
+    OrderCancel, OrderPresubmit, OrderSubmit, WriteRequest, WriteScriptEnvelope,
+};
+use simflow_softsim::{CardImage, Faults, InsertedCard, SoftSim};
+use simflow_tests::pcsc::VirtualReader;
+use simflow_tests::process::SimflowProcess;
+use simflow_tests::writing::{FIRST_MSISDN, ScratchDir, TestCard, WriteWorld};
+use tokio::sync::mpsc;
+use uuid::Uuid;
+
+use crate::card::lease;
+use crate::support::{ANSWER, send};
+
+/// How long a write through the node may take end to end (pulls and re-insertions included).
+const WRITE: Duration = Duration::from_secs(40);
+
+fn request(order_id: Uuid, outlet: &str, card: &TestCard, msisdn: u64) -> WriteRequest {
+    WriteRequest {
+        order_id,
+        outlet_code: outlet.into(),
+        staff_id: "C0601".into(),
+        iccid: card.iccid.clone(),
+        msisdn: msisdn.to_string(),
+        customer_name: "李小龙".into(),
+        package_code: "3G-96".into(),
+    }
+}
+
+fn sim(card: &TestCard, faults: Faults) -> SoftSim {
+    SoftSim::with_faults(CardImage::blank(&card.iccid, &card.adm1), faults).expect("card image")
+}
+
+async fn insert(sim: &SoftSim, reader: &VirtualReader) -> InsertedCard {
+    let mut inserted = sim.insert(reader.vpcd_addr());
+    tokio::time::timeout(Duration::from_secs(10), inserted.connected())
+        .await
+        .expect("pcscd takes the card");
+    inserted
+}
+
+/// Events until `count` satisfy `wanted` (others are dropped), within `timeout`.
+async fn collect(
+    watch: &mut EventWatch,
+    count: usize,
+    timeout: Duration,
+    wanted: impl Fn(&ReceivedEvent) -> bool,
+) -> anyhow::Result<Vec<ReceivedEvent>> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut found = Vec::new();
+    while found.len() < count {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let event = watch.next(left).await?;
+        if wanted(&event) {
+            found.push(event);
+        }
+    }
+    Ok(found)
+}
+
+/// The write outcome (`card.written` or `card.write_failed`) of an order.
+async fn write_outcome(watch: &mut EventWatch, order_id: Uuid) -> anyhow::Result<ReceivedEvent> {
+    let order = order_id.to_string();
+    let mut events = collect(watch, 1, WRITE, |event| {
+        matches!(
+            event.routing_key.as_str(),
+            "card.written" | "card.write_failed"
+        ) && event.body["order_id"] == order.as_str()
+    })
+    .await?;
+    Ok(events.remove(0))
+}
+
+async fn publish_write(world: &WriteWorld, job: &WriteRequest) -> anyhow::Result<String> {
+    let message_id = Uuid::new_v4().to_string();
+    world
+        .env
+        .client
+        .publish_job(job, &message_id, JobRoute::Default)
+        .await?;
+    Ok(message_id)
+}
+
+async fn order_numbers(world: &WriteWorld, order_id: Uuid) -> anyhow::Result<(String, String)> {
+    Ok(
+        sqlx::query_as("SELECT imsi, msisdn FROM writecard.orders WHERE order_id = $1")
+            .bind(order_id)
+            .fetch_one(&world.env.pool)
+            .await?,
+    )
+}
+
+async fn card_state(world: &WriteWorld, iccid: &str) -> anyhow::Result<String> {
+    Ok(
+        sqlx::query_scalar("SELECT state FROM inventory.cards WHERE iccid = $1")
+            .bind(iccid)
+            .fetch_one(&world.env.pool)
+            .await?,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_outlets_write_at_once_and_the_orders_run_to_activation_and_cancellation()
+-> anyhow::Result<()> {
+    let mut world = WriteWorld::new(2, 2, &["HX01", "HX02"], |_| {}).await?;
+    let readers = lease(2).await;
+    let dir = ScratchDir::new("outlets")?;
+    let hx01 = world.start_node(world.node_settings("HX01", &readers.readers()[0].name, &dir.0)?);
+    let hx02 = world.start_node(world.node_settings("HX02", &readers.readers()[1].name, &dir.0)?);
+    let sims = [
+        sim(&world.cards[0], Faults::default()),
+        sim(&world.cards[1], Faults::default()),
+    ];
+    let _in_hx01 = insert(&sims[0], &readers.readers()[0]).await;
+    let _in_hx02 = insert(&sims[1], &readers.readers()[1]).await;
+
+    // Read first, as the counter app does: both cards blank, writable here.
+    for (outlet, card) in [("HX01", &world.cards[0]), ("HX02", &world.cards[1])] {
+        let request_id = Uuid::new_v4();
+        world
+            .env
+            .client
+            .publish_job(
+                &CardReadRequest {
+                    request_id,
+                    outlet_code: outlet.into(),
+                    staff_id: "C0601".into(),
+                },
+                &Uuid::new_v4().to_string(),
+                JobRoute::Outlet(outlet),
+            )
+            .await?;
+        let read = collect(&mut world.watch, 1, WRITE, |event| {
+            event.routing_key == "card.read" && event.body["request_id"] == request_id.to_string()
+        })
+        .await?;
+        assert_eq!(read[0].body["iccid"], card.iccid.as_str());
+        assert_eq!(read[0].body["writable"], true, "{}", read[0].body);
+        assert_eq!(read[0].body["card_type"], "USIM128K_NORMAL");
+    }
+
+    // Both writes at once.
+    let orders = [Uuid::new_v4(), Uuid::new_v4()];
+    publish_write(&world, &request(orders[0], "HX01", &world.cards[0], FIRST_MSISDN)).await?;
+    publish_write(
+        &world,
+        &request(orders[1], "HX02", &world.cards[1], FIRST_MSISDN + 1),
+    )
+    .await?;
+    let ids: Vec<String> = orders.iter().map(Uuid::to_string).collect();
+    let written = collect(&mut world.watch, 2, WRITE, |event| {
+        event.routing_key == "card.written"
+            && ids.iter().any(|id| event.body["order_id"] == id.as_str())
+    })
+    .await?;
+    assert_eq!(written.len(), 2);
+    for (index, order_id) in orders.iter().enumerate() {
+        let (imsi, msisdn) = order_numbers(&world, *order_id).await?;
+        assert_eq!(msisdn, (FIRST_MSISDN + index as u64).to_string());
+        assert_eq!(
+            sims[index].snapshot().imsi().as_deref(),
+            Some(imsi.as_str()),
+            "card {index} holds its order's IMSI"
+        );
+        assert_eq!(card_state(&world, &world.cards[index].iccid).await?, "written");
+    }
+
+    // Order 0 runs to activation: pre-submit (fees, acceptance form), submit.
+    let presubmitted = send(
+        &world.env,
+        &mut world.watch,
+        &OrderPresubmit {
+            order_id: orders[0],
+            staff_id: "C0601".into(),
+        },
+    )
+    .await?;
+    assert_eq!(presubmitted.routing_key, "order.presubmitted", "{}", presubmitted.body);
+    let form = presubmitted.body["acceptance_form"].as_str().unwrap_or_default();
+    assert!(form.contains(&world.cards[0].iccid) && form.contains(&FIRST_MSISDN.to_string()));
+    assert!(form.contains("李*龙"), "the customer's name is masked: {form}");
+    assert!(!form.contains("李小龙"));
+    let activated = send(
+        &world.env,
+        &mut world.watch,
+        &OrderSubmit {
+            order_id: orders[0],
+            staff_id: "C0601".into(),
+        },
+    )
+    .await?;
+    assert_eq!(activated.routing_key, "order.activated", "{}", activated.body);
+    let (imsi, _) = order_numbers(&world, orders[0]).await?;
+    assert_eq!(activated.body["imsi"], imsi.as_str());
+    assert_eq!(activated.body["iccid"], world.cards[0].iccid.as_str());
+    let text = activated.body.to_string().to_lowercase();
+    assert!(!text.contains(&world.cards[0].ki.to_lowercase()), "no key in the activation");
+    assert_eq!(card_state(&world, &world.cards[0].iccid).await?, "sold");
+
+    // Order 1 is cancelled after the write: the number goes back, the written card is withdrawn.
+    let cancelled = send(
+        &world.env,
+        &mut world.watch,
+        &OrderCancel {
+            order_id: orders[1],
+            staff_id: "C0601".into(),
+            reason: "customer changed their mind".into(),
+        },
+    )
+    .await?;
+    assert_eq!(cancelled.routing_key, "order.cancelled", "{}", cancelled.body);
+    assert_ne!(cancelled.body["card_disposition"], "blank");
+    assert_ne!(card_state(&world, &world.cards[1].iccid).await?, "blank");
+
+    // The clerk saw "done" on both nodes.
+    for node in [&hx01, &hx02] {
+        let state = node.health.snapshot()["reader"].state.clone();
+        assert!(state.contains("写卡成功"), "{state}");
+    }
+    hx01.stop().await?;
+    hx02.stop().await?;
+    world.stop().await
+}
+
+/// Reads through the node: an empty reader, a finished card and a mute card, each with the
+/// deck's words, and a blank card answered as writable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_read_through_the_node_answers_with_the_decks_reader_errors() -> anyhow::Result<()> {
+    let mut world = WriteWorld::new(1, 1, &["HX01"], |_| {}).await?;
+    let readers = lease(1).await;
+    let reader = readers.reader().clone();
+    let dir = ScratchDir::new("reads")?;
+    let mut settings = world.node_settings("HX01", &reader.name, &dir.0)?;
+    settings.card_wait_seconds = 2;
+    let node = world.start_node(settings);
+
+    async fn read(world: &mut WriteWorld) -> anyhow::Result<serde_json::Value> {
+        let request_id = Uuid::new_v4();
+        world
+            .env
+            .client
+            .publish_job(
+                &CardReadRequest {
+                    request_id,
+                    outlet_code: "HX01".into(),
+                    staff_id: "C0601".into(),
+                },
+                &Uuid::new_v4().to_string(),
+                JobRoute::Outlet("HX01"),
+            )
+            .await?;
+        let mut events = collect(&mut world.watch, 1, WRITE, |event| {
+            event.routing_key == "card.read" && event.body["request_id"] == request_id.to_string()
+        })
+        .await?;
+        Ok(events.remove(0).body)
+    }
+
+    // No card within the wait.
+    let empty = read(&mut world).await?;
+    assert_eq!(empty["writable"], false);
+    assert_eq!(empty["problem"]["code"], "NO_CARD");
+    assert_eq!(empty["problem"]["message_zh"], "连接写卡器失败，请尝试重新插入白卡！");
+
+    // A finished card (already written).
+    let finished = SoftSim::new(CardImage::finished(
+        &world.cards[0].iccid,
+        &world.cards[0].adm1,
+        "001010123456789",
+    ))?;
+    let inserted = insert(&finished, &reader).await;
+    let answer = read(&mut world).await?;
+    assert_eq!(answer["writable"], false);
+    assert_eq!(answer["problem"]["message_zh"], "请更换白卡！");
+    inserted.remove().await;
+
+    // A mute card.
+    let mute = sim(
+        &world.cards[0],
+        Faults {
+            mute: true,
+            ..Faults::default()
+        },
+    );
+    let inserted = mute.insert(reader.vpcd_addr());
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let answer = read(&mut world).await?;
+    assert_eq!(answer["problem"]["message_zh"], "请更换白卡！", "{answer}");
+    inserted.remove().await;
+
+    // The blank card itself.
+    let blank = sim(&world.cards[0], Faults::default());
+    let inserted = insert(&blank, &reader).await;
+    let answer = read(&mut world).await?;
+    assert_eq!(answer["writable"], true, "{answer}");
+    assert_eq!(answer["iccid"], world.cards[0].iccid.as_str());
+    assert_eq!(blank.snapshot().imsi(), None, "a read writes nothing");
+    inserted.remove().await;
+    node.stop().await?;
+    world.stop().await
+}
+
+/// A node whose PC/SC service is missing (its process points at a socket that does not exist)
+/// answers reads with 写卡器驱动未安装。 and says so on /healthz.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_without_the_pcsc_service_says_the_driver_is_not_installed() -> anyhow::Result<()> {
+    let mut world = WriteWorld::new(1, 1, &["HX01"], |_| {}).await?;
+    let dir = ScratchDir::new("nodriver")?;
+    let settings = world.node_settings("HX01", "simflow vpcd 0 00 00", &dir.0)?;
+    let process = start_node_process(&world, &settings, &[("PCSCLITE_CSOCK_NAME", "/nonexistent/pcscd.comm")])?;
+    let request_id = Uuid::new_v4();
+    world
+        .env
+        .client
+        .publish_job(
+            &CardReadRequest {
+                request_id,
+                outlet_code: "HX01".into(),
+                staff_id: "C0601".into(),
+            },
+            &Uuid::new_v4().to_string(),
+            JobRoute::Outlet("HX01"),
+        )
+        .await?;
+    let read = collect(&mut world.watch, 1, WRITE, |event| {
+        event.routing_key == "card.read" && event.body["request_id"] == request_id.to_string()
+    })
+    .await?;
+    assert_eq!(read[0].body["problem"]["code"], "READER_DRIVER_MISSING");
+    assert_eq!(read[0].body["problem"]["message_zh"], "写卡器驱动未安装。");
+    process.terminate()?;
+    drop(process);
+    world.stop().await
+}
+
+fn start_node_process(
+    world: &WriteWorld,
+    settings: &simflow_outlet::OutletSettings,
+    extra: &[(&str, &str)],
+) -> anyhow::Result<SimflowProcess> {
+    use secrecy::ExposeSecret;
+    let mut env = vec![
+        ("SIMFLOW__OUTLET__CODE".to_owned(), settings.code.clone()),
+        ("SIMFLOW__OUTLET__READER".to_owned(), settings.reader.clone()),
+        (
+            "SIMFLOW__OUTLET__KEY_FILE".to_owned(),
+            settings.key_file.display().to_string(),
+        ),
+        (
+            "SIMFLOW__OUTLET__JOURNAL".to_owned(),
+            settings.journal.display().to_string(),
+        ),
+        (
+            "SIMFLOW__OUTLET__BROKER_URI".to_owned(),
+            settings
+                .broker_uri
+                .as_ref()
+                .map(|uri| uri.expose_secret().to_owned())
+                .unwrap_or_default(),
+        ),
+        (
+            "SIMFLOW__OUTLET__CARD_WAIT_SECONDS".to_owned(),
+            settings.card_wait_seconds.to_string(),
+        ),
+        (
+            "SIMFLOW__OUTLET__REINSERT_WAIT_SECONDS".to_owned(),
+            settings.reinsert_wait_seconds.to_string(),
+        ),
+    ];
+    env.extend(
+        extra
+            .iter()
+            .map(|(key, value)| ((*key).to_owned(), (*value).to_owned())),
+    );
+    SimflowProcess::start_with(&world.env.settings, &["outlet", "run"], &env)
+}
+
+/// The card pulled after every possible APDU of a write (identification, script, GET RESPONSE)
+/// and put back: each write ends either written with the order's IMSI (the node read the card
+/// back and ran the script again) or failed with the card untouched and still blank. Never a
+/// card with another number, never a number on two cards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_card_pulled_at_every_step_ends_written_or_untouched() -> anyhow::Result<()> {
+    const APDUS: u64 = 33;
+    let mut world = WriteWorld::new(APDUS, APDUS as usize, &["HX01"], |_| {}).await?;
+    let readers = lease(1).await;
+    let reader = readers.reader().clone();
+    let dir = ScratchDir::new("pulls")?;
+    let node = world.start_node(world.node_settings("HX01", &reader.name, &dir.0)?);
+    let mut imsis = std::collections::BTreeSet::new();
+    let mut outcomes = Vec::new();
+    for pull_after in 1..=APDUS {
+        let card = world.cards[(pull_after - 1) as usize].clone();
+        let sim = sim(
+            &card,
+            Faults {
+                pull_after_apdus: Some(pull_after),
+                reinsert_after: Some(Duration::from_millis(300)),
+                ..Faults::default()
+            },
+        );
+        let inserted = insert(&sim, &reader).await;
+        let order_id = Uuid::new_v4();
+        publish_write(
+            &world,
+            &request(order_id, "HX01", &card, FIRST_MSISDN + pull_after),
+        )
+        .await?;
+        let outcome = write_outcome(&mut world.watch, order_id).await?;
+        let on_card = sim.snapshot().imsi();
+        match outcome.routing_key.as_str() {
+            "card.written" => {
+                let (imsi, _) = order_numbers(&world, order_id).await?;
+                assert_eq!(on_card.as_deref(), Some(imsi.as_str()), "pull after {pull_after}");
+                assert!(imsis.insert(imsi), "an IMSI on two cards");
+                assert_eq!(card_state(&world, &card.iccid).await?, "written");
+            }
+            _ => {
+                assert_eq!(
+                    outcome.body["card_state"], "untouched",
+                    "pull after {pull_after}: {}",
+                    outcome.body
+                );
+                assert_eq!(on_card, None, "pull after {pull_after}: an untouched card is blank");
+                assert_eq!(card_state(&world, &card.iccid).await?, "blank");
+            }
+        }
+        outcomes.push((pull_after, outcome.routing_key.clone()));
+        inserted.remove().await;
+    }
+    // A pull during the identification (before anything is written) fails the write untouched;
+    // from the first script APDU on, the node follows the card back and finishes it.
+    for (pull_after, key) in &outcomes {
+        if *pull_after > 4 {
+            assert_eq!(key, "card.written", "pull after APDU {pull_after}");
+        }
+    }
+    node.stop().await?;
+    world.stop().await
+}
+
+/// The node process is killed (SIGKILL) while it writes: the broker gives the script back, the
+/// restarted node finds "writing" in its journal, reads the card, finishes the write, and the
+/// card is written exactly once with the order's number.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_killed_mid_write_resumes_from_its_journal() -> anyhow::Result<()> {
+    let mut world = WriteWorld::new(1, 1, &["HX01"], |_| {}).await?;
+    let readers = lease(1).await;
+    let reader = readers.reader().clone();
+    let dir = ScratchDir::new("killed")?;
+    let settings = world.node_settings("HX01", &reader.name, &dir.0)?;
+    let sim = sim(
+        &world.cards[0],
+        Faults {
+            update_delay: Some(Duration::from_millis(250)),
+            ..Faults::default()
+        },
+    );
+    let _inserted = insert(&sim, &reader).await;
+    let mut process = start_node_process(&world, &settings, &[])?;
+    let order_id = Uuid::new_v4();
+    publish_write(&world, &request(order_id, "HX01", &world.cards[0], FIRST_MSISDN)).await?;
+    // Wait until the card has taken some writes, then kill the node.
+    let deadline = tokio::time::Instant::now() + WRITE;
+    while sim.counters().ins(0xD6) + sim.counters().ins(0xDC) < 3 {
+        assert!(tokio::time::Instant::now() < deadline, "the node never started writing");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    process.kill().await?;
+    let partly = sim.snapshot().imsi();
+    assert_eq!(partly, None, "killed before EF.IMSI was written");
+
+    let mut restarted = start_node_process(&world, &settings, &[])?;
+    let outcome = write_outcome(&mut world.watch, order_id).await?;
+    assert_eq!(outcome.routing_key, "card.written", "{}", outcome.body);
+    let (imsi, _) = order_numbers(&world, order_id).await?;
+    assert_eq!(sim.snapshot().imsi().as_deref(), Some(imsi.as_str()));
+    // Published once: nothing more for this order.
+    let more = world.watch.drain(Duration::from_secs(2)).await;
+    assert!(
+        more.iter()
+            .all(|event| event.body["order_id"] != order_id.to_string()
+                || event.message_id == outcome.message_id),
+        "a second, different outcome: {more:?}"
+    );
+    restarted.terminate()?;
+    assert!(restarted.wait().await?.success());
+    let steps = journal_steps(&settings.journal).await?;
+    assert!(steps.iter().any(|step| step == "recovering"), "{steps:?}");
+    assert_eq!(steps.iter().filter(|step| *step == "writing").count(), 1, "{steps:?}");
+    world.stop().await
+}
+
+async fn journal_steps(path: &std::path::Path) -> anyhow::Result<Vec<String>> {
+    let journal = simflow_outlet::journal::Journal::open(path).await?;
+    let script: String = {
+        let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", path.display())).await?;
+        let id = sqlx::query_scalar("SELECT script_id FROM scripts")
+            .fetch_one(&pool)
+            .await?;
+        pool.close().await;
+        id
+    };
+    let steps = journal
+        .steps(Uuid::parse_str(&script)?)
+        .await?
+        .into_iter()
+        .map(|(step, _)| step)
+        .collect();
+    journal.close().await;
+    Ok(steps)
+}
+
+/// Takes outlet work off a queue as the outlet's user (the test plays a stalled writer).
+struct Capture(mpsc::UnboundedSender<OutletWork>);
+
+impl OutletHandler for Capture {
+    async fn handle(
+        &self,
+        work: OutletWork,
+        _shutdown: simflow_runtime::shutdown::CancellationToken,
+    ) -> OutletDecision {
+        let _ = self.0.send(work);
+        OutletDecision::Answer(Vec::new())
+    }
+}
+
+/// The envelope the central worker routes for `job`, taken off the outlet's queue.
+async fn capture_script(
+    world: &WriteWorld,
+    code: &str,
+    job: &WriteRequest,
+) -> anyhow::Result<(String, WriteScriptEnvelope)> {
+    let (sender, mut receiver) = mpsc::unbounded_channel();
+    let stop = simflow_runtime::shutdown::CancellationToken::new();
+    let connection = OutletConnection {
+        uri: world.outlet_uri(code)?,
+        outlet_code: code.into(),
+        user: simflow_runtime::outlet::outlet_user(code),
+    };
+    let task = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            simflow_runtime::outlet::run(
+                connection,
+                std::sync::Arc::new(Capture(sender)),
+                std::sync::Arc::new(simflow_runtime::metrics::Metrics::new()),
+                simflow_runtime::metrics::Health::default(),
+                stop,
+            )
+            .await
+        })
+    };
+    publish_write(world, job).await?;
+    let work = tokio::time::timeout(ANSWER, receiver.recv())
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("no script"))?;
+    stop.cancel();
+    task.await??;
+    let Job::WriteScript(envelope) = work.job else {
+        anyhow::bail!("not a script: {:?}", work.job.message_type())
+    };
+    Ok((work.message_id, envelope))
+}
+
+/// The same script delivered twice (a duplicate publish): the card is written once and the
+/// second delivery is answered from the journal without touching the card.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_duplicate_script_is_answered_from_the_journal() -> anyhow::Result<()> {
+    let mut world = WriteWorld::new(1, 1, &["HX01"], |_| {}).await?;
+    let readers = lease(1).await;
+    let reader = readers.reader().clone();
+    let dir = ScratchDir::new("duplicate")?;
+    let order_id = Uuid::new_v4();
+    let (message_id, envelope) = capture_script(
+        &world,
+        "HX01",
+        &request(order_id, "HX01", &world.cards[0], FIRST_MSISDN),
+    )
+    .await?;
+    let sim = sim(&world.cards[0], Faults::default());
+    let inserted = insert(&sim, &reader).await;
+    let node = world.start_node(world.node_settings("HX01", &reader.name, &dir.0)?);
+    world
+        .env
+        .client
+        .publish_job(&envelope, &message_id, JobRoute::Outlet("HX01"))
+        .await?;
+    let first = write_outcome(&mut world.watch, order_id).await?;
+    assert_eq!(first.routing_key, "card.written", "{}", first.body);
+    let apdus = sim.counters().total;
+    inserted.remove().await;
+    // Again, with the card gone: the stored answer, no card needed.
+    world
+        .env
+        .client
+        .publish_job(&envelope, &message_id, JobRoute::Outlet("HX01"))
+        .await?;
+    let again = write_outcome(&mut world.watch, order_id).await?;
+    assert_eq!(again.routing_key, "card.written");
+    assert_eq!(again.message_id, first.message_id, "the same outcome, not a new one");
+    assert_eq!(sim.counters().total, apdus, "the card was not touched again");
+    let written: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM inventory.card_ledger WHERE iccid = $1 AND state_after = 'written'",
+    )
+    .bind(&world.cards[0].iccid)
+    .fetch_one(&world.env.pool)
+    .await?;
+    assert_eq!(written, 1, "written once in the ledger");
+    node.stop().await?;
+    world.stop().await
+}
+
+/// A script that reaches the writer after its `not_after` (an old script published again) is
+/// answered as expired and the card is left alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_expired_script_is_refused_by_the_node_and_the_card_left_blank() -> anyhow::Result<()> {
+    let mut world = WriteWorld::new(1, 1, &["HX01"], |settings| {
+        if let Ok(changed) = settings.with_value("writecard.script_ttl_seconds", 1) {
+            *settings = changed;
+        }
+    })
+    .await?;
+    let readers = lease(1).await;
+    let reader = readers.reader().clone();
+    let dir = ScratchDir::new("expired")?;
+    let order_id = Uuid::new_v4();
+    let (message_id, envelope) = capture_script(
+        &world,
+        "HX01",
+        &request(order_id, "HX01", &world.cards[0], FIRST_MSISDN),
+    )
+    .await?;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let sim = sim(&world.cards[0], Faults::default());
+    let _inserted = insert(&sim, &reader).await;
+    let node = world.start_node(world.node_settings("HX01", &reader.name, &dir.0)?);
+    world
+        .env
+        .client
+        .publish_job(&envelope, &message_id, JobRoute::Outlet("HX01"))
+        .await?;
+    let outcome = write_outcome(&mut world.watch, order_id).await?;
+    assert_eq!(outcome.routing_key, "card.write_failed");
+    assert_eq!(outcome.body["reason"]["code"], "SCRIPT_EXPIRED");
+    assert_eq!(outcome.body["card_state"], "untouched");
+    assert_eq!(sim.counters().total, 0, "the node did not touch the card");
+    assert_eq!(card_state(&world, &world.cards[0].iccid).await?, "blank");
+    node.stop().await?;
+    world.stop().await
+}
+
+/// A node holding another key than the one provisioned cannot open its scripts: it refuses
+/// them, the broker dead-letters them to the central side, and ops hear of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_script_sealed_for_another_key_is_refused_and_reaches_ops() -> anyhow::Result<()> {
+    let mut world = WriteWorld::new(1, 1, &["HX01"], |_| {}).await?;
+    let readers = lease(1).await;
+    let reader = readers.reader().clone();
+    let dir = ScratchDir::new("wrongkey")?;
+    let mut settings = world.node_settings("HX01", &reader.name, &dir.0)?;
+    settings.key_file = dir.0.join("other.key");
+    simflow_outlet::generate_key_file(&settings.key_file)?;
+    let sim = sim(&world.cards[0], Faults::default());
+    let _inserted = insert(&sim, &reader).await;
+    let node = world.start_node(settings);
+    let order_id = Uuid::new_v4();
+    publish_write(&world, &request(order_id, "HX01", &world.cards[0], FIRST_MSISDN)).await?;
+    let failed = collect(&mut world.watch, 1, WRITE, |event| {
+        event.routing_key.ends_with(".failed")
+    })
+    .await?;
+    assert_eq!(failed[0].body["reason"]["code"], "OUTLET_REFUSED_WORK", "{}", failed[0].body);
+    assert_eq!(sim.counters().total, 0, "the card was never touched");
+    assert_eq!(card_state(&world, &world.cards[0].iccid).await?, "blank");
+    node.stop().await?;
+    world.stop().await
+}
+
+/// An outlet's broker user cannot consume another outlet's queue: the node stops with the
+/// broker's refusal instead of retrying forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outlet_cannot_read_another_outlets_queue() -> anyhow::Result<()> {
+    let world = WriteWorld::new(1, 1, &["HX01", "HX02"], |_| {}).await?;
+    let connection = OutletConnection {
+        uri: world.outlet_uri("HX01")?,
+        outlet_code: "HX02".into(),
+        user: simflow_runtime::outlet::outlet_user("HX01"),
+    };
+    let refused = simflow_runtime::outlet::check_access(&connection).await;
+    assert!(refused.is_err(), "HX01 may not touch HX02's queue");
+    let (sender, _receiver) = mpsc::unbounded_channel();
+    let ended = tokio::time::timeout(
+        ANSWER,
+        simflow_runtime::outlet::run(
+            connection,
+            std::sync::Arc::new(Capture(sender)),
+            std::sync::Arc::new(simflow_runtime::metrics::Metrics::new()),
+            simflow_runtime::metrics::Health::default(),
+            simflow_runtime::shutdown::CancellationToken::new(),
+        ),
+    )
+    .await?;
+    let error = ended.expect_err("the broker refuses");
+    assert!(error.to_string().contains("refused"), "{error}");
+    // Its own queue is fine.
+    simflow_runtime::outlet::check_access(&OutletConnection {
+        uri: world.outlet_uri("HX01")?,
+        outlet_code: "HX01".into(),
+        user: simflow_runtime::outlet::outlet_user("HX01"),
+    })
+    .await?;
+    world.stop().await
+}
+
+/// The missing card data file: the write request is dead-lettered WRITE_SCRIPT_MISSING, the
+/// file is imported, the dead letter replayed, and the node writes the card.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn replaying_a_missing_script_after_the_import_writes_the_card() -> anyhow::Result<()> {
+    let mut world = WriteWorld::new(1, 0, &["HX01"], |_| {}).await?;
+    let readers = lease(1).await;
+    let reader = readers.reader().clone();
+    let dir = ScratchDir::new("replay")?;
+    let node = world.start_node(world.node_settings("HX01", &reader.name, &dir.0)?);
+    let sim = sim(&world.cards[0], Faults::default());
+    let _inserted = insert(&sim, &reader).await;
+    let order_id = Uuid::new_v4();
+    let message_id =
+        publish_write(&world, &request(order_id, "HX01", &world.cards[0], FIRST_MSISDN)).await?;
+    let failed = world.watch.next_for(&message_id, ANSWER).await?;
+    assert_eq!(failed.body["reason"]["code"], "WRITE_SCRIPT_MISSING");
+    assert_eq!(
+        failed.body["reason"]["message_zh"],
+        "写卡脚本内容不存在，请把号卡文件维护到数据库！"
+    );
+    assert_eq!(sim.counters().total, 0);
+    world.import_card_data(&world.cards.clone()).await?;
+    simflow_runtime::deadletter::replay(
+        world.env.client.connection(),
+        "simflow.writecard.dlq",
+        &simflow_runtime::deadletter::Selection::MessageId(message_id),
+    )
+    .await?;
+    let outcome = write_outcome(&mut world.watch, order_id).await?;
+    assert_eq!(outcome.routing_key, "card.written", "{}", outcome.body);
+    let (imsi, _) = order_numbers(&world, order_id).await?;
+    assert_eq!(sim.snapshot().imsi().as_deref(), Some(imsi.as_str()));
+    node.stop().await?;
+    world.stop().await
+}

@@ -1,0 +1,84 @@
+//! `simflow outlet`: the outlet writer node's side (one per outlet and reader): make its key
+//! pair, list the PC/SC readers it can see, and run it.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use clap::{Args, Subcommand};
+use simflow_outlet::OutletSettings;
+use simflow_runtime::metrics::{Health, Metrics};
+use simflow_runtime::{Settings, Shutdown};
+
+/// The outlet node's subcommands.
+#[derive(Debug, Subcommand)]
+pub enum OutletCommand {
+    /// Make the node's key pair: writes the secret key file (mode 0600) and prints the public
+    /// key to give to `simflow outlets provision --public-key`.
+    Keygen(KeygenArgs),
+    /// List the PC/SC readers and whether a card is in each.
+    Readers,
+    /// Run the node until SIGTERM or SIGINT (settings in the `[outlet]` section).
+    Run,
+}
+
+/// Arguments of `outlet keygen`.
+#[derive(Debug, Args)]
+pub struct KeygenArgs {
+    /// Where to write the secret key (must not exist).
+    #[arg(long)]
+    pub key_file: PathBuf,
+}
+
+/// Runs an outlet subcommand.
+pub async fn run(settings: &Settings, command: OutletCommand) -> anyhow::Result<()> {
+    match command {
+        OutletCommand::Keygen(args) => {
+            let keys = simflow_outlet::generate_key_file(&args.key_file)?;
+            let public = keys.public_key();
+            println!("secret key written to {}", args.key_file.display());
+            println!("public key:  {}", public.to_base64());
+            println!("fingerprint: {}", public.fingerprint());
+            Ok(())
+        }
+        OutletCommand::Readers => {
+            let readers = tokio::task::spawn_blocking(simflow_reader::list_readers).await?;
+            match readers {
+                Ok(names) if names.is_empty() => println!("pcscd runs but has no reader"),
+                Ok(names) => {
+                    for name in names {
+                        println!("{name}");
+                    }
+                }
+                Err(error) => {
+                    let message = error.clerk_message();
+                    anyhow::bail!("{} / {} ({error})", message.zh(), message.en());
+                }
+            }
+            Ok(())
+        }
+        OutletCommand::Run => {
+            let outlet: OutletSettings = settings.section("outlet")?;
+            outlet.validate()?;
+            let shutdown = Shutdown::new();
+            shutdown.on_signals()?;
+            let metrics = Arc::new(Metrics::new());
+            let health = Health::default();
+            let (address, http) = simflow_runtime::http::serve(
+                &settings.http.listen,
+                Arc::clone(&metrics),
+                health.clone(),
+                shutdown.token(),
+            )
+            .await?;
+            eprintln!(
+                "simflow outlet {}: reader {:?}; /metrics and /healthz on http://{address}",
+                outlet.code, outlet.reader
+            );
+            let result =
+                simflow_outlet::run(&outlet, metrics, health, true, shutdown.token()).await;
+            shutdown.token().cancel();
+            let _ = http.await;
+            result
+        }
+    }
+}

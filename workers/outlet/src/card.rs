@@ -1,0 +1,344 @@
+//! The blocking card work of a node: wait for a card, read it, write a script with recovery
+//! after a pull, and classify a card after a crash. Runs on `spawn_blocking` threads only.
+//!
+//! A write never leaves the card in a state nobody knows: every failure says whether the card
+//! may still be used (`Untouched`: no APDU that changes the card was sent) or must be withdrawn
+//! (`Damaged`). A card pulled mid-write is waited for; when the same card comes back its files
+//! decide: nothing or only this script's data on it → the script runs again from the start
+//! (every step is idempotent and EF.IMSI is written last); other data → damaged.
+
+use std::time::{Duration, Instant};
+
+use simflow_card::apdu::Response;
+use simflow_card::profile::{self, Script, StepKind, WrittenState};
+use simflow_reader::{Reader, ReaderError};
+use simflow_schemas::card::ReaderOutcome;
+use simflow_schemas::common::ClerkMessage;
+use simflow_schemas::writecard::{CardWriteState, WriteOutcome};
+
+use crate::status::{ClerkState, Status};
+
+/// How many times a write follows a pulled card back into the reader before giving up.
+const MAX_INSERTIONS: u32 = 3;
+
+/// Asks blocking card code to stop waiting for a card (never to stop writing one).
+pub trait Stop {
+    /// True once the node is shutting down.
+    fn stop_requested(&self) -> bool;
+}
+
+impl Stop for simflow_runtime::shutdown::CancellationToken {
+    fn stop_requested(&self) -> bool {
+        self.is_cancelled()
+    }
+}
+
+/// The clerk's message for a reader error.
+pub fn clerk_message(error: &ReaderError) -> ClerkMessage {
+    let message = error.clerk_message();
+    ClerkMessage::new(error.code(), message.zh(), message.en())
+}
+
+/// What a node's card work needs to know.
+#[derive(Debug, Clone)]
+pub struct CardWork {
+    /// The PC/SC reader name.
+    pub reader: String,
+    /// How long to wait for a card to be inserted.
+    pub card_wait: Duration,
+    /// How long to wait for a pulled card to come back.
+    pub reinsert_wait: Duration,
+    /// The clerk-facing state.
+    pub status: Status,
+}
+
+/// Why a card job did not produce an answer.
+#[derive(Debug)]
+pub enum Interrupted {
+    /// The node is shutting down and nothing was written: the work goes back to the queue.
+    Shutdown,
+    /// The journal could not record that writing starts; nothing was written.
+    Journal(String),
+}
+
+/// Opens the reader and waits for a card, in slices so a shutdown is noticed.
+fn wait_and_connect(
+    work: &CardWork,
+    reader: Option<Reader>,
+    timeout: Duration,
+    stop: &dyn Stop,
+) -> Result<Option<Reader>, ReaderError> {
+    let mut reader = match reader {
+        Some(reader) => reader,
+        None => Reader::open(&work.reader)?,
+    };
+    let deadline = Instant::now() + timeout;
+    loop {
+        if stop.stop_requested() {
+            return Ok(None);
+        }
+        let slice = deadline
+            .saturating_duration_since(Instant::now())
+            .min(Duration::from_millis(500));
+        match reader.wait_for_card(slice) {
+            Ok(_) => break,
+            Err(ReaderError::NoCard { .. }) if Instant::now() < deadline => {}
+            Err(error) => return Err(error),
+        }
+    }
+    reader.connect()?;
+    Ok(Some(reader))
+}
+
+/// Reads the inserted card: ICCID, blank or not, family.
+pub fn read_card(work: &CardWork, stop: &dyn Stop) -> Result<ReaderOutcome, Interrupted> {
+    work.status.set(ClerkState::WaitingForCard { iccid: None });
+    let error = |error: ReaderError| {
+        tracing::warn!(code = error.code(), %error, "card read failed");
+        ReaderOutcome::Error {
+            error: clerk_message(&error),
+        }
+    };
+    let mut reader = match wait_and_connect(work, None, work.card_wait, stop) {
+        Ok(Some(reader)) => reader,
+        Ok(None) => return Err(Interrupted::Shutdown),
+        Err(failure) => return Ok(error(failure)),
+    };
+    work.status.set(ClerkState::Reading);
+    let identity = match reader.identify() {
+        Ok(identity) => identity,
+        Err(failure) => return Ok(error(failure)),
+    };
+    let Some(family) = profile::detect_family(reader.atr()) else {
+        return Ok(ReaderOutcome::Error {
+            error: ClerkMessage::new(
+                "CARD_UNSUPPORTED",
+                "请更换白卡！",
+                "Please use another blank card (this card type cannot be written here).",
+            ),
+        });
+    };
+    Ok(ReaderOutcome::Read {
+        iccid: identity.iccid,
+        blank: identity.blank,
+        family: family.name().to_owned(),
+    })
+}
+
+fn failed(card_state: CardWriteState, reason: ClerkMessage) -> WriteOutcome {
+    WriteOutcome::Failed { card_state, reason }
+}
+
+/// Where a script run stopped.
+struct RunFailure {
+    error: ReaderError,
+    /// An APDU that changes the card was sent (maybe not answered).
+    touched: bool,
+}
+
+/// Runs the whole script; on success returns the answer to the challenge.
+fn run_script(reader: &mut Reader, script: &Script) -> Result<Vec<u8>, RunFailure> {
+    let mut passed = 0usize;
+    let mut answer: Option<Response> = None;
+    let auth_index = script.authenticate_step().map(|step| step.index);
+    let result = reader.run_steps(&script.steps, |index, response| {
+        passed += 1;
+        if Some(index) == auth_index {
+            answer = Some(response.clone());
+        }
+    });
+    match result {
+        Ok(()) => answer.map(|response| response.data).ok_or(RunFailure {
+            error: ReaderError::CardUnusable {
+                cause: "the script has no authentication step".into(),
+            },
+            touched: true,
+        }),
+        Err(error) => {
+            let last = passed.min(script.steps.len().saturating_sub(1));
+            let touched = script.steps[..=last]
+                .iter()
+                .any(|step| step.kind == StepKind::Update);
+            Err(RunFailure { error, touched })
+        }
+    }
+}
+
+/// What the card says about an interrupted script.
+fn classify(reader: &mut Reader, script: &Script) -> Result<WrittenState, ReaderError> {
+    let probe = profile::probe_script(script);
+    let mut responses = Vec::with_capacity(probe.len());
+    reader.run_steps(&probe, |_, response| responses.push(response.clone()))?;
+    profile::classify_written_state(script, &responses).map_err(|error| match error {
+        profile::ProfileError::WrongCard { expected, found } => {
+            ReaderError::WrongCard { expected, found }
+        }
+        other => ReaderError::CardUnusable {
+            cause: format!("classifying the card: {other}"),
+        },
+    })
+}
+
+fn damaged_reason() -> ClerkMessage {
+    ClerkMessage::new(
+        "CARD_DAMAGED",
+        "请更换白卡！",
+        "Please use another blank card (this one was partly written and is withdrawn).",
+    )
+}
+
+/// Writes `script` onto the card in the reader. `recovering`: an earlier run of this script may
+/// have written the card (the journal says writing started), so the card is read before
+/// anything is written and never counts as untouched. `mark_writing` is called (and must
+/// succeed) before the first APDU that changes the card.
+pub fn write_card(
+    work: &CardWork,
+    script: &Script,
+    recovering: bool,
+    stop: &dyn Stop,
+    mark_writing: &mut dyn FnMut() -> Result<(), String>,
+) -> Result<WriteOutcome, Interrupted> {
+    let iccid = script.iccid.clone();
+    work.status.set(ClerkState::WaitingForCard {
+        iccid: Some(iccid.clone()),
+    });
+    let mut touched = recovering;
+    let state_if_failed = |touched: bool| {
+        if touched {
+            CardWriteState::Damaged
+        } else {
+            CardWriteState::Untouched
+        }
+    };
+    let mut reader = match wait_and_connect(work, None, work.card_wait, stop) {
+        Ok(Some(reader)) => reader,
+        Ok(None) => return Err(Interrupted::Shutdown),
+        Err(error) => {
+            tracing::warn!(code = error.code(), %error, "no card to write");
+            return Ok(failed(state_if_failed(touched), clerk_message(&error)));
+        }
+    };
+    if recovering {
+        work.status.set(ClerkState::Reading);
+        match classify(&mut reader, script) {
+            Ok(
+                WrittenState::Untouched
+                | WrittenState::WrittenByThisScript
+                | WrittenState::PartlyWritten {
+                    matches_script: true,
+                    ..
+                },
+            ) => {}
+            Ok(state) => {
+                tracing::error!(%iccid, ?state, "the card holds data of another write");
+                return Ok(failed(CardWriteState::Damaged, damaged_reason()));
+            }
+            Err(error) => {
+                tracing::error!(%iccid, code = error.code(), %error, "cannot read back an interrupted card");
+                return Ok(failed(CardWriteState::Damaged, clerk_message(&error)));
+            }
+        }
+    } else {
+        work.status.set(ClerkState::Reading);
+        match reader.identify() {
+            Ok(identity) if identity.iccid != iccid => {
+                let error = ReaderError::WrongCard {
+                    expected: iccid.clone(),
+                    found: identity.iccid,
+                };
+                tracing::warn!(%error, "wrong card in the reader");
+                return Ok(failed(CardWriteState::Untouched, clerk_message(&error)));
+            }
+            Ok(identity) if !identity.blank => {
+                let error = ReaderError::CardNotBlank {
+                    iccid: identity.iccid,
+                };
+                tracing::warn!(%error, "the card is not blank");
+                return Ok(failed(CardWriteState::Untouched, clerk_message(&error)));
+            }
+            Ok(_) => {}
+            Err(error) => {
+                tracing::warn!(code = error.code(), %error, "cannot identify the card");
+                return Ok(failed(CardWriteState::Untouched, clerk_message(&error)));
+            }
+        }
+        mark_writing().map_err(Interrupted::Journal)?;
+    }
+
+    let mut insertions = 1;
+    loop {
+        work.status.set(ClerkState::Writing {
+            iccid: iccid.clone(),
+        });
+        let failure = match run_script(&mut reader, script) {
+            Ok(answer) => {
+                return Ok(WriteOutcome::Written {
+                    auth_answer: hex::encode(answer),
+                    apdu_count: u32::try_from(reader.apdu_count()).unwrap_or(u32::MAX),
+                });
+            }
+            Err(failure) => failure,
+        };
+        touched |= failure.touched;
+        let error = failure.error;
+        let pulled = matches!(
+            error,
+            ReaderError::CardRemoved { .. } | ReaderError::NoCard { .. }
+        );
+        if !pulled || insertions >= MAX_INSERTIONS {
+            tracing::error!(%iccid, code = error.code(), %error, touched, "write failed");
+            let reason = if touched && !pulled {
+                damaged_reason()
+            } else {
+                clerk_message(&error)
+            };
+            return Ok(failed(state_if_failed(touched), reason));
+        }
+        // The card was pulled: wait for it to come back and read what it holds.
+        tracing::warn!(%iccid, touched, "card pulled during the write; waiting for it to come back");
+        work.status.set(ClerkState::ReinsertSameCard {
+            iccid: iccid.clone(),
+        });
+        reader.disconnect();
+        insertions += 1;
+        let never = NeverStop;
+        reader = match wait_and_connect(work, Some(reader), work.reinsert_wait, &never) {
+            Ok(Some(reader)) => reader,
+            Ok(None) | Err(_) => {
+                tracing::error!(%iccid, touched, "the pulled card did not come back");
+                return Ok(failed(state_if_failed(touched), clerk_message(&error)));
+            }
+        };
+        work.status.set(ClerkState::Reading);
+        match classify(&mut reader, script) {
+            Ok(
+                WrittenState::Untouched
+                | WrittenState::WrittenByThisScript
+                | WrittenState::PartlyWritten {
+                    matches_script: true,
+                    ..
+                },
+            ) => {}
+            Ok(state) => {
+                tracing::error!(%iccid, ?state, "the card that came back holds other data");
+                return Ok(failed(CardWriteState::Damaged, damaged_reason()));
+            }
+            Err(error @ ReaderError::WrongCard { .. }) if !touched => {
+                return Ok(failed(CardWriteState::Untouched, clerk_message(&error)));
+            }
+            Err(error) => {
+                tracing::error!(%iccid, code = error.code(), %error, "cannot read back the card that came back");
+                return Ok(failed(state_if_failed(touched), clerk_message(&error)));
+            }
+        }
+    }
+}
+
+/// A write in progress is finished even during shutdown.
+struct NeverStop;
+
+impl Stop for NeverStop {
+    fn stop_requested(&self) -> bool {
+        false
+    }
+}

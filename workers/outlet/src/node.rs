@@ -1,0 +1,307 @@
+//! [`OutletNode`]: the handler of one outlet's queue. It answers read requests with what the
+//! card says and write scripts with what happened to the card, journalling every step.
+//!
+//! Per write script, in order:
+//! 1. the journal already has a result → the same result again (a redelivery or a duplicate);
+//! 2. the script is checked: for this outlet, sealed to this node's key, opens, names the card
+//!    it says; anything else is rejected and the broker dead-letters it to the central side;
+//! 3. a script past `not_after` that never started is answered as expired, the card untouched;
+//! 4. the card is written (see [`crate::card`]); if the journal says an earlier run started
+//!    writing, the card is read first and that decides (resume, written, or damaged);
+//! 5. the result is stored in the journal, then published; a crash between the two publishes
+//!    the stored result on redelivery, and the central side settles a script once.
+
+use std::sync::Arc;
+
+use chrono::Utc;
+use simflow_card::profile::Script;
+use simflow_runtime::outlet::{OutletAnswer, OutletDecision, OutletHandler, OutletWork};
+use simflow_runtime::shutdown::CancellationToken;
+use simflow_schemas::card::{CardReadRequest, OutletCardRead};
+use simflow_schemas::common::ClerkMessage;
+use simflow_schemas::registry::Job;
+use simflow_schemas::writecard::{CardWriteState, WriteOutcome, WriteResult, WriteScriptEnvelope};
+use simflow_seal::OutletKeyPair;
+use zeroize::Zeroizing;
+
+use crate::card::{self, CardWork, Interrupted};
+use crate::journal::{Journal, ScriptState};
+use crate::status::ClerkState;
+
+/// One outlet's writer node.
+pub struct OutletNode {
+    outlet_code: String,
+    keys: OutletKeyPair,
+    fingerprint: String,
+    journal: Journal,
+    work: CardWork,
+}
+
+impl std::fmt::Debug for OutletNode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OutletNode")
+            .field("outlet_code", &self.outlet_code)
+            .field("fingerprint", &self.fingerprint)
+            .field("reader", &self.work.reader)
+            .finish()
+    }
+}
+
+/// The clerk's message for a script that expired before the writer took it.
+fn expired() -> ClerkMessage {
+    ClerkMessage::new(
+        "SCRIPT_EXPIRED",
+        "写卡超时，请重新读卡写卡",
+        "The write script expired before the writer took it; read and write the card again",
+    )
+}
+
+impl OutletNode {
+    /// A node for `outlet_code` with its key pair, journal and reader.
+    pub fn new(
+        outlet_code: &str,
+        keys: OutletKeyPair,
+        journal: Journal,
+        work: CardWork,
+    ) -> OutletNode {
+        let fingerprint = keys.public_key().fingerprint();
+        OutletNode {
+            outlet_code: outlet_code.to_owned(),
+            keys,
+            fingerprint,
+            journal,
+            work,
+        }
+    }
+
+    /// The journal (for tools and tests).
+    pub fn journal(&self) -> &Journal {
+        &self.journal
+    }
+
+    async fn read(&self, request: CardReadRequest, shutdown: CancellationToken) -> OutletDecision {
+        if request.outlet_code != self.outlet_code {
+            return OutletDecision::Reject {
+                reason: format!("read request for outlet {}", request.outlet_code),
+            };
+        }
+        let work = self.work.clone();
+        let outcome =
+            tokio::task::spawn_blocking(move || card::read_card(&work, &shutdown)).await;
+        match outcome {
+            Ok(Ok(outcome)) => {
+                self.work.status.set(match &outcome {
+                    simflow_schemas::card::ReaderOutcome::Read { iccid, blank, .. } => {
+                        ClerkState::Done {
+                            summary: format!(
+                                "读卡 {iccid}{} / read {iccid}{}",
+                                if *blank { "（白卡）" } else { "（非白卡）" },
+                                if *blank { " (blank)" } else { " (not blank)" }
+                            ),
+                        }
+                    }
+                    simflow_schemas::card::ReaderOutcome::Error { error } => ClerkState::Error {
+                        message_zh: error.message_zh.clone(),
+                        message_en: error.message_en.clone(),
+                    },
+                });
+                OutletDecision::Answer(vec![OutletAnswer::of(&OutletCardRead {
+                    request_id: request.request_id,
+                    outlet_code: self.outlet_code.clone(),
+                    outcome,
+                })])
+            }
+            Ok(Err(_)) => OutletDecision::LeaveForRedelivery,
+            Err(error) => {
+                tracing::error!(%error, "the card read panicked");
+                OutletDecision::LeaveForRedelivery
+            }
+        }
+    }
+
+    fn open(&self, envelope: &WriteScriptEnvelope) -> Result<Script, String> {
+        if envelope.outlet_code != self.outlet_code {
+            return Err(format!(
+                "script for outlet {} reached outlet {}",
+                envelope.outlet_code, self.outlet_code
+            ));
+        }
+        if envelope.sealed_for != self.fingerprint {
+            return Err(format!(
+                "script sealed for key {} but this node holds key {}",
+                envelope.sealed_for, self.fingerprint
+            ));
+        }
+        let plaintext = self
+            .keys
+            .open(&envelope.sealed_script)
+            .map_err(|error| format!("the sealed script does not open: {error}"))?;
+        let script: Script = serde_json::from_slice(&plaintext)
+            .map_err(|error| format!("the opened script is not a script: {error}"))?;
+        // The plaintext (with ADM and keys) is wiped when it drops; the parsed script's key
+        // bytes live only as long as this write.
+        drop(Zeroizing::new(plaintext));
+        if script.iccid != envelope.iccid {
+            return Err(format!(
+                "the script inside is for card {}, the envelope says {}",
+                script.iccid, envelope.iccid
+            ));
+        }
+        Ok(script)
+    }
+
+    async fn write(
+        &self,
+        message_id: &str,
+        envelope: WriteScriptEnvelope,
+        shutdown: CancellationToken,
+    ) -> OutletDecision {
+        let script_id = envelope.script_id;
+        let entry = match self.journal.get(script_id).await {
+            Ok(entry) => entry,
+            Err(error) => return self.journal_failed(error.to_string()).await,
+        };
+        if let Some(result) = entry.as_ref().and_then(|entry| entry.result.clone()) {
+            tracing::info!(%script_id, "script already done; answering with the stored result");
+            let _ = self
+                .journal
+                .advance(script_id, ScriptState::Reported, "answered again (redelivery)")
+                .await;
+            return OutletDecision::Answer(vec![OutletAnswer::of(&result)]);
+        }
+        let recovering = entry
+            .as_ref()
+            .is_some_and(|entry| entry.state == ScriptState::Writing);
+        let script = match self.open(&envelope) {
+            Ok(script) => script,
+            Err(reason) => {
+                tracing::error!(%script_id, reason, "write script refused");
+                return OutletDecision::Reject { reason };
+            }
+        };
+        if let Err(error) = self.journal.received(&envelope, message_id).await {
+            return self.journal_failed(error.to_string()).await;
+        }
+        let outcome = if !recovering && Utc::now() > envelope.not_after {
+            tracing::warn!(%script_id, not_after = %envelope.not_after, "write script expired before it started");
+            WriteOutcome::Failed {
+                card_state: CardWriteState::Untouched,
+                reason: expired(),
+            }
+        } else {
+            if recovering {
+                tracing::warn!(%script_id, iccid = %envelope.iccid, "an earlier run of this script was interrupted; reading the card first");
+                let _ = self
+                    .journal
+                    .step(script_id, "recovering", "reading the card to decide")
+                    .await;
+            }
+            match self.run_write(script_id, script, recovering, shutdown).await {
+                Ok(outcome) => outcome,
+                Err(Interrupted::Shutdown) => {
+                    self.work.status.set(ClerkState::Idle);
+                    return OutletDecision::LeaveForRedelivery;
+                }
+                Err(Interrupted::Journal(error)) => return self.journal_failed(error).await,
+            }
+        };
+        let result = WriteResult {
+            script_id,
+            order_id: envelope.order_id,
+            outlet_code: self.outlet_code.clone(),
+            iccid: envelope.iccid.clone(),
+            outcome,
+        };
+        let result = match self.journal.finish(&result).await {
+            Ok(stored) => stored,
+            Err(error) => {
+                // The card is done but the journal cannot say so: answer anyway (the central
+                // side settles a script once), and make ops look at the node.
+                tracing::error!(%error, %script_id, "the result could not be journalled");
+                result
+            }
+        };
+        self.work.status.set(match &result.outcome {
+            WriteOutcome::Written { .. } => ClerkState::Done {
+                summary: format!(
+                    "写卡成功 {0}，请取出卡片 / card {0} written, remove it",
+                    result.iccid
+                ),
+            },
+            WriteOutcome::Failed { reason, .. } => ClerkState::Error {
+                message_zh: reason.message_zh.clone(),
+                message_en: reason.message_en.clone(),
+            },
+        });
+        let _ = self
+            .journal
+            .advance(script_id, ScriptState::Reported, "answer handed to the broker")
+            .await;
+        OutletDecision::Answer(vec![OutletAnswer::of(&result)])
+    }
+
+    async fn run_write(
+        &self,
+        script_id: uuid::Uuid,
+        script: Script,
+        recovering: bool,
+        shutdown: CancellationToken,
+    ) -> Result<WriteOutcome, Interrupted> {
+        let work = self.work.clone();
+        let journal = self.journal.clone();
+        let runtime = tokio::runtime::Handle::current();
+        let task = tokio::task::spawn_blocking(move || {
+            let mut mark_writing = || {
+                runtime
+                    .block_on(journal.advance(
+                        script_id,
+                        ScriptState::Writing,
+                        "card checked; writing starts",
+                    ))
+                    .map_err(|error| error.to_string())
+            };
+            let outcome = card::write_card(&work, &script, recovering, &shutdown, &mut mark_writing);
+            drop(script);
+            outcome
+        });
+        match task.await {
+            Ok(outcome) => outcome,
+            Err(error) => {
+                tracing::error!(%error, "the card write panicked");
+                Ok(WriteOutcome::Failed {
+                    card_state: CardWriteState::Damaged,
+                    reason: ClerkMessage::new(
+                        "WRITER_FAILED",
+                        "请更换白卡！",
+                        "Please use another blank card (the writer failed during the write).",
+                    ),
+                })
+            }
+        }
+    }
+
+    async fn journal_failed(&self, error: String) -> OutletDecision {
+        tracing::error!(error, "the journal failed; the work waits for the node to be fixed");
+        self.work.status.set(ClerkState::Error {
+            message_zh: "写卡器日志不可用，请联系运维".into(),
+            message_en: "The writer's journal is not usable; call ops".into(),
+        });
+        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+        OutletDecision::LeaveForRedelivery
+    }
+}
+
+impl OutletHandler for OutletNode {
+    async fn handle(&self, work: OutletWork, shutdown: CancellationToken) -> OutletDecision {
+        match work.job {
+            Job::CardReadRequest(request) => self.read(request, shutdown).await,
+            Job::WriteScript(envelope) => self.write(&work.message_id, envelope, shutdown).await,
+            other => OutletDecision::Reject {
+                reason: format!("{} is not outlet work", other.message_type()),
+            },
+        }
+    }
+}
+
+/// A node behind an `Arc`, as the runtime wants it.
+pub type SharedNode = Arc<OutletNode>;
