@@ -182,3 +182,32 @@ fn only_the_inventory_crate_touches_inventory_tables() {
         }
     }
 }
+
+#[test]
+fn the_outlet_node_reaches_cards_only_through_the_reader_crate_and_has_no_postgres() {
+    let graph = dependency_graph();
+    let outlet = &graph["simflow-outlet"];
+    assert!(outlet.contains("simflow-reader"));
+    for forbidden in [
+        "pcsc",
+        "lapin",
+        "simflow-writecard",
+        "simflow-carddata",
+        "simflow-inventory",
+    ] {
+        assert!(
+            !outlet.contains(forbidden),
+            "simflow-outlet depends on {forbidden}"
+        );
+    }
+    for file in rust_sources(&workspace_root().join("workers/outlet/src")) {
+        let text = std::fs::read_to_string(&file).expect("source readable");
+        for postgres in ["PgPool", "PgConnection", "postgres://"] {
+            assert!(
+                !text.contains(postgres),
+                "{} uses PostgreSQL ({postgres})",
+                file.display()
+            );
+        }
+    }
+}

@@ -42,12 +42,48 @@ fn sim(card: &TestCard, faults: Faults) -> SoftSim {
     SoftSim::with_faults(CardImage::blank(&card.iccid, &card.adm1), faults).expect("card image")
 }
 
+/// Inserts the card and waits until pcscd shows it in the reader. vpcd accepts the card's TCP
+/// connection before pcscd powers the card up; after many quick pulls and swaps on one reader
+/// that power-up was seen to stall, so a card pcscd does not show within 5 s is put in again.
 async fn insert(sim: &SoftSim, reader: &VirtualReader) -> InsertedCard {
-    let mut inserted = sim.insert(reader.vpcd_addr());
-    tokio::time::timeout(Duration::from_secs(10), inserted.connected())
+    for _ in 0..3 {
+        let mut inserted = sim.insert(reader.vpcd_addr());
+        tokio::time::timeout(Duration::from_secs(10), inserted.connected())
+            .await
+            .expect("vpcd takes the card's connection");
+        let name = reader.name.clone();
+        let seen = tokio::task::spawn_blocking(move || {
+            simflow_reader::Reader::open(&name)
+                .and_then(|reader| reader.wait_for_card(Duration::from_secs(5)))
+                .is_ok()
+        })
         .await
-        .expect("pcscd takes the card");
-    inserted
+        .expect("reader check");
+        if seen {
+            return inserted;
+        }
+        eprintln!(
+            "pcscd did not show the card in {}; inserting it again",
+            reader.name
+        );
+        inserted.remove().await;
+        wait_empty(reader).await;
+    }
+    panic!("pcscd never showed the card in {}", reader.name);
+}
+
+/// Waits until pcscd shows the reader empty (a card swapped faster than pcscd polls looks
+/// like no swap at all).
+async fn wait_empty(reader: &VirtualReader) {
+    let name = reader.name.clone();
+    let empty = tokio::task::spawn_blocking(move || {
+        simflow_reader::Reader::open(&name)
+            .map(|reader| reader.wait_for_empty(Duration::from_secs(5)))
+            .unwrap_or(false)
+    })
+    .await
+    .expect("reader check");
+    assert!(empty, "the reader still shows a card");
 }
 
 /// Events until `count` satisfy `wanted` (others are dropped), within `timeout`.
@@ -152,7 +188,11 @@ async fn two_outlets_write_at_once_and_the_orders_run_to_activation_and_cancella
 
     // Both writes at once.
     let orders = [Uuid::new_v4(), Uuid::new_v4()];
-    publish_write(&world, &request(orders[0], "HX01", &world.cards[0], FIRST_MSISDN)).await?;
+    publish_write(
+        &world,
+        &request(orders[0], "HX01", &world.cards[0], FIRST_MSISDN),
+    )
+    .await?;
     publish_write(
         &world,
         &request(orders[1], "HX02", &world.cards[1], FIRST_MSISDN + 1),
@@ -173,7 +213,10 @@ async fn two_outlets_write_at_once_and_the_orders_run_to_activation_and_cancella
             Some(imsi.as_str()),
             "card {index} holds its order's IMSI"
         );
-        assert_eq!(card_state(&world, &world.cards[index].iccid).await?, "written");
+        assert_eq!(
+            card_state(&world, &world.cards[index].iccid).await?,
+            "written"
+        );
     }
 
     // Order 0 runs to activation: pre-submit (fees, acceptance form), submit.
@@ -186,10 +229,19 @@ async fn two_outlets_write_at_once_and_the_orders_run_to_activation_and_cancella
         },
     )
     .await?;
-    assert_eq!(presubmitted.routing_key, "order.presubmitted", "{}", presubmitted.body);
-    let form = presubmitted.body["acceptance_form"].as_str().unwrap_or_default();
+    assert_eq!(
+        presubmitted.routing_key, "order.presubmitted",
+        "{}",
+        presubmitted.body
+    );
+    let form = presubmitted.body["acceptance_form"]
+        .as_str()
+        .unwrap_or_default();
     assert!(form.contains(&world.cards[0].iccid) && form.contains(&FIRST_MSISDN.to_string()));
-    assert!(form.contains("李*龙"), "the customer's name is masked: {form}");
+    assert!(
+        form.contains("李**"),
+        "the customer's name is masked: {form}"
+    );
     assert!(!form.contains("李小龙"));
     let activated = send(
         &world.env,
@@ -200,12 +252,19 @@ async fn two_outlets_write_at_once_and_the_orders_run_to_activation_and_cancella
         },
     )
     .await?;
-    assert_eq!(activated.routing_key, "order.activated", "{}", activated.body);
+    assert_eq!(
+        activated.routing_key, "order.activated",
+        "{}",
+        activated.body
+    );
     let (imsi, _) = order_numbers(&world, orders[0]).await?;
     assert_eq!(activated.body["imsi"], imsi.as_str());
     assert_eq!(activated.body["iccid"], world.cards[0].iccid.as_str());
     let text = activated.body.to_string().to_lowercase();
-    assert!(!text.contains(&world.cards[0].ki.to_lowercase()), "no key in the activation");
+    assert!(
+        !text.contains(&world.cards[0].ki.to_lowercase()),
+        "no key in the activation"
+    );
     assert_eq!(card_state(&world, &world.cards[0].iccid).await?, "sold");
 
     // Order 1 is cancelled after the write: the number goes back, the written card is withdrawn.
@@ -219,7 +278,11 @@ async fn two_outlets_write_at_once_and_the_orders_run_to_activation_and_cancella
         },
     )
     .await?;
-    assert_eq!(cancelled.routing_key, "order.cancelled", "{}", cancelled.body);
+    assert_eq!(
+        cancelled.routing_key, "order.cancelled",
+        "{}",
+        cancelled.body
+    );
     assert_ne!(cancelled.body["card_disposition"], "blank");
     assert_ne!(card_state(&world, &world.cards[1].iccid).await?, "blank");
 
@@ -271,7 +334,10 @@ async fn a_read_through_the_node_answers_with_the_decks_reader_errors() -> anyho
     let empty = read(&mut world).await?;
     assert_eq!(empty["writable"], false);
     assert_eq!(empty["problem"]["code"], "NO_CARD");
-    assert_eq!(empty["problem"]["message_zh"], "连接写卡器失败，请尝试重新插入白卡！");
+    assert_eq!(
+        empty["problem"]["message_zh"],
+        "连接写卡器失败，请尝试重新插入白卡！"
+    );
 
     // A finished card (already written).
     let finished = SoftSim::new(CardImage::finished(
@@ -284,6 +350,7 @@ async fn a_read_through_the_node_answers_with_the_decks_reader_errors() -> anyho
     assert_eq!(answer["writable"], false);
     assert_eq!(answer["problem"]["message_zh"], "请更换白卡！");
     inserted.remove().await;
+    wait_empty(&reader).await;
 
     // A mute card.
     let mute = sim(
@@ -298,6 +365,7 @@ async fn a_read_through_the_node_answers_with_the_decks_reader_errors() -> anyho
     let answer = read(&mut world).await?;
     assert_eq!(answer["problem"]["message_zh"], "请更换白卡！", "{answer}");
     inserted.remove().await;
+    wait_empty(&reader).await;
 
     // The blank card itself.
     let blank = sim(&world.cards[0], Faults::default());
@@ -318,7 +386,11 @@ async fn a_node_without_the_pcsc_service_says_the_driver_is_not_installed() -> a
     let mut world = WriteWorld::new(1, 1, &["HX01"], |_| {}).await?;
     let dir = ScratchDir::new("nodriver")?;
     let settings = world.node_settings("HX01", "simflow vpcd 0 00 00", &dir.0)?;
-    let process = start_node_process(&world, &settings, &[("PCSCLITE_CSOCK_NAME", "/nonexistent/pcscd.comm")])?;
+    let process = start_node_process(
+        &world,
+        &settings,
+        &[("PCSCLITE_CSOCK_NAME", "/nonexistent/pcscd.comm")],
+    )?;
     let request_id = Uuid::new_v4();
     world
         .env
@@ -352,7 +424,10 @@ fn start_node_process(
     use secrecy::ExposeSecret;
     let mut env = vec![
         ("SIMFLOW__OUTLET__CODE".to_owned(), settings.code.clone()),
-        ("SIMFLOW__OUTLET__READER".to_owned(), settings.reader.clone()),
+        (
+            "SIMFLOW__OUTLET__READER".to_owned(),
+            settings.reader.clone(),
+        ),
         (
             "SIMFLOW__OUTLET__KEY_FILE".to_owned(),
             settings.key_file.display().to_string(),
@@ -406,7 +481,7 @@ async fn a_card_pulled_at_every_step_ends_written_or_untouched() -> anyhow::Resu
             &card,
             Faults {
                 pull_after_apdus: Some(pull_after),
-                reinsert_after: Some(Duration::from_millis(300)),
+                reinsert_after: Some(Duration::from_millis(1200)),
                 ..Faults::default()
             },
         );
@@ -422,7 +497,11 @@ async fn a_card_pulled_at_every_step_ends_written_or_untouched() -> anyhow::Resu
         match outcome.routing_key.as_str() {
             "card.written" => {
                 let (imsi, _) = order_numbers(&world, order_id).await?;
-                assert_eq!(on_card.as_deref(), Some(imsi.as_str()), "pull after {pull_after}");
+                assert_eq!(
+                    on_card.as_deref(),
+                    Some(imsi.as_str()),
+                    "pull after {pull_after}"
+                );
                 assert!(imsis.insert(imsi), "an IMSI on two cards");
                 assert_eq!(card_state(&world, &card.iccid).await?, "written");
             }
@@ -432,12 +511,16 @@ async fn a_card_pulled_at_every_step_ends_written_or_untouched() -> anyhow::Resu
                     "pull after {pull_after}: {}",
                     outcome.body
                 );
-                assert_eq!(on_card, None, "pull after {pull_after}: an untouched card is blank");
+                assert_eq!(
+                    on_card, None,
+                    "pull after {pull_after}: an untouched card is blank"
+                );
                 assert_eq!(card_state(&world, &card.iccid).await?, "blank");
             }
         }
         outcomes.push((pull_after, outcome.routing_key.clone()));
         inserted.remove().await;
+        wait_empty(&reader).await;
     }
     // A pull during the identification (before anything is written) fails the write untouched;
     // from the first script APDU on, the node follows the card back and finishes it.
@@ -470,11 +553,18 @@ async fn a_node_killed_mid_write_resumes_from_its_journal() -> anyhow::Result<()
     let _inserted = insert(&sim, &reader).await;
     let mut process = start_node_process(&world, &settings, &[])?;
     let order_id = Uuid::new_v4();
-    publish_write(&world, &request(order_id, "HX01", &world.cards[0], FIRST_MSISDN)).await?;
+    publish_write(
+        &world,
+        &request(order_id, "HX01", &world.cards[0], FIRST_MSISDN),
+    )
+    .await?;
     // Wait until the card has taken some writes, then kill the node.
     let deadline = tokio::time::Instant::now() + WRITE;
     while sim.counters().ins(0xD6) + sim.counters().ins(0xDC) < 3 {
-        assert!(tokio::time::Instant::now() < deadline, "the node never started writing");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the node never started writing"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     process.kill().await?;
@@ -498,7 +588,11 @@ async fn a_node_killed_mid_write_resumes_from_its_journal() -> anyhow::Result<()
     assert!(restarted.wait().await?.success());
     let steps = journal_steps(&settings.journal).await?;
     assert!(steps.iter().any(|step| step == "recovering"), "{steps:?}");
-    assert_eq!(steps.iter().filter(|step| *step == "writing").count(), 1, "{steps:?}");
+    assert_eq!(
+        steps.iter().filter(|step| *step == "writing").count(),
+        1,
+        "{steps:?}"
+    );
     world.stop().await
 }
 
@@ -547,7 +641,7 @@ async fn capture_script(
     let connection = OutletConnection {
         uri: world.outlet_uri(code)?,
         outlet_code: code.into(),
-        user: simflow_runtime::outlet::outlet_user(code),
+        user: simflow_runtime::outlet::outlet_user(&world.env.vhost, code),
     };
     let task = {
         let stop = stop.clone();
@@ -609,8 +703,15 @@ async fn a_duplicate_script_is_answered_from_the_journal() -> anyhow::Result<()>
         .await?;
     let again = write_outcome(&mut world.watch, order_id).await?;
     assert_eq!(again.routing_key, "card.written");
-    assert_eq!(again.message_id, first.message_id, "the same outcome, not a new one");
-    assert_eq!(sim.counters().total, apdus, "the card was not touched again");
+    assert_eq!(
+        again.message_id, first.message_id,
+        "the same outcome, not a new one"
+    );
+    assert_eq!(
+        sim.counters().total,
+        apdus,
+        "the card was not touched again"
+    );
     let written: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM inventory.card_ledger WHERE iccid = $1 AND state_after = 'written'",
     )
@@ -676,12 +777,20 @@ async fn a_script_sealed_for_another_key_is_refused_and_reaches_ops() -> anyhow:
     let _inserted = insert(&sim, &reader).await;
     let node = world.start_node(settings);
     let order_id = Uuid::new_v4();
-    publish_write(&world, &request(order_id, "HX01", &world.cards[0], FIRST_MSISDN)).await?;
+    publish_write(
+        &world,
+        &request(order_id, "HX01", &world.cards[0], FIRST_MSISDN),
+    )
+    .await?;
     let failed = collect(&mut world.watch, 1, WRITE, |event| {
         event.routing_key.ends_with(".failed")
     })
     .await?;
-    assert_eq!(failed[0].body["reason"]["code"], "OUTLET_REFUSED_WORK", "{}", failed[0].body);
+    assert_eq!(
+        failed[0].body["reason"]["code"], "OUTLET_REFUSED_WORK",
+        "{}",
+        failed[0].body
+    );
     assert_eq!(sim.counters().total, 0, "the card was never touched");
     assert_eq!(card_state(&world, &world.cards[0].iccid).await?, "blank");
     node.stop().await?;
@@ -696,7 +805,7 @@ async fn an_outlet_cannot_read_another_outlets_queue() -> anyhow::Result<()> {
     let connection = OutletConnection {
         uri: world.outlet_uri("HX01")?,
         outlet_code: "HX02".into(),
-        user: simflow_runtime::outlet::outlet_user("HX01"),
+        user: simflow_runtime::outlet::outlet_user(&world.env.vhost, "HX01"),
     };
     let refused = simflow_runtime::outlet::check_access(&connection).await;
     assert!(refused.is_err(), "HX01 may not touch HX02's queue");
@@ -718,7 +827,7 @@ async fn an_outlet_cannot_read_another_outlets_queue() -> anyhow::Result<()> {
     simflow_runtime::outlet::check_access(&OutletConnection {
         uri: world.outlet_uri("HX01")?,
         outlet_code: "HX01".into(),
-        user: simflow_runtime::outlet::outlet_user("HX01"),
+        user: simflow_runtime::outlet::outlet_user(&world.env.vhost, "HX01"),
     })
     .await?;
     world.stop().await
@@ -736,8 +845,11 @@ async fn replaying_a_missing_script_after_the_import_writes_the_card() -> anyhow
     let sim = sim(&world.cards[0], Faults::default());
     let _inserted = insert(&sim, &reader).await;
     let order_id = Uuid::new_v4();
-    let message_id =
-        publish_write(&world, &request(order_id, "HX01", &world.cards[0], FIRST_MSISDN)).await?;
+    let message_id = publish_write(
+        &world,
+        &request(order_id, "HX01", &world.cards[0], FIRST_MSISDN),
+    )
+    .await?;
     let failed = world.watch.next_for(&message_id, ANSWER).await?;
     assert_eq!(failed.body["reason"]["code"], "WRITE_SCRIPT_MISSING");
     assert_eq!(

@@ -59,7 +59,7 @@ async fn capture_outlet_work(
     let connection = OutletConnection {
         uri: world.outlet_uri(code)?,
         outlet_code: code.into(),
-        user: simflow_runtime::outlet::outlet_user(code),
+        user: simflow_runtime::outlet::outlet_user(&world.env.vhost, code),
     };
     let metrics = std::sync::Arc::new(simflow_runtime::metrics::Metrics::new());
     let health = simflow_runtime::metrics::Health::default();
@@ -302,7 +302,7 @@ async fn results_not_sent_by_the_outlet_are_dead_lettered_and_change_nothing() -
     hx02.publish_job_as(
         &forged,
         &forged_id,
-        &simflow_runtime::outlet::outlet_user("HX02"),
+        &simflow_runtime::outlet::outlet_user(&world.env.vhost, "HX02"),
     )
     .await?;
     let failed = world.watch.next_for(&forged_id, ANSWER).await?;
@@ -313,7 +313,7 @@ async fn results_not_sent_by_the_outlet_are_dead_lettered_and_change_nothing() -
         .publish_job_as(
             &forged,
             &Uuid::new_v4().to_string(),
-            &simflow_runtime::outlet::outlet_user("HX01"),
+            &simflow_runtime::outlet::outlet_user(&world.env.vhost, "HX01"),
         )
         .await;
     assert!(refused.is_err(), "the broker validates user_id");

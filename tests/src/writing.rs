@@ -214,7 +214,10 @@ impl WriteWorld {
         let vhost = simflow_runtime::management::encode_segment(&self.env.vhost);
         Ok(SecretString::from(format!(
             "amqp://{}:{}@127.0.0.1:5672/{vhost}",
-            simflow_runtime::outlet::outlet_user(code),
+            simflow_runtime::management::encode_segment(&simflow_runtime::outlet::outlet_user(
+                &self.env.vhost,
+                code
+            )),
             outlet.password.expose_secret()
         )))
     }

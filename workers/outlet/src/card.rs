@@ -21,6 +21,9 @@ use crate::status::{ClerkState, Status};
 /// How many times a write follows a pulled card back into the reader before giving up.
 const MAX_INSERTIONS: u32 = 3;
 
+/// How long a card that is present but cannot be connected to yet is retried.
+const CONNECT_PATIENCE: Duration = Duration::from_secs(5);
+
 /// Asks blocking card code to stop waiting for a card (never to stop writing one).
 pub trait Stop {
     /// True once the node is shutting down.
@@ -86,8 +89,58 @@ fn wait_and_connect(
             Err(error) => return Err(error),
         }
     }
-    reader.connect()?;
-    Ok(Some(reader))
+    // Another client may still hold the card (a node that was killed: pcscd frees its card when
+    // it notices), or pcscd is still settling after a swap: retry the connection for a while.
+    let connect_deadline = Instant::now() + CONNECT_PATIENCE;
+    loop {
+        match reader.connect() {
+            Ok(()) => return Ok(Some(reader)),
+            Err(error) if Instant::now() < connect_deadline && !stop.stop_requested() => {
+                tracing::debug!(%error, "cannot connect to the card yet");
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            Err(error) => return Err(error),
+        }
+    }
+}
+
+/// Whether an error means contact with the card was lost (rather than the card answering).
+fn lost_contact(error: &ReaderError) -> bool {
+    matches!(
+        error,
+        ReaderError::CardRemoved { .. }
+            | ReaderError::NoCard { .. }
+            | ReaderError::CardUnusable { .. }
+            | ReaderError::ReaderNotConnected { .. }
+    )
+}
+
+/// Identifies the card, following it once if contact is lost on the way (the clerk pushed it
+/// back in, or pcscd reset it after a swap).
+fn identify(
+    work: &CardWork,
+    reader: Reader,
+    stop: &dyn Stop,
+) -> (
+    Option<Reader>,
+    Result<simflow_card::profile::Identity, ReaderError>,
+) {
+    let mut reader = reader;
+    match reader.identify() {
+        Err(error) if lost_contact(&error) => {
+            tracing::warn!(code = error.code(), %error, "lost the card while identifying it; trying once more");
+            reader.disconnect();
+            match wait_and_connect(work, Some(reader), work.reinsert_wait, stop) {
+                Ok(Some(mut reader)) => {
+                    let identity = reader.identify();
+                    (Some(reader), identity)
+                }
+                Ok(None) => (None, Err(error)),
+                Err(again) => (None, Err(again)),
+            }
+        }
+        other => (Some(reader), other),
+    }
 }
 
 /// Reads the inserted card: ICCID, blank or not, family.
@@ -240,7 +293,16 @@ pub fn write_card(
         }
     } else {
         work.status.set(ClerkState::Reading);
-        match reader.identify() {
+        let (found, identity) = identify(work, reader, stop);
+        let Some(found) = found else {
+            let error = identity.err().unwrap_or(ReaderError::NoCard {
+                cause: "the card went away".into(),
+            });
+            tracing::warn!(code = error.code(), %error, "cannot identify the card");
+            return Ok(failed(CardWriteState::Untouched, clerk_message(&error)));
+        };
+        reader = found;
+        match identity {
             Ok(identity) if identity.iccid != iccid => {
                 let error = ReaderError::WrongCard {
                     expected: iccid.clone(),
@@ -281,10 +343,9 @@ pub fn write_card(
         };
         touched |= failure.touched;
         let error = failure.error;
-        let pulled = matches!(
-            error,
-            ReaderError::CardRemoved { .. } | ReaderError::NoCard { .. }
-        );
+        // Lost contact with the card (pulled, or pcscd reset it): follow it back. A status word
+        // or read-back the script did not expect is the card's own answer: no second try.
+        let pulled = lost_contact(&error);
         if !pulled || insertions >= MAX_INSERTIONS {
             tracing::error!(%iccid, code = error.code(), %error, touched, "write failed");
             let reason = if touched && !pulled {

@@ -234,7 +234,12 @@ impl Journal {
     }
 
     /// Notes one step of a script's handling.
-    pub async fn step(&self, script_id: Uuid, step: &str, detail: &str) -> Result<(), JournalError> {
+    pub async fn step(
+        &self,
+        script_id: Uuid,
+        step: &str,
+        detail: &str,
+    ) -> Result<(), JournalError> {
         let mut connection = self.pool.acquire().await?;
         insert_step(&mut connection, script_id, step, detail).await
     }

@@ -103,9 +103,12 @@ impl OutletSettings {
         let uri = self.broker_uri.as_ref().context(
             "[outlet] broker_uri: set SIMFLOW__OUTLET__BROKER_URI to the outlet user's broker URI",
         )?;
-        let user = outlet_user(&self.code);
+        let user = outlet_user(&simflow_runtime::amqp::vhost_of(uri)?, &self.code);
         anyhow::ensure!(
-            uri.expose_secret().contains(&format!("//{user}:")),
+            uri.expose_secret().contains(&format!(
+                "//{}:",
+                simflow_runtime::management::encode_segment(&user)
+            )),
             "[outlet] broker_uri must connect as the outlet's own user {user}"
         );
         Ok(())
@@ -119,7 +122,14 @@ impl OutletSettings {
                 .clone()
                 .context("[outlet] broker_uri is missing")?,
             outlet_code: self.code.clone(),
-            user: outlet_user(&self.code),
+            user: outlet_user(
+                &simflow_runtime::amqp::vhost_of(
+                    self.broker_uri
+                        .as_ref()
+                        .context("[outlet] broker_uri is missing")?,
+                )?,
+                &self.code,
+            ),
         })
     }
 }
@@ -190,20 +200,9 @@ pub async fn run(
         status,
     };
     tracing::info!(outlet = %settings.code, reader = %settings.reader, key = %keys.public_key().fingerprint(), "outlet node starting");
-    let node = Arc::new(OutletNode::new(
-        &settings.code,
-        keys,
-        journal.clone(),
-        work,
-    ));
-    let result = simflow_runtime::outlet::run(
-        settings.connection()?,
-        node,
-        metrics,
-        health,
-        shutdown,
-    )
-    .await;
+    let node = Arc::new(OutletNode::new(&settings.code, keys, journal.clone(), work));
+    let result =
+        simflow_runtime::outlet::run(settings.connection()?, node, metrics, health, shutdown).await;
     journal.close().await;
     result.map_err(anyhow::Error::from)
 }

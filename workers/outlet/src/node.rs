@@ -86,8 +86,7 @@ impl OutletNode {
             };
         }
         let work = self.work.clone();
-        let outcome =
-            tokio::task::spawn_blocking(move || card::read_card(&work, &shutdown)).await;
+        let outcome = tokio::task::spawn_blocking(move || card::read_card(&work, &shutdown)).await;
         match outcome {
             Ok(Ok(outcome)) => {
                 self.work.status.set(match &outcome {
@@ -95,7 +94,11 @@ impl OutletNode {
                         ClerkState::Done {
                             summary: format!(
                                 "读卡 {iccid}{} / read {iccid}{}",
-                                if *blank { "（白卡）" } else { "（非白卡）" },
+                                if *blank {
+                                    "（白卡）"
+                                } else {
+                                    "（非白卡）"
+                                },
                                 if *blank { " (blank)" } else { " (not blank)" }
                             ),
                         }
@@ -165,7 +168,11 @@ impl OutletNode {
             tracing::info!(%script_id, "script already done; answering with the stored result");
             let _ = self
                 .journal
-                .advance(script_id, ScriptState::Reported, "answered again (redelivery)")
+                .advance(
+                    script_id,
+                    ScriptState::Reported,
+                    "answered again (redelivery)",
+                )
                 .await;
             return OutletDecision::Answer(vec![OutletAnswer::of(&result)]);
         }
@@ -196,7 +203,10 @@ impl OutletNode {
                     .step(script_id, "recovering", "reading the card to decide")
                     .await;
             }
-            match self.run_write(script_id, script, recovering, shutdown).await {
+            match self
+                .run_write(script_id, script, recovering, shutdown)
+                .await
+            {
                 Ok(outcome) => outcome,
                 Err(Interrupted::Shutdown) => {
                     self.work.status.set(ClerkState::Idle);
@@ -235,7 +245,11 @@ impl OutletNode {
         });
         let _ = self
             .journal
-            .advance(script_id, ScriptState::Reported, "answer handed to the broker")
+            .advance(
+                script_id,
+                ScriptState::Reported,
+                "answer handed to the broker",
+            )
             .await;
         OutletDecision::Answer(vec![OutletAnswer::of(&result)])
     }
@@ -260,7 +274,8 @@ impl OutletNode {
                     ))
                     .map_err(|error| error.to_string())
             };
-            let outcome = card::write_card(&work, &script, recovering, &shutdown, &mut mark_writing);
+            let outcome =
+                card::write_card(&work, &script, recovering, &shutdown, &mut mark_writing);
             drop(script);
             outcome
         });
@@ -281,7 +296,10 @@ impl OutletNode {
     }
 
     async fn journal_failed(&self, error: String) -> OutletDecision {
-        tracing::error!(error, "the journal failed; the work waits for the node to be fixed");
+        tracing::error!(
+            error,
+            "the journal failed; the work waits for the node to be fixed"
+        );
         self.work.status.set(ClerkState::Error {
             message_zh: "写卡器日志不可用，请联系运维".into(),
             message_en: "The writer's journal is not usable; call ops".into(),

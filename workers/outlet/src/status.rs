@@ -97,7 +97,8 @@ impl Status {
     pub fn set(&self, state: ClerkState) {
         let line = state.line();
         // The reader is healthy unless it cannot be used at all (driver or reader missing).
-        let healthy = !matches!(&state, ClerkState::Error { message_zh, .. } if message_zh.contains("驱动"));
+        let healthy =
+            !matches!(&state, ClerkState::Error { message_zh, .. } if message_zh.contains("驱动"));
         self.health.set(READER_COMPONENT, healthy, &line);
         if self.console {
             println!("[{}] {line}", chrono::Local::now().format("%H:%M:%S"));

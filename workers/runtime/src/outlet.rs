@@ -255,20 +255,37 @@ pub async fn check_access(connection: &OutletConnection) -> Result<(), OutletErr
         .await
         .map_err(|error| refused(error.to_string()))?;
     let queue = outlet_queue_name(&connection.outlet_code);
-    let result = channel
-        .queue_declare(
-            queue.as_str().into(),
-            QueueDeclareOptions {
-                passive: true,
-                ..QueueDeclareOptions::default()
-            },
-            FieldTable::default(),
-        )
-        .await;
+    // A passive declare needs no permission; consuming needs `read` on the queue. The check
+    // consumer takes nothing it keeps: anything delivered goes back when the channel closes.
+    let result = async {
+        channel
+            .queue_declare(
+                queue.as_str().into(),
+                QueueDeclareOptions {
+                    passive: true,
+                    ..QueueDeclareOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await?;
+        channel
+            .basic_qos(1, BasicQosOptions { global: false })
+            .await?;
+        let consumer = channel
+            .basic_consume(
+                queue.as_str().into(),
+                "simflow-outlet-check".into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        channel
+            .basic_cancel(consumer.tag(), BasicCancelOptions::default())
+            .await
+    }
+    .await;
     let _ = connected.close(200, "checked".into()).await;
-    result
-        .map(|_| ())
-        .map_err(|error| refused(error.to_string()))
+    result.map_err(|error| refused(error.to_string()))
 }
 
 async fn settle<H: OutletHandler>(
@@ -364,9 +381,15 @@ async fn settle<H: OutletHandler>(
     Ok(())
 }
 
-/// The broker user name of an outlet.
-pub fn outlet_user(outlet_code: &str) -> String {
-    format!("simflow-outlet-{outlet_code}")
+/// The broker user name of an outlet in a vhost. Broker users are global, vhosts are not:
+/// outside the default vhost the name carries the vhost, so two deployments (or two test
+/// vhosts) on one broker never share an outlet user.
+pub fn outlet_user(vhost: &str, outlet_code: &str) -> String {
+    if vhost == "/" {
+        format!("simflow-outlet-{outlet_code}")
+    } else {
+        format!("simflow-outlet-{outlet_code}.{vhost}")
+    }
 }
 
 /// Whether an outlet code is safe in queue names, user names and permission patterns.
@@ -399,7 +422,7 @@ pub async fn provision(
             params,
         ))
         .await?;
-    let user = outlet_user(outlet_code);
+    let user = outlet_user(vhost, outlet_code);
     management.put_user(&user, password).await?;
     let read = format!("^{}$", regex_escape(&outlet_queue_name(outlet_code)));
     let write = format!("^{}$", regex_escape(RESULTS_EXCHANGE));
@@ -413,9 +436,12 @@ pub async fn provision(
 /// stays until it is drained or expires, so nothing in it is lost.
 pub async fn revoke(
     management: &crate::management::Management,
+    vhost: &str,
     outlet_code: &str,
 ) -> anyhow::Result<()> {
-    management.delete_user(&outlet_user(outlet_code)).await
+    management
+        .delete_user(&outlet_user(vhost, outlet_code))
+        .await
 }
 
 fn regex_escape(text: &str) -> String {
@@ -449,6 +475,10 @@ mod tests {
             regex_escape("simflow.outlet.HX0001"),
             "simflow\\.outlet\\.HX0001"
         );
-        assert_eq!(outlet_user("HX0001"), "simflow-outlet-HX0001");
+        assert_eq!(outlet_user("/", "HX0001"), "simflow-outlet-HX0001");
+        assert_eq!(
+            outlet_user("staging", "HX0001"),
+            "simflow-outlet-HX0001.staging"
+        );
     }
 }

@@ -104,7 +104,7 @@ pub async fn provision(
     .bind(provisioning.agent_code)
     .bind(key.to_base64())
     .bind(key.fingerprint())
-    .bind(outlet_user(provisioning.outlet_code))
+    .bind(outlet_user(provisioning.vhost, provisioning.outlet_code))
     .fetch_one(db)
     .await?;
     Ok(outlet)
@@ -115,9 +115,10 @@ pub async fn provision(
 pub async fn revoke(
     db: &mut PgConnection,
     management: &Management,
+    vhost: &str,
     outlet_code: &str,
 ) -> anyhow::Result<()> {
-    outlet::revoke(management, outlet_code).await?;
+    outlet::revoke(management, vhost, outlet_code).await?;
     sqlx::query(
         "UPDATE writecard.outlets SET active = false, revoked_at = now() WHERE outlet_code = $1",
     )

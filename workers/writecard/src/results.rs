@@ -10,7 +10,6 @@
 use simflow_card::profile::{self, AuthCheck, Challenge};
 use simflow_carddata::kek::KekRing;
 use simflow_inventory::writing::{self, Cause, Mark};
-use simflow_runtime::outlet::outlet_user;
 use simflow_runtime::{JobContext, JobError, Outcome};
 use simflow_schemas::card::{CardRead, CardReadRequest, OutletCardRead, ReaderOutcome};
 use simflow_schemas::common::ClerkMessage;
@@ -49,9 +48,17 @@ async fn lock_script(
     .await
 }
 
-/// Refuses a result whose validated sender is not the named outlet's broker user.
-fn check_sender(context: &JobContext, outlet_code: &str) -> Result<(), JobError> {
-    if context.user_id.as_deref() == Some(outlet_user(outlet_code).as_str()) {
+/// Refuses a result whose validated sender is not the named outlet's broker user (as recorded
+/// when the outlet was provisioned).
+async fn check_sender(
+    db: &mut PgConnection,
+    context: &JobContext,
+    outlet_code: &str,
+) -> Result<(), JobError> {
+    let user = outlets::get(db, outlet_code)
+        .await?
+        .map(|outlet| outlet.broker_user);
+    if user.is_some() && context.user_id == user {
         Ok(())
     } else {
         tracing::error!(outlet = outlet_code, user_id = ?context.user_id, "result not sent by the outlet it names");
@@ -98,7 +105,7 @@ pub async fn write_result(
     result: WriteResult,
     db: &mut PgConnection,
 ) -> Result<Outcome, JobError> {
-    check_sender(context, &result.outlet_code)?;
+    check_sender(db, context, &result.outlet_code).await?;
     let Some(script) = lock_script(db, result.script_id).await? else {
         return Err(reasons::UNKNOWN_SCRIPT.needs_ops());
     };
@@ -261,7 +268,7 @@ pub async fn card_read(
     read: OutletCardRead,
     db: &mut PgConnection,
 ) -> Result<Outcome, JobError> {
-    check_sender(context, &read.outlet_code)?;
+    check_sender(db, context, &read.outlet_code).await?;
     let outlet = outlets::get(db, &read.outlet_code).await?;
     let answer = match read.outcome {
         ReaderOutcome::Error { error } => CardRead {

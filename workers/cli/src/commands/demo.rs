@@ -24,6 +24,8 @@ use uuid::Uuid;
 
 use crate::pipeline::{self, WorkerKind};
 
+mod counter;
+
 /// Demo arguments.
 #[derive(Debug, Args)]
 pub struct DemoArgs {
@@ -367,6 +369,7 @@ pub async fn run(settings: Settings, args: DemoArgs) -> anyhow::Result<()> {
 
     demo_agents(&mut demo).await?;
     demo_card_data(&mut demo).await?;
+    counter::run(&mut demo).await?;
 
     println!("\n── A poison message ──");
     demo.step += 1;
@@ -619,20 +622,33 @@ fn random_hex(bytes: usize) -> String {
 
 /// The vendor's card data file for cards `first_body ..` (generated keys), with `bad` rows
 /// spoiled the ways vendor files go wrong.
-pub fn vendor_file(first_body: u64, count: u64, first_imsi: u64, bad: bool) -> anyhow::Result<String> {
+pub fn vendor_file(
+    first_body: u64,
+    count: u64,
+    first_imsi: u64,
+    bad: bool,
+) -> anyhow::Result<String> {
     let mut text = String::from("ICCID,IMSI,KI,OPC,ADM1\n");
     for offset in 0..count {
         let mut iccid = iccid(first_body + offset)?;
         let mut ki = random_hex(16);
-        if bad && offset == 3 {
+        if bad && offset == 12 {
             // A wrong check digit.
-            let last = iccid.pop().and_then(|digit| digit.to_digit(10)).unwrap_or(0);
+            let last = iccid
+                .pop()
+                .and_then(|digit| digit.to_digit(10))
+                .unwrap_or(0);
             iccid.push(char::from_digit((last + 1) % 10, 10).unwrap_or('0'));
         }
-        if bad && offset == 5 {
+        if bad && offset == 20 {
             ki.truncate(30);
         }
-        text.push_str(&format!("{iccid},{:015},{ki},{},{:08}\n", first_imsi + offset, random_hex(16), 10_000_000 + offset));
+        text.push_str(&format!(
+            "{iccid},{:015},{ki},{},{:08}\n",
+            first_imsi + offset,
+            random_hex(16),
+            10_000_000 + offset
+        ));
     }
     Ok(text)
 }
@@ -641,8 +657,12 @@ pub fn vendor_file(first_body: u64, count: u64, first_imsi: u64, bad: bool) -> a
 async fn demo_card_data(demo: &mut Demo) -> anyhow::Result<()> {
     println!("\n── Card data file import (号卡文件) ──");
     demo.step += 1;
-    println!("\n{:>2}. The vendor's card data file for the 150 cards issued to agents arrives; two rows are spoiled", demo.step);
-    let importer = simflow_carddata::Importer::from_settings(demo.pool.clone(), &demo.settings.carddata)?;
+    println!(
+        "\n{:>2}. The vendor's card data file for the 150 cards issued to agents arrives; two rows are spoiled",
+        demo.step
+    );
+    let importer =
+        simflow_carddata::Importer::from_settings(demo.pool.clone(), &demo.settings.carddata)?;
     let file = vendor_file(898_601_100_000_000_000, 150, 1_019_000_000_000, true)?;
     let request = simflow_carddata::ImportRequest {
         file_name: "vendor-batch-0042.csv".into(),
@@ -651,9 +671,16 @@ async fn demo_card_data(demo: &mut Demo) -> anyhow::Result<()> {
         staff_id: "S0601".into(),
     };
     let report = importer
-        .import(simflow_carddata::CardFile::Bytes(std::sync::Arc::from(file.into_bytes())), &request, &simflow_carddata::import::NoProgress)
+        .import(
+            simflow_carddata::CardFile::Bytes(std::sync::Arc::from(file.into_bytes())),
+            &request,
+            &simflow_carddata::import::NoProgress,
+        )
         .await?;
-    println!("    ← {} rows imported, {} refused (keys encrypted at rest; no key value is ever printed):", report.accepted, report.rejected);
+    println!(
+        "    ← {} rows imported, {} refused (keys encrypted at rest; no key value is ever printed):",
+        report.accepted, report.rejected
+    );
     for problem in report.problems.iter().take(5) {
         println!(
             "        line {} {}: {} {} / {}",

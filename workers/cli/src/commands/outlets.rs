@@ -145,7 +145,13 @@ pub async fn run(settings: &Settings, command: OutletsCommand) -> anyhow::Result
             );
         }
         OutletsCommand::Revoke { outlet_code } => {
-            simflow_writecard::outlets::revoke(&mut db, &management, &outlet_code).await?;
+            simflow_writecard::outlets::revoke(
+                &mut db,
+                &management,
+                &vhost_of(&settings.amqp.uri)?,
+                &outlet_code,
+            )
+            .await?;
             println!("outlet {outlet_code} revoked");
         }
         OutletsCommand::List { json } => {
