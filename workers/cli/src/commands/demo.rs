@@ -647,7 +647,8 @@ pub fn vendor_file(
             "{iccid},{:015},{ki},{},{:08}\n",
             first_imsi + offset,
             random_hex(16),
-            10_000_000 + offset
+            // The vendor's ADM1 per card: derived from the ICCID body in the demo.
+            10_000_000 + (first_body + offset) % 1_000_000
         ));
     }
     Ok(text)

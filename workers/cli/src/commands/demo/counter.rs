@@ -105,19 +105,22 @@ fn blank_card(offset: u64) -> anyhow::Result<SoftSim> {
     Ok(SoftSim::new(CardImage::blank(&iccid, &adm1(offset)))?)
 }
 
-/// Waits for the event of `order_id` with one of `keys`.
+/// Waits for the write outcome of `order_id` (`card.written` / `card.write_failed`), or the
+/// central answer to its request (`request_id`) when the request itself was refused.
 async fn order_event(
     demo: &mut Demo,
     order_id: Uuid,
-    keys: &[&str],
+    request_id: &str,
 ) -> anyhow::Result<ReceivedEvent> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
         let event = demo.watch.next(left).await?;
-        if keys.contains(&event.routing_key.as_str())
-            && event.body["order_id"] == order_id.to_string()
-        {
+        let outcome = matches!(
+            event.routing_key.as_str(),
+            "card.written" | "card.write_failed"
+        ) && event.body["order_id"] == order_id.to_string();
+        if outcome || event.correlation_id.as_deref() == Some(request_id) {
             return Ok(event);
         }
     }
@@ -137,7 +140,7 @@ fn write_request(
         iccid: iccid(898_601_100_000_000_000 + offset)?,
         msisdn: msisdn.to_string(),
         customer_name: name.into(),
-        package_code: "4G-58".into(),
+        package_code: "4G-59".into(),
     })
 }
 
@@ -257,21 +260,38 @@ pub(super) async fn run(demo: &mut Demo) -> anyhow::Result<()> {
         FIRST_MSISDN + 1
     );
     let orders = [Uuid::new_v4(), Uuid::new_v4()];
+    let mut requests = Vec::new();
     for (order_id, outlet, offset, msisdn, name) in [
         (orders[0], "HX01", 10, FIRST_MSISDN, "王小明"),
         (orders[1], "HX02", 11, FIRST_MSISDN + 1, "赵丽"),
     ] {
+        let request_id = Uuid::new_v4().to_string();
         demo.client
             .publish_job(
                 &write_request(order_id, outlet, offset, msisdn, name)?,
-                &Uuid::new_v4().to_string(),
+                &request_id,
                 JobRoute::Default,
             )
             .await?;
+        requests.push(request_id);
     }
-    for order_id in orders {
-        let event = order_event(demo, order_id, &["card.written", "card.write_failed"]).await?;
-        print_written(&event);
+    // Both outcomes, in whichever order they arrive.
+    let mut pending: Vec<(Uuid, String)> = orders.iter().copied().zip(requests).collect();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while !pending.is_empty() {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let event = demo.watch.next(left).await?;
+        let position = pending.iter().position(|(order_id, request_id)| {
+            (matches!(
+                event.routing_key.as_str(),
+                "card.written" | "card.write_failed"
+            ) && event.body["order_id"] == order_id.to_string())
+                || event.correlation_id.as_deref() == Some(request_id.as_str())
+        });
+        if let Some(position) = position {
+            pending.remove(position);
+            print_written(&event);
+        }
     }
     for (index, card) in cards.iter().enumerate() {
         println!(
@@ -330,6 +350,14 @@ pub(super) async fn run(demo: &mut Demo) -> anyhow::Result<()> {
         iccid(898_601_100_000_000_012)?
     );
     in_hx01.remove().await;
+    // The clerk takes the card out before putting the next one in (pcscd must see the reader
+    // empty in between, as with a real reader).
+    let name = readers[0].name.clone();
+    tokio::task::spawn_blocking(move || {
+        simflow_reader::Reader::open(&name)
+            .map(|reader| reader.wait_for_empty(Duration::from_secs(5)))
+    })
+    .await??;
     let spoiled = blank_card(12)?;
     in_hx01 = insert(&spoiled, &readers[0]).await?;
     let order_id = Uuid::new_v4();
@@ -393,7 +421,7 @@ pub(super) async fn run(demo: &mut Demo) -> anyhow::Result<()> {
         "    replayed {} dead letter(s) with their original message id",
         replayed.replayed.len()
     );
-    let event = order_event(demo, order_id, &["card.written", "card.write_failed"]).await?;
+    let event = order_event(demo, order_id, "-").await?;
     print_written(&event);
     println!(
         "    the card now holds IMSI {}",
