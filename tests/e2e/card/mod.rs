@@ -6,7 +6,6 @@
 
 mod errors;
 mod faults;
-mod measure;
 mod personalise;
 
 use simflow_card::encoding::Adm1;

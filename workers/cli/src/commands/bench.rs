@@ -18,6 +18,8 @@ pub enum BenchCommand {
     Import(super::bench_import::ImportBenchArgs),
     /// Write requests per second through the central write-card worker vs the raw broker.
     Writecard(super::bench_writecard::WritecardBenchArgs),
+    /// APDUs and host-side time per card personalisation over pcscd + vpcd + the soft SIM.
+    Card(super::bench_card::CardBenchArgs),
 }
 
 /// Runs a benchmark.
@@ -27,5 +29,6 @@ pub async fn run(settings: Settings, command: BenchCommand) -> anyhow::Result<()
         BenchCommand::Inventory(args) => super::bench_inventory::run(settings, args).await,
         BenchCommand::Import(args) => super::bench_import::run(settings, args).await,
         BenchCommand::Writecard(args) => super::bench_writecard::run(settings, args).await,
+        BenchCommand::Card(args) => super::bench_card::run(args).await,
     }
 }

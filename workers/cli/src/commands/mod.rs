@@ -1,6 +1,7 @@
 //! One module per subcommand.
 
 pub mod bench;
+pub mod bench_card;
 pub mod bench_import;
 pub mod bench_inventory;
 pub mod bench_transfer;
@@ -15,4 +16,5 @@ pub mod outlets;
 pub mod publish;
 pub mod seed;
 pub mod topology;
+pub mod vreaders;
 pub mod worker;

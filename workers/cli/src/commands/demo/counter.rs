@@ -4,7 +4,6 @@
 //! is dead-lettered WRITE_SCRIPT_MISSING, the corrected row is imported, the dead letter
 //! replayed, and the card written.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,45 +14,15 @@ use simflow_runtime::metrics::{Health, Metrics};
 use simflow_runtime::shutdown::CancellationToken;
 use simflow_schemas::card::CardReadRequest;
 use simflow_schemas::writecard::{OrderCancel, OrderPresubmit, OrderSubmit, WriteRequest};
-use simflow_softsim::{CardImage, InsertedCard, SoftSim};
+use simflow_softsim::{CardImage, SoftSim};
 use uuid::Uuid;
 
 use super::{Demo, iccid, print_answer, random_hex};
+use crate::commands::vreaders::{insert, virtual_readers, wait_empty};
 
 /// The first number of the demo's MSISDN pool and of its IMSI pool (MCC 460, MNC 00).
 const FIRST_MSISDN: u64 = 13_012_340_000;
 const FIRST_IMSI: u64 = 460_001_234_500_000;
-
-/// A virtual reader from `deploy/pcsc/setup.sh`'s `readers.tsv`.
-struct VirtualReader {
-    name: String,
-    vpcd: std::net::SocketAddr,
-}
-
-fn virtual_readers() -> anyhow::Result<Vec<VirtualReader>> {
-    let dir = std::env::var_os("SIMFLOW_PCSC_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/var/lib/simflow/pcsc"));
-    let path = dir.join("readers.tsv");
-    let text = std::fs::read_to_string(&path).with_context(|| {
-        format!(
-            "reading {} (deploy/setup.sh starts pcscd with the virtual readers)",
-            path.display()
-        )
-    })?;
-    text.lines()
-        .filter(|line| !line.is_empty())
-        .map(|line| {
-            let (name, port) = line
-                .split_once('\t')
-                .context("readers.tsv: name<TAB>port")?;
-            Ok(VirtualReader {
-                name: name.to_owned(),
-                vpcd: std::net::SocketAddr::from(([127, 0, 0, 1], port.parse::<u16>()?)),
-            })
-        })
-        .collect()
-}
 
 /// The demo's vendor ADM1 of the card at `offset` (as `vendor_file` writes it).
 fn adm1(offset: u64) -> String {
@@ -90,14 +59,6 @@ impl Node {
             .map(|reader| reader.state.clone())
             .unwrap_or_default()
     }
-}
-
-async fn insert(sim: &SoftSim, reader: &VirtualReader) -> anyhow::Result<InsertedCard> {
-    let mut inserted = sim.insert(reader.vpcd);
-    tokio::time::timeout(Duration::from_secs(10), inserted.connected())
-        .await
-        .context("pcscd did not take the soft SIM")?;
-    Ok(inserted)
 }
 
 fn blank_card(offset: u64) -> anyhow::Result<SoftSim> {
@@ -352,12 +313,7 @@ pub(super) async fn run(demo: &mut Demo) -> anyhow::Result<()> {
     in_hx01.remove().await;
     // The clerk takes the card out before putting the next one in (pcscd must see the reader
     // empty in between, as with a real reader).
-    let name = readers[0].name.clone();
-    tokio::task::spawn_blocking(move || {
-        simflow_reader::Reader::open(&name)
-            .map(|reader| reader.wait_for_empty(Duration::from_secs(5)))
-    })
-    .await??;
+    wait_empty(&readers[0]).await?;
     let spoiled = blank_card(12)?;
     in_hx01 = insert(&spoiled, &readers[0]).await?;
     let order_id = Uuid::new_v4();

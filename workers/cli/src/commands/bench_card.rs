@@ -1,0 +1,189 @@
+//! `simflow bench card`: what one personalisation costs at the card — APDUs on the wire and
+//! host-side milliseconds per card — through the real pcscd and a vpcd virtual reader with the
+//! software SIM in it, with and without the soft SIM re-arming TCP_QUICKACK, in one run.
+//!
+//! Host-side time runs from the first identification APDU to the card's answer to the
+//! authentication challenge (connecting and waiting for the card are not part of it).
+
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::Args;
+use simflow_card::encoding::{Adm1, luhn_check_digit};
+use simflow_card::profile::{self, CardFamily, Personalisation, StepKind, SysmoIsimSja2};
+use simflow_softsim::{CardImage, SoftSim};
+
+use super::vreaders;
+
+/// Arguments of `bench card`.
+#[derive(Debug, Args)]
+pub struct CardBenchArgs {
+    /// Cards personalised per measurement.
+    #[arg(long, default_value_t = 20)]
+    pub cards: usize,
+}
+
+/// pySim's comparable personalisation (sysmoISIM-SJA2 `pySim-prog`), as the brief states it.
+const PYSIM_APDUS: u64 = 85;
+
+struct Measured {
+    millis: Vec<f64>,
+    apdus: u64,
+    script_apdus: u64,
+}
+
+fn test_iccid(index: usize) -> anyhow::Result<String> {
+    let body: u64 = rand::random::<u64>() % 100_000_000;
+    let digits = format!("8988211{index:02}{body:08}");
+    let check = luhn_check_digit(&digits)?;
+    Ok(format!("{digits}{check}"))
+}
+
+async fn personalise(
+    reader: &vreaders::VirtualReader,
+    cards: usize,
+    quickack: bool,
+) -> anyhow::Result<Measured> {
+    let mut measured = Measured {
+        millis: Vec::with_capacity(cards),
+        apdus: 0,
+        script_apdus: 0,
+    };
+    for index in 0..cards {
+        let iccid = test_iccid(index)?;
+        let adm1 = format!("{:08}", rand::random::<u32>() % 100_000_000);
+        let ki: [u8; 16] = rand::random();
+        let opc: [u8; 16] = rand::random();
+        let imsi = format!("00101{:010}", rand::random::<u64>() % 10_000_000_000);
+        let challenge = profile::make_challenge(
+            &ki,
+            &opc,
+            &rand::random(),
+            &[0, 0, 0, 0, 0, 0x21],
+            &[0x80, 0],
+        );
+        let personalisation = Personalisation {
+            iccid: iccid.clone(),
+            imsi,
+            msisdn: "+8613012340000".into(),
+            ki,
+            opc,
+            adm1: Adm1::parse(&adm1)?,
+            spn: Some("simflow".into()),
+            mcc_mnc: Some(("001".into(), "01".into())),
+            smsp: Some("+8613800100500".into()),
+        };
+        let script = SysmoIsimSja2::default().build_write_script(&personalisation, &challenge)?;
+        let mut sim = SoftSim::new(CardImage::blank(&iccid, &adm1))?;
+        if !quickack {
+            sim = sim.without_quickack();
+        }
+        let inserted = vreaders::insert(&sim, reader).await?;
+        let name = reader.name.clone();
+        let (elapsed, apdus, answer) = tokio::task::spawn_blocking(move || {
+            let mut reader = simflow_reader::Reader::open(&name)?;
+            reader.wait_for_card(Duration::from_secs(5))?;
+            reader.connect()?;
+            let started = Instant::now();
+            reader.identify_blank()?;
+            let mut answer = Vec::new();
+            let auth = script.authenticate_step().map(|step| step.index);
+            reader.run_steps(&script.steps, |index, response| {
+                if Some(index) == auth {
+                    answer = response.data.clone();
+                }
+            })?;
+            Ok::<_, simflow_reader::ReaderError>((started.elapsed(), reader.apdu_count(), answer))
+        })
+        .await?
+        .map_err(|error| anyhow::anyhow!("personalising card {index}: {error}"))?;
+        profile::check_auth_answer(&ki, &opc, &challenge, &answer)
+            .context("the personalised card failed the authentication check")?;
+        measured.millis.push(elapsed.as_secs_f64() * 1000.0);
+        measured.apdus = apdus;
+        measured.script_apdus = apdus - profile::identify_script().len() as u64;
+        inserted.remove().await;
+        vreaders::wait_empty(reader).await?;
+    }
+    Ok(measured)
+}
+
+fn summary(millis: &[f64]) -> (f64, f64, f64) {
+    let mut sorted = millis.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let mean = sorted.iter().sum::<f64>() / sorted.len().max(1) as f64;
+    let median = sorted.get(sorted.len() / 2).copied().unwrap_or_default();
+    let max = sorted.last().copied().unwrap_or_default();
+    (mean, median, max)
+}
+
+/// Runs the benchmark.
+pub async fn run(args: CardBenchArgs) -> anyhow::Result<()> {
+    let readers = vreaders::virtual_readers()?;
+    let reader = readers.first().context("no virtual reader")?;
+    anyhow::ensure!(args.cards > 0, "--cards must be at least 1");
+    // The script's shape, from a throwaway card.
+    let shape = {
+        let challenge = profile::make_challenge(&[1; 16], &[2; 16], &[3; 16], &[0; 6], &[0x80, 0]);
+        let personalisation = Personalisation {
+            iccid: test_iccid(0)?,
+            imsi: "001010123456789".into(),
+            msisdn: "+8613012340000".into(),
+            ki: [1; 16],
+            opc: [2; 16],
+            adm1: Adm1::parse("12345678")?,
+            spn: Some("simflow".into()),
+            mcc_mnc: Some(("001".into(), "01".into())),
+            smsp: Some("+8613800100500".into()),
+        };
+        SysmoIsimSja2::default().build_write_script(&personalisation, &challenge)?
+    };
+    println!(
+        "bench card: {} cards per run through pcscd + vpcd ({:?}), soft SIM, sysmoISIM-SJA2 profile",
+        args.cards, reader.name
+    );
+    let with = personalise(reader, args.cards, true).await?;
+    let without = personalise(reader, args.cards.min(5), false).await?;
+    let kinds: Vec<String> = shape
+        .count_by_kind()
+        .into_iter()
+        .map(|(kind, count)| format!("{} {count}", step_kind(kind)))
+        .collect();
+    println!(
+        "  APDUs per full personalisation (write, read back, authenticate): {} on the wire ({} script steps: {}; the rest GET RESPONSE)",
+        with.script_apdus,
+        shape.steps.len(),
+        kinds.join(", ")
+    );
+    println!(
+        "  + {} APDUs of identification before it (ICCID and blank check) = {} per card",
+        with.apdus - with.script_apdus,
+        with.apdus
+    );
+    println!(
+        "  pySim for a comparable card: about {PYSIM_APDUS} → {:.0}% of pySim's APDUs",
+        with.script_apdus as f64 * 100.0 / PYSIM_APDUS as f64
+    );
+    let (mean, median, max) = summary(&with.millis);
+    println!(
+        "  host-side time per card, TCP_QUICKACK re-armed: mean {mean:.1} ms, median {median:.1} ms, max {max:.1} ms ({:.2} ms per APDU)",
+        mean / with.apdus as f64
+    );
+    let (mean_without, median_without, _) = summary(&without.millis);
+    println!(
+        "  without TCP_QUICKACK ({} cards):              mean {mean_without:.1} ms, median {median_without:.1} ms ({:.0}x slower)",
+        without.millis.len(),
+        mean_without / mean.max(f64::EPSILON)
+    );
+    Ok(())
+}
+
+fn step_kind(kind: StepKind) -> &'static str {
+    match kind {
+        StepKind::Select => "select",
+        StepKind::Verify => "verify",
+        StepKind::Update => "update",
+        StepKind::ReadBack => "read-back",
+        StepKind::Authenticate => "authenticate",
+    }
+}
