@@ -190,6 +190,26 @@ struct Chunk {
 const STAGED_COLUMNS: &str = "line, iccid, imsi, fingerprint, kek_id, ki, opc, adm1, pin1, puk1, pin2, puk2, \
      acc, msisdn, mcc, mnc, smsp, name";
 
+/// The advisory lock that lets one import of a file run at a time.
+fn lock_name(sha256_hex: &str, card_type: &str) -> String {
+    format!("carddata.import:{sha256_hex}:{card_type}")
+}
+
+/// Releases a file's advisory lock and closes its connection. The lock is released explicitly:
+/// a closed connection frees its locks only when the server notices, and an import of the same
+/// file right after must not be told it is still running.
+async fn release(
+    mut lock: PgConnection,
+    sha256_hex: &str,
+    card_type: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT pg_advisory_unlock(hashtextextended($1, 0))")
+        .bind(lock_name(sha256_hex, card_type))
+        .execute(&mut lock)
+        .await?;
+    lock.close().await
+}
+
 fn staged_table(import_key: i64) -> String {
     format!("carddata.staged_{import_key}")
 }
@@ -246,6 +266,7 @@ impl Importer {
     ) -> Result<ImportReport, ImportError> {
         let mut staged = self.stage(file, request, progress).await?;
         if let Some(report) = staged.already.take() {
+            release(staged.lock, &staged.sha256_hex, &staged.card_type).await?;
             return Ok(report);
         }
         let mut lock = staged.lock;
@@ -262,7 +283,7 @@ impl Importer {
         )
         .await?;
         transaction.commit().await?;
-        lock.close().await?;
+        release(lock, &staged.sha256_hex, &staged.card_type).await?;
         Ok(report)
     }
 
@@ -274,6 +295,7 @@ impl Importer {
         mut staged: Staged,
     ) -> Result<ImportReport, ImportError> {
         if let Some(report) = staged.already.take() {
+            release(staged.lock, &staged.sha256_hex, &staged.card_type).await?;
             return Ok(report);
         }
         let report = promote(
@@ -289,7 +311,7 @@ impl Importer {
         .await?;
         // The advisory lock goes with the connection; a second import of the same file that
         // starts before the caller commits waits on the `imports` row lock and then sees `done`.
-        staged.lock.close().await?;
+        release(staged.lock, &staged.sha256_hex, &staged.card_type).await?;
         Ok(report)
     }
 
@@ -335,10 +357,7 @@ impl Importer {
         let mut lock = PgConnection::connect_with(&self.pool.connect_options()).await?;
         let locked: bool =
             sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtextextended($1, 0))")
-                .bind(format!(
-                    "carddata.import:{sha256_hex}:{}",
-                    request.card_type
-                ))
+                .bind(lock_name(&sha256_hex, &request.card_type))
                 .fetch_one(&mut lock)
                 .await?;
         if !locked {
