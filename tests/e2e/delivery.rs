@@ -468,7 +468,8 @@ async fn sigterm_mid_run_finishes_in_flight_jobs_exits_zero_and_loses_nothing() 
         .wait_for(&mut watch, &ids, Duration::from_secs(60))
         .await;
     second.terminate()?;
-    assert!(second.wait().await?.success());
+    let status = second.wait().await?;
+    assert!(status.success(), "the worker exited with {status}");
     // Every job was answered (some possibly twice, from the inbox) and had exactly one effect.
     assert_eq!(answered, ids.len(), "every job answered");
     assert_eq!(
@@ -541,7 +542,8 @@ async fn a_killed_worker_loses_nothing_and_does_nothing_twice() -> anyhow::Resul
         "every job answered"
     );
     second.terminate()?;
-    assert!(second.wait().await?.success());
+    let status = second.wait().await?;
+    assert!(status.success(), "the worker exited with {status}");
     assert_eq!(
         count(&env, "SELECT count(*) FROM inventory.transfers").await,
         200

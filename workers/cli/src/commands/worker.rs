@@ -26,9 +26,11 @@ pub async fn run(settings: Settings, args: WorkerArgs) -> anyhow::Result<()> {
             .map(|kind| kind.parse())
             .collect::<anyhow::Result<_>>()?
     };
-    let pool = pipeline::migrate_all(&settings).await?;
+    // Signals first: a SIGTERM that arrives while the process is still migrating ends it
+    // cleanly (the workers start with the token already cancelled and stop at once).
     let shutdown = Shutdown::new();
     shutdown.on_signals()?;
+    let pool = pipeline::migrate_all(&settings).await?;
     let metrics = Arc::new(Metrics::new());
     let health = Health::default();
     let (address, http) = simflow_runtime::http::serve(
