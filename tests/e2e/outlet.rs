@@ -871,3 +871,61 @@ async fn replaying_a_missing_script_after_the_import_writes_the_card() -> anyhow
     node.stop().await?;
     world.stop().await
 }
+
+/// The node is killed mid-write and stays down until its script has expired in the queue (the
+/// central side already told the clerk the write timed out). On restart the journal says a
+/// write was under way: the node reads the card, finishes it and reports it without any
+/// delivery, and the central side records the card as written with the order's IMSI.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_down_until_its_script_expired_finishes_the_write_from_its_journal()
+-> anyhow::Result<()> {
+    let mut world = WriteWorld::new(1, 1, &["HX01"], |settings| {
+        if let Ok(changed) = settings.with_value("writecard.script_ttl_seconds", 4) {
+            *settings = changed;
+        }
+    })
+    .await?;
+    let readers = lease(1).await;
+    let reader = readers.reader().clone();
+    let dir = ScratchDir::new("expired-crash")?;
+    let settings = world.node_settings("HX01", &reader.name, &dir.0)?;
+    let sim = sim(
+        &world.cards[0],
+        Faults {
+            update_delay: Some(Duration::from_millis(250)),
+            ..Faults::default()
+        },
+    );
+    let _inserted = insert(&sim, &reader).await;
+    let mut process = start_node_process(&world, &settings, &[])?;
+    let order_id = Uuid::new_v4();
+    publish_write(
+        &world,
+        &request(order_id, "HX01", &world.cards[0], FIRST_MSISDN),
+    )
+    .await?;
+    let deadline = tokio::time::Instant::now() + WRITE;
+    while sim.counters().ins(0xD6) + sim.counters().ins(0xDC) < 3 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the node never started writing"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    process.kill().await?;
+    assert_eq!(sim.snapshot().imsi(), None, "killed before EF.IMSI");
+    // The script expires while the node is down; the clerk hears the write timed out.
+    let expired = write_outcome(&mut world.watch, order_id).await?;
+    assert_eq!(expired.routing_key, "card.write_failed", "{}", expired.body);
+    assert_eq!(expired.body["reason"]["code"], "SCRIPT_EXPIRED");
+
+    let mut restarted = start_node_process(&world, &settings, &[])?;
+    let finished = write_outcome(&mut world.watch, order_id).await?;
+    assert_eq!(finished.routing_key, "card.written", "{}", finished.body);
+    let (imsi, _) = order_numbers(&world, order_id).await?;
+    assert_eq!(sim.snapshot().imsi().as_deref(), Some(imsi.as_str()));
+    assert_eq!(card_state(&world, &world.cards[0].iccid).await?, "written");
+    restarted.terminate()?;
+    assert!(restarted.wait().await?.success());
+    world.stop().await
+}

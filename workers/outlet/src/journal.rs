@@ -254,16 +254,18 @@ impl Journal {
         )
     }
 
-    /// Scripts whose write started but has no result: the cards to look at after a crash.
-    pub async fn unfinished_writes(&self) -> Result<Vec<(Uuid, String)>, JournalError> {
-        let rows: Vec<(String, String)> =
-            sqlx::query_as("SELECT script_id, iccid FROM scripts WHERE state = 'writing'")
-                .fetch_all(&self.pool)
-                .await?;
+    /// Scripts whose write started, or whose result was decided, but never handed to the
+    /// broker: `(message_id, envelope as received)`, oldest first.
+    pub async fn unreported(&self) -> Result<Vec<(String, WriteScriptEnvelope)>, JournalError> {
+        let rows: Vec<(String, String)> = sqlx::query_as(
+            "SELECT message_id, envelope FROM scripts WHERE state IN ('writing', 'finished') ORDER BY received_at",
+        )
+        .fetch_all(&self.pool)
+        .await?;
         rows.into_iter()
-            .map(|(id, iccid)| {
-                Uuid::parse_str(&id)
-                    .map(|id| (id, iccid))
+            .map(|(message_id, envelope)| {
+                serde_json::from_str(&envelope)
+                    .map(|envelope| (message_id, envelope))
                     .map_err(|error| JournalError::Corrupt(error.to_string()))
             })
             .collect()

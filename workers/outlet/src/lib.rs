@@ -189,10 +189,6 @@ pub async fn run(
         .await
         .with_context(|| format!("opening journal {}", settings.journal.display()))?;
     let status = Status::new(health.clone(), console);
-    for (script_id, iccid) in journal.unfinished_writes().await? {
-        // The script comes back from the broker (it was never acked); the card decides then.
-        tracing::warn!(%script_id, %iccid, "a write was interrupted; keep card {iccid} at hand, it is read again when its script comes back");
-    }
     let work = card::CardWork {
         reader: settings.reader.clone(),
         card_wait: Duration::from_secs(settings.card_wait_seconds),

@@ -319,6 +319,32 @@ impl OutletHandler for OutletNode {
             },
         }
     }
+
+    /// Writes the journal says started (or finished) but never reported: the node was stopped
+    /// mid-write. Its script may come back from the broker, or may have expired there while the
+    /// node was down; either way the card is read now and the outcome reported once (a later
+    /// redelivery gets the stored result).
+    async fn recover(&self, shutdown: CancellationToken) -> Vec<(String, Vec<OutletAnswer>)> {
+        let unreported = match self.journal.unreported().await {
+            Ok(unreported) => unreported,
+            Err(error) => {
+                tracing::error!(%error, "cannot read the journal for unfinished writes");
+                return Vec::new();
+            }
+        };
+        let mut answers = Vec::new();
+        for (message_id, envelope) in unreported {
+            tracing::warn!(script_id = %envelope.script_id, iccid = %envelope.iccid, "finishing a write interrupted before the last stop");
+            match self.write(&message_id, envelope, shutdown.clone()).await {
+                OutletDecision::Answer(answer) => answers.push((message_id, answer)),
+                OutletDecision::Reject { reason } => {
+                    tracing::error!(reason, "an interrupted write cannot be finished");
+                }
+                OutletDecision::LeaveForRedelivery => {}
+            }
+        }
+        answers
+    }
 }
 
 /// A node behind an `Arc`, as the runtime wants it.

@@ -96,6 +96,18 @@ pub trait OutletHandler: Send + Sync + 'static {
         work: OutletWork,
         shutdown: CancellationToken,
     ) -> impl Future<Output = OutletDecision> + Send;
+
+    /// Work the node started before it last stopped and whose delivery may never come back
+    /// (it expired in the queue while the node was down): finished now, answered once
+    /// connected and before consuming, each as `(message_id of the original work, answers)`.
+    /// The answers carry the same outgoing message ids as answers to a redelivery would.
+    fn recover(
+        &self,
+        shutdown: CancellationToken,
+    ) -> impl Future<Output = Vec<(String, Vec<OutletAnswer>)>> + Send {
+        let _ = shutdown;
+        async { Vec::new() }
+    }
 }
 
 /// Why the outlet consumer stopped for good.
@@ -180,6 +192,16 @@ pub async fn run<H: OutletHandler>(
         let Some((connected, channel, mut consumer, publisher)) = session else {
             break;
         };
+        // Unfinished work from before a crash, answered before anything new is taken. The
+        // consumer exists already, but with prefetch 1 the broker holds back all but one
+        // delivery, which waits until this is done.
+        for (message_id, answers) in handler.recover(shutdown.clone()).await {
+            if let Err(error) =
+                publish_answers(&connection, &publisher, &message_id, &answers).await
+            {
+                tracing::warn!(%error, message_id, "could not publish a recovered answer; it is tried again at the next start");
+            }
+        }
         health.set(&component, true, "waiting for work");
         metrics
             .connected
@@ -327,32 +349,20 @@ async fn settle<H: OutletHandler>(
     };
     match decision {
         OutletDecision::Answer(answers) => {
-            for (index, answer) in answers.iter().enumerate() {
-                let body = serde_json::to_vec(&answer.body).unwrap_or_default();
-                let properties = base_properties(
-                    &answer.message_type,
-                    &outgoing_message_id(&message_id, index),
-                )
-                .with_correlation_id(message_id.as_str().into())
-                .with_user_id(connection.user.as_str().into());
-                match publisher
-                    .publish(RESULTS_EXCHANGE, OUTLET_RESULTS_KEY, &body, properties)
-                    .await
-                {
-                    Ok(()) => {}
-                    Err(amqp::PublishError::Broker(error)) => return Err(error),
-                    Err(error) => {
-                        // Nacked or unroutable: keep the work; the node answers again on redelivery.
-                        tracing::warn!(%error, "the broker did not take an outlet answer");
-                        delivery
-                            .acker
-                            .nack(BasicNackOptions {
-                                requeue: true,
-                                ..BasicNackOptions::default()
-                            })
-                            .await?;
-                        return Ok(());
-                    }
+            match publish_answers(connection, publisher, &message_id, &answers).await {
+                Ok(()) => {}
+                Err(amqp::PublishError::Broker(error)) => return Err(error),
+                Err(error) => {
+                    // Nacked or unroutable: keep the work; the node answers again on redelivery.
+                    tracing::warn!(%error, "the broker did not take an outlet answer");
+                    delivery
+                        .acker
+                        .nack(BasicNackOptions {
+                            requeue: true,
+                            ..BasicNackOptions::default()
+                        })
+                        .await?;
+                    return Ok(());
                 }
             }
             delivery.acker.ack(BasicAckOptions::default()).await?;
@@ -377,6 +387,29 @@ async fn settle<H: OutletHandler>(
                 })
                 .await?;
         }
+    }
+    Ok(())
+}
+
+/// Publishes a node's answers to one piece of work with confirms, the outlet's `user_id`, and
+/// outgoing message ids derived from the work's message id.
+async fn publish_answers(
+    connection: &OutletConnection,
+    publisher: &Publisher,
+    message_id: &str,
+    answers: &[OutletAnswer],
+) -> Result<(), amqp::PublishError> {
+    for (index, answer) in answers.iter().enumerate() {
+        let body = serde_json::to_vec(&answer.body).unwrap_or_default();
+        let properties = base_properties(
+            &answer.message_type,
+            &outgoing_message_id(message_id, index),
+        )
+        .with_correlation_id(message_id.into())
+        .with_user_id(connection.user.as_str().into());
+        publisher
+            .publish(RESULTS_EXCHANGE, OUTLET_RESULTS_KEY, &body, properties)
+            .await?;
     }
     Ok(())
 }
