@@ -190,8 +190,7 @@ struct Chunk {
 }
 
 /// The columns of `carddata.card_rows` a chunk's `COPY` fills (see `encode_copy_row`).
-const STAGED_COLUMNS: &str =
-    "import_key, line, iccid, imsi, fingerprint, kek_id, secrets, acc, msisdn, mcc, mnc, smsp, name";
+const STAGED_COLUMNS: &str = "import_key, line, iccid, imsi, fingerprint, kek_id, secrets, acc, msisdn, mcc, mnc, smsp, name";
 
 fn valid_card_type(card_type: &str) -> bool {
     !card_type.is_empty()
@@ -567,12 +566,11 @@ async fn clear_staged(db: &mut PgConnection, import_key: i64) -> Result<(), sqlx
 /// Drops everything an import staged (the file was refused while staging).
 async fn discard_import(lock: &mut PgConnection, import_key: i64) -> Result<(), ImportError> {
     let mut transaction = lock.begin().await?;
-    let deleted = sqlx::query(
-        "DELETE FROM carddata.imports WHERE import_key = $1 AND state = 'staging'",
-    )
-    .bind(import_key)
-    .execute(&mut *transaction)
-    .await?;
+    let deleted =
+        sqlx::query("DELETE FROM carddata.imports WHERE import_key = $1 AND state = 'staging'")
+            .bind(import_key)
+            .execute(&mut *transaction)
+            .await?;
     if deleted.rows_affected() > 0 {
         sqlx::query("DELETE FROM carddata.card_rows WHERE import_key = $1")
             .bind(import_key)
@@ -661,7 +659,14 @@ fn produce_chunks(
         if let Some(row) =
             validate::validate_row(header, &fields, line, transport, &mut chunk.problems)
         {
-            encode_copy_row(&mut chunk.copy, import_key, card_type, &row, kek, &mut record);
+            encode_copy_row(
+                &mut chunk.copy,
+                import_key,
+                card_type,
+                &row,
+                kek,
+                &mut record,
+            );
         }
         chunk.rows += 1;
         if chunk.rows as usize >= limits.chunk_rows {
@@ -800,21 +805,23 @@ async fn promote(
     sqlx::query("SET LOCAL work_mem = '256MB'")
         .execute(&mut *db)
         .await?;
+    // The statements below are planned as costly (a million rows) but run once: compiling
+    // them with JIT takes longer than running them.
+    sqlx::query("SET LOCAL jit = off").execute(&mut *db).await?;
     // Promotions (and KEK rotation, and other imports' chunks) take turns, so the conflict
     // checks see every stored card; readers of carddata.cards are not blocked.
     sqlx::query("LOCK TABLE carddata.card_rows IN SHARE ROW EXCLUSIVE MODE")
         .execute(&mut *db)
         .await?;
 
-    let (staged_rows, refused_rows, rows_read): (i64, i64, i64) =
-        sqlx::query_as(
-            "SELECT (SELECT count(*) FROM carddata.card_rows WHERE import_key = $1), \
+    let (staged_rows, refused_rows, rows_read): (i64, i64, i64) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM carddata.card_rows WHERE import_key = $1), \
                 (SELECT count(DISTINCT line) FROM carddata.import_problems WHERE import_key = $1), \
                 (SELECT rows_read FROM carddata.imports WHERE import_key = $1)",
-        )
-        .bind(import_key)
-        .fetch_one(&mut *db)
-        .await?;
+    )
+    .bind(import_key)
+    .fetch_one(&mut *db)
+    .await?;
     let expected = i64::try_from(total_rows).unwrap_or(i64::MAX);
     if staged_rows + refused_rows != expected || rows_read != expected {
         return Err(ImportError::Internal(anyhow::anyhow!(

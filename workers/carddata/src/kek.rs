@@ -192,11 +192,7 @@ impl Kek {
     }
 
     /// Opens the secret record of one card.
-    pub fn open_record(
-        &self,
-        iccid: &str,
-        sealed: &[u8],
-    ) -> Result<Zeroizing<Vec<u8>>, OpenError> {
+    pub fn open_record(&self, iccid: &str, sealed: &[u8]) -> Result<Zeroizing<Vec<u8>>, OpenError> {
         self.open_with(&record_associated_data(iccid), "secrets", sealed)
     }
 

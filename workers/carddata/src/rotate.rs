@@ -155,13 +155,12 @@ pub async fn rotate_kek(
         rotated += rows.len() as u64;
         on_batch(rotated);
     }
-    let remaining: i64 =
-        sqlx::query_scalar(
-            "SELECT count(*) FROM carddata.card_rows WHERE kek_id <> $1 OR secrets IS NULL",
-        )
-            .bind(current.id())
-            .fetch_one(&mut *connection)
-            .await?;
+    let remaining: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM carddata.card_rows WHERE kek_id <> $1 OR secrets IS NULL",
+    )
+    .bind(current.id())
+    .fetch_one(&mut *connection)
+    .await?;
     let imports_staging: i64 =
         sqlx::query_scalar("SELECT count(*) FROM carddata.imports WHERE state = 'staging'")
             .fetch_one(&mut *connection)

@@ -176,7 +176,12 @@ mod tests {
     #[test]
     fn a_secret_record_reads_back() {
         let mut bytes = Vec::new();
-        let pins = [Some(Pin::new("1234")), None, None, Some(Pin::new("87654321"))];
+        let pins = [
+            Some(Pin::new("1234")),
+            None,
+            None,
+            Some(Pin::new("87654321")),
+        ];
         SecretRecord::encode_into(
             &mut bytes,
             &Key128::from_bytes([1; 16]),
