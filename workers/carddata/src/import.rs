@@ -5,15 +5,17 @@
 //!    whole for file-level problems, before anything is stored.
 //! 2. The file is identified by (SHA-256, card type). A file already imported answers its
 //!    stored report and changes nothing. A file whose import was interrupted resumes at its
-//!    checkpoint. Otherwise an `imports` row and an unlogged staging table are created.
-//! 3. The staging pass validates each row, seals its secrets under the current KEK and streams
-//!    chunks of `carddata.chunk_rows` rows into the staging table with `COPY`; each chunk's
-//!    rows, its refused rows and the checkpoint commit together. Parsing and sealing run on a
-//!    blocking thread while the previous chunk is written.
+//!    checkpoint. Otherwise an `imports` row in state 'staging' is created.
+//! 3. The staging pass validates each row, seals its secrets under the current KEK (one
+//!    AES-GCM record per card) and streams chunks of `carddata.chunk_rows` rows straight into
+//!    the live table `carddata.card_rows` with binary `COPY`; each chunk's rows, its refused
+//!    rows and the checkpoint commit together. Readers use the view `carddata.cards`, which
+//!    shows only rows of 'done' imports, so staged rows are invisible. Parsing and sealing run
+//!    on a blocking thread while the previous chunk is written.
 //! 4. Promotion ([`Importer::finish`]) runs in the caller's transaction: set-based SQL refuses
-//!    duplicates in the file and conflicts with cards already stored, `INSERT … SELECT … ON
-//!    CONFLICT DO NOTHING` moves the rest into `carddata.cards`, the report is stored and the
-//!    staging table dropped. Readers see all of the file or none of it.
+//!    duplicates in the file and conflicts with cards already stored, deletes the refused rows
+//!    and those of cards already stored with the same content, stores the report and flips the
+//!    import to 'done'. Each row is written once; readers see all of the file or none of it.
 //!
 //! One import of a given file runs at a time (a session advisory lock on a dedicated
 //! connection). This module holds no queue logic (see [`crate::handler`]) and no terminal
