@@ -530,7 +530,8 @@ async fn checked_resume_point(
 ) -> Result<i64, ImportError> {
     let (staged, refused): (i64, i64) = sqlx::query_as(
         "SELECT (SELECT count(*) FROM carddata.card_rows WHERE import_key = $1), \
-                (SELECT count(DISTINCT line) FROM carddata.import_problems WHERE import_key = $1)",
+                (SELECT count(DISTINCT line) FROM carddata.import_problems WHERE import_key = $1 \
+                 AND code NOT IN ('ICCID_DUPLICATE_IN_FILE', 'IMSI_DUPLICATE_IN_FILE'))",
     )
     .bind(import_key)
     .fetch_one(&mut *lock)
@@ -652,15 +653,25 @@ fn produce_chunks(
     let mut chunk = new_chunk();
     let mut record = Zeroizing::new(Vec::with_capacity(64));
     let mut seen = 0u64;
+    let mut duplicates = InFileDuplicates::default();
+    let mut skipped_problems = Vec::new();
     while let Some(line) = csvfile::next_row(&mut reader, &mut csv_record, header)? {
         seen += 1;
+        let fields = csvfile::fields_of(&csv_record, line)?;
         if seen <= skip {
+            // Staged by an earlier run: only its keys are needed, to find duplicates.
+            if let Some(row) =
+                validate::validate_row(header, &fields, line, transport, &mut skipped_problems)
+            {
+                duplicates.check(&row, false, &mut chunk.problems);
+            }
+            skipped_problems.clear();
             continue;
         }
-        let fields = csvfile::fields_of(&csv_record, line)?;
         if let Some(row) =
             validate::validate_row(header, &fields, line, transport, &mut chunk.problems)
         {
+            duplicates.check(&row, true, &mut chunk.problems);
             encode_copy_row(
                 &mut chunk.copy,
                 import_key,
@@ -685,6 +696,72 @@ fn produce_chunks(
         let _ = sender.blocking_send(Ok(chunk));
     }
     Ok(())
+}
+
+/// A digit string as a number that keeps its length (so `0123` and `123` differ); `None` for
+/// anything else (validated ICCIDs and IMSIs are 6 to 20 digits, which always fit).
+fn digits_key(digits: &str) -> Option<u128> {
+    if digits.len() > 32 {
+        return None;
+    }
+    let value: u128 = digits.parse().ok()?;
+    value
+        .checked_mul(64)
+        .and_then(|value| value.checked_add(digits.len() as u128))
+}
+
+/// Key → first line, and whether its occurrences have been refused yet.
+type SeenKeys = std::collections::HashMap<u128, (u64, bool)>;
+
+/// Finds ICCIDs and IMSIs that occur more than once among the valid rows of a file, as the
+/// staging pass reads it: every occurrence is refused (we cannot tell which one is right).
+/// The first occurrence may already be in an earlier chunk; its refusal is recorded with the
+/// chunk of the second, and promotion deletes refused rows.
+#[derive(Default)]
+struct InFileDuplicates {
+    iccids: SeenKeys,
+    imsis: SeenKeys,
+}
+
+impl InFileDuplicates {
+    /// Notes a valid row. `record` is false for rows an earlier run staged: their refusals were
+    /// recorded then (an earlier run saw every duplicate pair that lies before its checkpoint).
+    fn check(&mut self, row: &CardRow, record: bool, problems: &mut Vec<RowProblem>) {
+        let checks = [
+            (
+                &mut self.iccids,
+                row.iccid.as_str(),
+                "ICCID",
+                reasons::ICCID_DUPLICATE_IN_FILE,
+            ),
+            (
+                &mut self.imsis,
+                row.imsi.as_str(),
+                "IMSI",
+                reasons::IMSI_DUPLICATE_IN_FILE,
+            ),
+        ];
+        for (seen, value, column, reason) in checks {
+            let Some(key) = digits_key(value) else {
+                continue;
+            };
+            match seen.entry(key) {
+                std::collections::hash_map::Entry::Vacant(entry) => {
+                    entry.insert((row.line, false));
+                }
+                std::collections::hash_map::Entry::Occupied(mut entry) => {
+                    let (first_line, refused) = entry.get_mut();
+                    if record {
+                        if !*refused {
+                            problems.push(reason.for_row(*first_line, Some(column)));
+                        }
+                        problems.push(reason.for_row(row.line, Some(column)));
+                    }
+                    *refused = true;
+                }
+            }
+        }
+    }
 }
 
 /// The header of PostgreSQL's binary COPY format: signature, flags, header extension length.
@@ -748,20 +825,9 @@ fn encode_copy_row(
     }
 }
 
-/// The set-based refusals of promotion: (column, code, SQL selecting the refused lines).
-const SET_CHECKS: [(&str, Reason, &str); 4] = [
-    (
-        "ICCID",
-        reasons::ICCID_DUPLICATE_IN_FILE,
-        "SELECT s.line FROM carddata.card_rows s WHERE s.import_key = $1 AND s.iccid IN \
-         (SELECT iccid FROM carddata.card_rows WHERE import_key = $1 GROUP BY iccid HAVING count(*) > 1)",
-    ),
-    (
-        "IMSI",
-        reasons::IMSI_DUPLICATE_IN_FILE,
-        "SELECT s.line FROM carddata.card_rows s WHERE s.import_key = $1 AND s.imsi IN \
-         (SELECT imsi FROM carddata.card_rows WHERE import_key = $1 GROUP BY imsi HAVING count(*) > 1)",
-    ),
+/// The set-based refusals of promotion, against the cards already stored: (column, code, SQL
+/// selecting the refused lines). Duplicates within the file are refused while staging.
+const SET_CHECKS: [(&str, Reason, &str); 2] = [
     (
         "ICCID",
         reasons::ICCID_CONFLICT,
@@ -818,7 +884,8 @@ async fn promote(
 
     let (staged_rows, refused_rows, rows_read): (i64, i64, i64) = sqlx::query_as(
         "SELECT (SELECT count(*) FROM carddata.card_rows WHERE import_key = $1), \
-                (SELECT count(DISTINCT line) FROM carddata.import_problems WHERE import_key = $1), \
+                (SELECT count(DISTINCT line) FROM carddata.import_problems WHERE import_key = $1 \
+                 AND code NOT IN ('ICCID_DUPLICATE_IN_FILE', 'IMSI_DUPLICATE_IN_FILE')), \
                 (SELECT rows_read FROM carddata.imports WHERE import_key = $1)",
     )
     .bind(import_key)
@@ -929,6 +996,17 @@ mod tests {
         push_null(&mut out);
         assert_eq!(out, [0, 0, 0, 2, b'a', b'b', 0xff, 0xff, 0xff, 0xff]);
         assert_eq!(COPY_BINARY_HEADER.len(), 19);
+    }
+
+    #[test]
+    fn digit_keys_keep_leading_zeros_apart() {
+        assert_ne!(digits_key("0123456"), digits_key("123456"));
+        assert_eq!(
+            digits_key("89860110000000000094"),
+            digits_key("89860110000000000094")
+        );
+        assert!(digits_key("89860110000000000094").is_some());
+        assert!(digits_key("12a").is_none());
     }
 
     #[test]
