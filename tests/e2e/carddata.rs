@@ -260,22 +260,22 @@ async fn a_good_file_imports_with_keys_encrypted_at_rest() -> anyhow::Result<()>
     );
 
     // The raw bytes hold neither the key bytes nor their hex.
-    let sealed: Vec<(Vec<u8>, Vec<u8>, Vec<u8>)> =
-        sqlx::query_as("SELECT ki, opc, adm1 FROM carddata.cards ORDER BY iccid")
+    // (Format v2: a card's secrets are one sealed record; the v1 columns stay empty.)
+    let sealed: Vec<(Vec<u8>, Option<Vec<u8>>)> =
+        sqlx::query_as("SELECT secrets, ki FROM carddata.cards ORDER BY iccid")
             .fetch_all(&world.env.pool)
             .await?;
-    for ((ki, opc, adm1), card) in sealed.iter().zip(&cards) {
+    for ((secrets, v1_ki), card) in sealed.iter().zip(&cards) {
+        assert!(v1_ki.is_none());
         let plain_ki = hex::decode(&card.ki)?;
         let plain_opc = hex::decode(&card.opc)?;
-        for column in [ki, opc, adm1] {
-            assert!(!column.windows(16).any(|window| window == plain_ki));
-            assert!(!column.windows(16).any(|window| window == plain_opc));
-            assert!(
-                !column
-                    .windows(8)
-                    .any(|window| window == card.adm1.as_bytes())
-            );
-        }
+        assert!(!secrets.windows(16).any(|window| window == plain_ki));
+        assert!(!secrets.windows(16).any(|window| window == plain_opc));
+        assert!(
+            !secrets
+                .windows(8)
+                .any(|window| window == card.adm1.as_bytes())
+        );
     }
     assert_no_secret(&stored_text(&world.env).await, &cards, "the database");
 
@@ -313,7 +313,7 @@ async fn a_good_file_imports_with_keys_encrypted_at_rest() -> anyhow::Result<()>
     );
 
     // Moving a sealed value to another card makes it fail to open.
-    sqlx::query("UPDATE carddata.cards SET ki = (SELECT ki FROM carddata.cards WHERE iccid = $1) WHERE iccid = $2")
+    sqlx::query("UPDATE carddata.card_rows SET secrets = (SELECT secrets FROM carddata.card_rows WHERE iccid = $1) WHERE iccid = $2")
         .bind(&cards[0].iccid)
         .bind(&cards[1].iccid)
         .execute(&world.env.pool)
@@ -661,7 +661,7 @@ async fn importing_the_same_file_again_reports_the_same_and_changes_nothing() ->
     let first = import_text(&world, &text).await?;
     assert_eq!((first.accepted, first.rejected), (30, 1));
     let before: Vec<(String, Vec<u8>, chrono::DateTime<chrono::Utc>)> =
-        sqlx::query_as("SELECT iccid, ki, imported_at FROM carddata.cards ORDER BY iccid")
+        sqlx::query_as("SELECT iccid, secrets, imported_at FROM carddata.cards ORDER BY iccid")
             .fetch_all(&world.env.pool)
             .await?;
     let second = import_text(&world, &text).await?;
@@ -675,7 +675,7 @@ async fn importing_the_same_file_again_reports_the_same_and_changes_nothing() ->
         "the same answer"
     );
     let after: Vec<(String, Vec<u8>, chrono::DateTime<chrono::Utc>)> =
-        sqlx::query_as("SELECT iccid, ki, imported_at FROM carddata.cards ORDER BY iccid")
+        sqlx::query_as("SELECT iccid, secrets, imported_at FROM carddata.cards ORDER BY iccid")
             .fetch_all(&world.env.pool)
             .await?;
     assert_eq!(before, after, "nothing changed");
@@ -691,9 +691,10 @@ async fn rotating_the_kek_re_encrypts_every_row_and_can_run_again() -> anyhow::R
     let world = world().await?;
     let cards = cards(898_601_100_000_009_000, 460_001_000_009_000, 120);
     import_text(&world, &shell_csv(&cards)).await?;
-    let before: Vec<Vec<u8>> = sqlx::query_scalar("SELECT ki FROM carddata.cards ORDER BY iccid")
-        .fetch_all(&world.env.pool)
-        .await?;
+    let before: Vec<Vec<u8>> =
+        sqlx::query_scalar("SELECT secrets FROM carddata.cards ORDER BY iccid")
+            .fetch_all(&world.env.pool)
+            .await?;
 
     // k2 becomes current, k1 is retired.
     let new_kek = random_hex(32);
@@ -704,9 +705,10 @@ async fn rotating_the_kek_re_encrypts_every_row_and_can_run_again() -> anyhow::R
     let ring = KekRing::from_settings(&settings)?;
     let report = simflow_carddata::rotate::rotate_kek(&world.env.pool, &ring, 50, &|_| {}).await?;
     assert_eq!((report.rotated, report.remaining), (120, 0));
-    let after: Vec<Vec<u8>> = sqlx::query_scalar("SELECT ki FROM carddata.cards ORDER BY iccid")
-        .fetch_all(&world.env.pool)
-        .await?;
+    let after: Vec<Vec<u8>> =
+        sqlx::query_scalar("SELECT secrets FROM carddata.cards ORDER BY iccid")
+            .fetch_all(&world.env.pool)
+            .await?;
     assert!(before.iter().zip(&after).all(|(old, new)| old != new));
     assert_eq!(
         count(
@@ -726,6 +728,71 @@ async fn rotating_the_kek_re_encrypts_every_row_and_can_run_again() -> anyhow::R
         .await?
         .expect("loaded");
     assert_eq!(hex::encode(secrets.ki.bytes()), cards[77].ki);
+    Ok(())
+}
+
+/// Rows stored before migration 0002 (format v1: each secret sealed on its own) still open,
+/// and rotation rewrites them as one sealed record even under the same KEK.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn format_v1_rows_still_open_and_rotation_rewrites_them() -> anyhow::Result<()> {
+    use simflow_carddata::kek::{Kek, SealedColumn};
+    let world = world().await?;
+    let card = cards(898_601_100_000_009_500, 460_001_000_009_500, 1)[0].clone();
+    let kek = Kek::from_hex("test-k1", &world.keys.kek)?;
+    let iccid = card.iccid.as_str();
+    let import_key: i64 = sqlx::query_scalar(
+        "INSERT INTO carddata.imports (file_sha256, card_type, file_name, started_by, state, total_rows) \
+         VALUES ('\\x00', $1, 'v1.csv', 'test', 'done', 1) RETURNING import_key",
+    )
+    .bind(CARD_TYPE)
+    .fetch_one(&world.env.pool)
+    .await?;
+    sqlx::query(
+        "INSERT INTO carddata.card_rows (iccid, imsi, card_type, fingerprint, kek_id, ki, opc, adm1, \
+                pin1, import_key) VALUES ($1, $2, $3, '\\x00', 'test-k1', $4, $5, $6, $7, $8)",
+    )
+    .bind(iccid)
+    .bind(&card.imsi)
+    .bind(CARD_TYPE)
+    .bind(kek.seal(iccid, SealedColumn::Ki, &hex::decode(&card.ki)?))
+    .bind(kek.seal(iccid, SealedColumn::Opc, &hex::decode(&card.opc)?))
+    .bind(kek.seal(iccid, SealedColumn::Adm1, card.adm1.as_bytes()))
+    .bind(kek.seal(iccid, SealedColumn::Pin1, card.pin1.as_bytes()))
+    .bind(import_key)
+    .execute(&world.env.pool)
+    .await?;
+    let ring = KekRing::from_settings(&world.env.settings.carddata)?;
+    let check = |secrets: simflow_carddata::CardSecrets| {
+        assert_eq!(hex::encode(secrets.ki.bytes()), card.ki);
+        assert_eq!(hex::encode(secrets.opc.bytes()), card.opc);
+        assert_eq!(secrets.adm1.bytes(), card.adm1.as_bytes());
+        assert_eq!(
+            secrets.pin1.as_ref().map(|pin| pin.digits()),
+            Some(card.pin1.as_str())
+        );
+        assert!(secrets.puk1.is_none());
+    };
+    check(
+        keys::fetch(&world.env.pool, &ring, iccid)
+            .await?
+            .expect("loaded"),
+    );
+
+    let report = simflow_carddata::rotate::rotate_kek(&world.env.pool, &ring, 10, &|_| {}).await?;
+    assert_eq!((report.rotated, report.remaining), (1, 0));
+    assert_eq!(
+        count(
+            &world.env,
+            "SELECT count(*) FROM carddata.cards WHERE secrets IS NOT NULL AND ki IS NULL"
+        )
+        .await,
+        1
+    );
+    check(
+        keys::fetch(&world.env.pool, &ring, iccid)
+            .await?
+            .expect("loaded"),
+    );
     Ok(())
 }
 

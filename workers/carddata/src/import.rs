@@ -5,15 +5,17 @@
 //!    whole for file-level problems, before anything is stored.
 //! 2. The file is identified by (SHA-256, card type). A file already imported answers its
 //!    stored report and changes nothing. A file whose import was interrupted resumes at its
-//!    checkpoint. Otherwise an `imports` row and an unlogged staging table are created.
-//! 3. The staging pass validates each row, seals its secrets under the current KEK and streams
-//!    chunks of `carddata.chunk_rows` rows into the staging table with `COPY`; each chunk's
-//!    rows, its refused rows and the checkpoint commit together. Parsing and sealing run on a
-//!    blocking thread while the previous chunk is written.
+//!    checkpoint. Otherwise an `imports` row in state 'staging' is created.
+//! 3. The staging pass validates each row, seals its secrets under the current KEK (one
+//!    AES-GCM record per card) and streams chunks of `carddata.chunk_rows` rows straight into
+//!    the live table `carddata.card_rows` with binary `COPY`; each chunk's rows, its refused
+//!    rows and the checkpoint commit together. Readers use the view `carddata.cards`, which
+//!    shows only rows of 'done' imports, so staged rows are invisible. Parsing and sealing run
+//!    on a blocking thread while the previous chunk is written.
 //! 4. Promotion ([`Importer::finish`]) runs in the caller's transaction: set-based SQL refuses
-//!    duplicates in the file and conflicts with cards already stored, `INSERT … SELECT … ON
-//!    CONFLICT DO NOTHING` moves the rest into `carddata.cards`, the report is stored and the
-//!    staging table dropped. Readers see all of the file or none of it.
+//!    duplicates in the file and conflicts with cards already stored, deletes the refused rows
+//!    and those of cards already stored with the same content, stores the report and flips the
+//!    import to 'done'. Each row is written once; readers see all of the file or none of it.
 //!
 //! One import of a given file runs at a time (a session advisory lock on a dedicated
 //! connection). This module holds no queue logic (see [`crate::handler`]) and no terminal
@@ -27,10 +29,12 @@ use serde::{Deserialize, Serialize};
 use simflow_schemas::cardfile::RowProblem;
 use sqlx::{Connection, PgConnection, PgPool};
 use tokio::sync::mpsc;
+use zeroize::{Zeroize, Zeroizing};
 
 use crate::csvfile::{self, FileRejection, Guarded, Header};
-use crate::kek::{Kek, KekConfigError, KekRing, SealedColumn};
+use crate::kek::{Kek, KekConfigError, KekRing};
 use crate::reasons::{self, Reason};
+use crate::secrets::SecretRecord;
 use crate::transport::{TransportKey, TransportKeys};
 use crate::validate::{self, CardRow};
 
@@ -187,8 +191,8 @@ struct Chunk {
     rows: u64,
 }
 
-const STAGED_COLUMNS: &str = "line, iccid, imsi, fingerprint, kek_id, ki, opc, adm1, pin1, puk1, pin2, puk2, \
-     acc, msisdn, mcc, mnc, smsp, name";
+/// The columns of `carddata.card_rows` a chunk's `COPY` fills (see `encode_copy_row`).
+const STAGED_COLUMNS: &str = "import_key, line, iccid, imsi, fingerprint, kek_id, secrets, acc, msisdn, mcc, mnc, smsp, name";
 
 /// The advisory lock that lets one import of a file run at a time.
 fn lock_name(sha256_hex: &str, card_type: &str) -> String {
@@ -208,10 +212,6 @@ async fn release(
         .execute(&mut lock)
         .await?;
     lock.close().await
-}
-
-fn staged_table(import_key: i64) -> String {
-    format!("carddata.staged_{import_key}")
 }
 
 fn valid_card_type(card_type: &str) -> bool {
@@ -473,6 +473,7 @@ impl Importer {
                     .map_err(|_| FileRejection::new(reasons::FILE_UNREADABLE))
                     .and_then(|kek| {
                         produce_chunks(
+                            import_key,
                             &file,
                             &header,
                             sha256,
@@ -490,10 +491,8 @@ impl Importer {
                 }
             })
         };
-        let copy_statement = format!(
-            "COPY {} ({STAGED_COLUMNS}) FROM STDIN (FORMAT binary)",
-            staged_table(import_key)
-        );
+        let copy_statement =
+            format!("COPY carddata.card_rows ({STAGED_COLUMNS}) FROM STDIN (FORMAT binary)");
         while let Some(chunk) = receiver.recv().await {
             let mut chunk = chunk?;
             chunk.copy.extend_from_slice(COPY_BINARY_TRAILER);
@@ -519,14 +518,13 @@ impl Importer {
     }
 }
 
-/// Creates the `imports` row and its staging table.
+/// Creates the `imports` row (state 'staging': readers do not see its rows).
 async fn create_import(
     lock: &mut PgConnection,
     sha256: &[u8; 32],
     total_rows: u64,
     request: &ImportRequest,
 ) -> Result<i64, ImportError> {
-    let mut transaction = lock.begin().await?;
     let import_key: i64 = sqlx::query_scalar(
         "INSERT INTO carddata.imports (file_sha256, card_type, file_name, started_by, state, total_rows) \
          VALUES ($1, $2, $3, $4, 'staging', $5) RETURNING import_key",
@@ -536,36 +534,24 @@ async fn create_import(
     .bind(&request.file_name)
     .bind(&request.staff_id)
     .bind(i64::try_from(total_rows).unwrap_or(i64::MAX))
-    .fetch_one(&mut *transaction)
+    .fetch_one(&mut *lock)
     .await?;
-    // Unlogged: staging is rebuilt from the file if the server crashes (the resume check below
-    // notices the lost rows); only the promoted rows need the write-ahead log.
-    let statement = format!(
-        "CREATE UNLOGGED TABLE {} (line bigint NOT NULL, iccid text NOT NULL, imsi text NOT NULL, \
-         fingerprint bytea NOT NULL, kek_id text NOT NULL, ki bytea NOT NULL, opc bytea NOT NULL, \
-         adm1 bytea NOT NULL, pin1 bytea, puk1 bytea, pin2 bytea, puk2 bytea, acc text, msisdn text, \
-         mcc text, mnc text, smsp text, name text, refused boolean NOT NULL DEFAULT false)",
-        staged_table(import_key)
-    );
-    sqlx::raw_sql(sqlx::AssertSqlSafe(statement))
-        .execute(&mut *transaction)
-        .await?;
-    transaction.commit().await?;
     Ok(import_key)
 }
 
 /// The checkpoint of an interrupted import, or 0 after clearing it when the staged rows do
-/// not add up to it (the unlogged staging table was emptied by a server crash).
+/// not add up to it (each chunk commits its rows, refusals and checkpoint together, so this
+/// is a guard against a defect or a hand edit rather than an expected case).
 async fn checked_resume_point(
     lock: &mut PgConnection,
     import_key: i64,
     rows_read: i64,
 ) -> Result<i64, ImportError> {
-    let (staged, refused): (i64, i64) = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT (SELECT count(*) FROM {}), \
-                (SELECT count(DISTINCT line) FROM carddata.import_problems WHERE import_key = $1)",
-        staged_table(import_key)
-    )))
+    let (staged, refused): (i64, i64) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM carddata.card_rows WHERE import_key = $1), \
+                (SELECT count(DISTINCT line) FROM carddata.import_problems WHERE import_key = $1 \
+                 AND code NOT IN ('ICCID_DUPLICATE_IN_FILE', 'IMSI_DUPLICATE_IN_FILE'))",
+    )
     .bind(import_key)
     .fetch_one(&mut *lock)
     .await?;
@@ -577,16 +563,7 @@ async fn checked_resume_point(
         "staged rows do not match the checkpoint; staging the file again"
     );
     let mut transaction = lock.begin().await?;
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-        "TRUNCATE {}",
-        staged_table(import_key)
-    )))
-    .execute(&mut *transaction)
-    .await?;
-    sqlx::query("DELETE FROM carddata.import_problems WHERE import_key = $1")
-        .bind(import_key)
-        .execute(&mut *transaction)
-        .await?;
+    clear_staged(&mut transaction, import_key).await?;
     sqlx::query("UPDATE carddata.imports SET rows_read = 0 WHERE import_key = $1")
         .bind(import_key)
         .execute(&mut *transaction)
@@ -595,19 +572,33 @@ async fn checked_resume_point(
     Ok(0)
 }
 
+/// Deletes the rows and refusals an import staged (it is still 'staging': nobody sees them).
+async fn clear_staged(db: &mut PgConnection, import_key: i64) -> Result<(), sqlx::Error> {
+    sqlx::query("DELETE FROM carddata.card_rows WHERE import_key = $1")
+        .bind(import_key)
+        .execute(&mut *db)
+        .await?;
+    sqlx::query("DELETE FROM carddata.import_problems WHERE import_key = $1")
+        .bind(import_key)
+        .execute(&mut *db)
+        .await?;
+    Ok(())
+}
+
 /// Drops everything an import staged (the file was refused while staging).
 async fn discard_import(lock: &mut PgConnection, import_key: i64) -> Result<(), ImportError> {
     let mut transaction = lock.begin().await?;
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-        "DROP TABLE IF EXISTS {}",
-        staged_table(import_key)
-    )))
-    .execute(&mut *transaction)
-    .await?;
-    sqlx::query("DELETE FROM carddata.imports WHERE import_key = $1 AND state = 'staging'")
-        .bind(import_key)
-        .execute(&mut *transaction)
-        .await?;
+    let deleted =
+        sqlx::query("DELETE FROM carddata.imports WHERE import_key = $1 AND state = 'staging'")
+            .bind(import_key)
+            .execute(&mut *transaction)
+            .await?;
+    if deleted.rows_affected() > 0 {
+        sqlx::query("DELETE FROM carddata.card_rows WHERE import_key = $1")
+            .bind(import_key)
+            .execute(&mut *transaction)
+            .await?;
+    }
     transaction.commit().await?;
     Ok(())
 }
@@ -651,6 +642,7 @@ async fn record_problems(
 /// sends chunks of validated, sealed rows.
 #[allow(clippy::too_many_arguments)] // One call site.
 fn produce_chunks(
+    import_key: i64,
     file: &CardFile,
     header: &Header,
     sha256: [u8; 32],
@@ -663,8 +655,8 @@ fn produce_chunks(
     sender: &mpsc::Sender<Result<Chunk, FileRejection>>,
 ) -> Result<(), FileRejection> {
     let mut reader = csvfile::csv_reader(Guarded::new(file.open()?, limits.max_line_bytes, true));
-    let mut record = csv::ByteRecord::new();
-    let (read_header, _) = csvfile::read_header(&mut reader, &mut record)?;
+    let mut csv_record = csv::ByteRecord::new();
+    let (read_header, _) = csvfile::read_header(&mut reader, &mut csv_record)?;
     if &read_header != header {
         return Err(FileRejection::new(reasons::FILE_CHANGED));
     }
@@ -678,17 +670,35 @@ fn produce_chunks(
         }
     };
     let mut chunk = new_chunk();
+    let mut record = Zeroizing::new(Vec::with_capacity(64));
     let mut seen = 0u64;
-    while let Some(line) = csvfile::next_row(&mut reader, &mut record, header)? {
+    let mut duplicates = InFileDuplicates::default();
+    let mut skipped_problems = Vec::new();
+    while let Some(line) = csvfile::next_row(&mut reader, &mut csv_record, header)? {
         seen += 1;
+        let fields = csvfile::fields_of(&csv_record, line)?;
         if seen <= skip {
+            // Staged by an earlier run: only its keys are needed, to find duplicates.
+            if let Some(row) =
+                validate::validate_row(header, &fields, line, transport, &mut skipped_problems)
+            {
+                duplicates.check(&row, false, &mut chunk.problems);
+            }
+            skipped_problems.clear();
             continue;
         }
-        let fields = csvfile::fields_of(&record, line)?;
         if let Some(row) =
             validate::validate_row(header, &fields, line, transport, &mut chunk.problems)
         {
-            encode_copy_row(&mut chunk.copy, card_type, &row, kek);
+            duplicates.check(&row, true, &mut chunk.problems);
+            encode_copy_row(
+                &mut chunk.copy,
+                import_key,
+                card_type,
+                &row,
+                kek,
+                &mut record,
+            );
         }
         chunk.rows += 1;
         if chunk.rows as usize >= limits.chunk_rows {
@@ -707,12 +717,78 @@ fn produce_chunks(
     Ok(())
 }
 
+/// A digit string as a number that keeps its length (so `0123` and `123` differ); `None` for
+/// anything else (validated ICCIDs and IMSIs are 6 to 20 digits, which always fit).
+fn digits_key(digits: &str) -> Option<u128> {
+    if digits.len() > 32 {
+        return None;
+    }
+    let value: u128 = digits.parse().ok()?;
+    value
+        .checked_mul(64)
+        .and_then(|value| value.checked_add(digits.len() as u128))
+}
+
+/// Key → first line, and whether its occurrences have been refused yet.
+type SeenKeys = std::collections::HashMap<u128, (u64, bool)>;
+
+/// Finds ICCIDs and IMSIs that occur more than once among the valid rows of a file, as the
+/// staging pass reads it: every occurrence is refused (we cannot tell which one is right).
+/// The first occurrence may already be in an earlier chunk; its refusal is recorded with the
+/// chunk of the second, and promotion deletes refused rows.
+#[derive(Default)]
+struct InFileDuplicates {
+    iccids: SeenKeys,
+    imsis: SeenKeys,
+}
+
+impl InFileDuplicates {
+    /// Notes a valid row. `record` is false for rows an earlier run staged: their refusals were
+    /// recorded then (an earlier run saw every duplicate pair that lies before its checkpoint).
+    fn check(&mut self, row: &CardRow, record: bool, problems: &mut Vec<RowProblem>) {
+        let checks = [
+            (
+                &mut self.iccids,
+                row.iccid.as_str(),
+                "ICCID",
+                reasons::ICCID_DUPLICATE_IN_FILE,
+            ),
+            (
+                &mut self.imsis,
+                row.imsi.as_str(),
+                "IMSI",
+                reasons::IMSI_DUPLICATE_IN_FILE,
+            ),
+        ];
+        for (seen, value, column, reason) in checks {
+            let Some(key) = digits_key(value) else {
+                continue;
+            };
+            match seen.entry(key) {
+                std::collections::hash_map::Entry::Vacant(entry) => {
+                    entry.insert((row.line, false));
+                }
+                std::collections::hash_map::Entry::Occupied(mut entry) => {
+                    let (first_line, refused) = entry.get_mut();
+                    if record {
+                        if !*refused {
+                            problems.push(reason.for_row(*first_line, Some(column)));
+                        }
+                        problems.push(reason.for_row(row.line, Some(column)));
+                    }
+                    *refused = true;
+                }
+            }
+        }
+    }
+}
+
 /// The header of PostgreSQL's binary COPY format: signature, flags, header extension length.
 const COPY_BINARY_HEADER: &[u8] = b"PGCOPY\n\xff\r\n\0\0\0\0\0\0\0\0\0";
 /// The trailer of PostgreSQL's binary COPY format.
 const COPY_BINARY_TRAILER: &[u8] = &[0xff, 0xff];
 /// Fields per staged row (see `STAGED_COLUMNS`).
-const STAGED_FIELDS: i16 = 18;
+const STAGED_FIELDS: i16 = 13;
 
 /// Appends one field in binary COPY format: length, then the bytes (text and bytea alike).
 fn push_field(out: &mut Vec<u8>, bytes: &[u8]) {
@@ -732,32 +808,29 @@ fn push_optional(out: &mut Vec<u8>, bytes: Option<&[u8]>) {
     }
 }
 
-/// One staged row in binary COPY format, secrets sealed. Binary format saves PostgreSQL from
-/// parsing hex for every sealed value (about half of the staging time at a million rows).
-fn encode_copy_row(out: &mut Vec<u8>, card_type: &str, row: &CardRow, kek: &Kek) {
+/// One row of `carddata.card_rows` in binary COPY format, its secrets sealed as one record.
+/// Binary format saves PostgreSQL from parsing hex for the sealed value and the fingerprint.
+/// `record` is a scratch buffer for the plain record, wiped after each row.
+fn encode_copy_row(
+    out: &mut Vec<u8>,
+    import_key: i64,
+    card_type: &str,
+    row: &CardRow,
+    kek: &Kek,
+    record: &mut Zeroizing<Vec<u8>>,
+) {
     let iccid = row.iccid.as_str();
     out.extend_from_slice(&STAGED_FIELDS.to_be_bytes());
+    push_field(out, &import_key.to_be_bytes());
     let line = i64::try_from(row.line).unwrap_or(i64::MAX);
     push_field(out, &line.to_be_bytes());
     push_field(out, iccid.as_bytes());
     push_field(out, row.imsi.as_bytes());
     push_field(out, &validate::fingerprint(card_type, row));
     push_field(out, kek.id().as_bytes());
-    push_field(out, &kek.seal(iccid, SealedColumn::Ki, row.ki.bytes()));
-    push_field(out, &kek.seal(iccid, SealedColumn::Opc, row.opc.bytes()));
-    push_field(out, &kek.seal(iccid, SealedColumn::Adm1, row.adm1.bytes()));
-    let pin_columns = [
-        SealedColumn::Pin1,
-        SealedColumn::Puk1,
-        SealedColumn::Pin2,
-        SealedColumn::Puk2,
-    ];
-    for (column, pin) in pin_columns.into_iter().zip(&row.pins) {
-        let sealed = pin
-            .as_ref()
-            .map(|pin| kek.seal(iccid, column, pin.digits().as_bytes()));
-        push_optional(out, sealed.as_deref());
-    }
+    SecretRecord::encode_into(record, &row.ki, &row.opc, &row.adm1, &row.pins);
+    push_field(out, &kek.seal_record(iccid, record));
+    record.zeroize();
     let extras = &row.extras;
     for value in [
         &extras.acc,
@@ -771,32 +844,26 @@ fn encode_copy_row(out: &mut Vec<u8>, card_type: &str, row: &CardRow, kek: &Kek)
     }
 }
 
-/// The set-based refusals of promotion: (column, code, SQL selecting the refused lines).
-const SET_CHECKS: [(&str, Reason, &str); 4] = [
-    (
-        "ICCID",
-        reasons::ICCID_DUPLICATE_IN_FILE,
-        "SELECT s.line FROM {staged} s WHERE s.iccid IN (SELECT iccid FROM {staged} GROUP BY iccid HAVING count(*) > 1)",
-    ),
-    (
-        "IMSI",
-        reasons::IMSI_DUPLICATE_IN_FILE,
-        "SELECT s.line FROM {staged} s WHERE s.imsi IN (SELECT imsi FROM {staged} GROUP BY imsi HAVING count(*) > 1)",
-    ),
+/// The set-based refusals of promotion, against the cards already stored: (column, code, SQL
+/// selecting the refused lines). Duplicates within the file are refused while staging.
+const SET_CHECKS: [(&str, Reason, &str); 2] = [
     (
         "ICCID",
         reasons::ICCID_CONFLICT,
-        "SELECT s.line FROM {staged} s JOIN carddata.cards c ON c.iccid = s.iccid WHERE c.fingerprint <> s.fingerprint",
+        "SELECT s.line FROM carddata.card_rows s JOIN carddata.cards c ON c.iccid = s.iccid \
+         WHERE s.import_key = $1 AND c.fingerprint <> s.fingerprint",
     ),
     (
         "IMSI",
         reasons::IMSI_CONFLICT,
-        "SELECT s.line FROM {staged} s JOIN carddata.cards c ON c.imsi = s.imsi WHERE c.iccid <> s.iccid",
+        "SELECT s.line FROM carddata.card_rows s JOIN carddata.cards c ON c.imsi = s.imsi \
+         WHERE s.import_key = $1 AND c.iccid <> s.iccid",
     ),
 ];
 
-/// The final transaction: refuse duplicates and conflicts, move the rest into `cards`, store
-/// the report, drop the staging table.
+/// The final transaction: refuse duplicates and conflicts, delete the refused rows and those of
+/// cards already stored with the same content, store the report and flip the import to 'done',
+/// which makes the rest visible in `carddata.cards`.
 #[allow(clippy::too_many_arguments)] // Two call sites with the parts of a `Staged`.
 async fn promote(
     db: &mut PgConnection,
@@ -810,7 +877,6 @@ async fn promote(
 ) -> Result<ImportReport, ImportError> {
     progress.promoting();
     let started = std::time::Instant::now();
-    let staged = staged_table(import_key);
     let (state, stored): (String, Option<sqlx::types::Json<ImportReport>>) = sqlx::query_as(
         "SELECT state, report FROM carddata.imports WHERE import_key = $1 FOR UPDATE",
     )
@@ -826,21 +892,24 @@ async fn promote(
     sqlx::query("SET LOCAL work_mem = '256MB'")
         .execute(&mut *db)
         .await?;
-    // Promotions (and KEK rotation) take turns, so the conflict checks see every stored card;
-    // readers of carddata.cards are not blocked.
-    sqlx::query("LOCK TABLE carddata.cards IN SHARE ROW EXCLUSIVE MODE")
+    // The statements below are planned as costly (a million rows) but run once: compiling
+    // them with JIT takes longer than running them.
+    sqlx::query("SET LOCAL jit = off").execute(&mut *db).await?;
+    // Promotions (and KEK rotation, and other imports' chunks) take turns, so the conflict
+    // checks see every stored card; readers of carddata.cards are not blocked.
+    sqlx::query("LOCK TABLE carddata.card_rows IN SHARE ROW EXCLUSIVE MODE")
         .execute(&mut *db)
         .await?;
 
-    let (staged_rows, refused_rows, rows_read): (i64, i64, i64) =
-        sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "SELECT (SELECT count(*) FROM {staged}), \
-                (SELECT count(DISTINCT line) FROM carddata.import_problems WHERE import_key = $1), \
-                (SELECT rows_read FROM carddata.imports WHERE import_key = $1)"
-        )))
-        .bind(import_key)
-        .fetch_one(&mut *db)
-        .await?;
+    let (staged_rows, refused_rows, rows_read): (i64, i64, i64) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM carddata.card_rows WHERE import_key = $1), \
+                (SELECT count(DISTINCT line) FROM carddata.import_problems WHERE import_key = $1 \
+                 AND code NOT IN ('ICCID_DUPLICATE_IN_FILE', 'IMSI_DUPLICATE_IN_FILE')), \
+                (SELECT rows_read FROM carddata.imports WHERE import_key = $1)",
+    )
+    .bind(import_key)
+    .fetch_one(&mut *db)
+    .await?;
     let expected = i64::try_from(total_rows).unwrap_or(i64::MAX);
     if staged_rows + refused_rows != expected || rows_read != expected {
         return Err(ImportError::Internal(anyhow::anyhow!(
@@ -850,13 +919,9 @@ async fn promote(
     }
 
     for (column, reason, select_lines) in SET_CHECKS {
-        let select_lines = select_lines.replace("{staged}", &staged);
         sqlx::query(sqlx::AssertSqlSafe(format!(
-            "WITH refused AS ({select_lines}), \
-             recorded AS (INSERT INTO carddata.import_problems (import_key, line, column_name, code) \
-                          SELECT $1, line, $2, $3 FROM refused RETURNING line) \
-             UPDATE {staged} s SET refused = true FROM (SELECT DISTINCT line FROM recorded) r \
-             WHERE s.line = r.line"
+            "INSERT INTO carddata.import_problems (import_key, line, column_name, code) \
+             SELECT $1, line, $2, $3 FROM ({select_lines}) refused"
         )))
         .bind(import_key)
         .bind(column)
@@ -870,18 +935,21 @@ async fn promote(
         elapsed_ms = started.elapsed().as_millis() as u64,
         "set-based checks done"
     );
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "INSERT INTO carddata.cards (iccid, imsi, card_type, fingerprint, kek_id, ki, opc, adm1, \
-                pin1, puk1, pin2, puk2, acc, msisdn, mcc, mnc, smsp, name, import_key) \
-         SELECT iccid, imsi, $2, fingerprint, kek_id, ki, opc, adm1, pin1, puk1, pin2, puk2, \
-                acc, msisdn, mcc, mnc, smsp, name, $1 \
-         FROM {staged} WHERE NOT refused \
-         ON CONFLICT (iccid) DO NOTHING"
-    )))
+    // Refused rows go, and so do rows of cards already stored (the same content again: accepted,
+    // and the stored row stays as it is; other content was refused just above).
+    sqlx::query(
+        "DELETE FROM carddata.card_rows s WHERE s.import_key = $1 AND \
+         (s.line IN (SELECT line FROM carddata.import_problems WHERE import_key = $1) \
+          OR EXISTS (SELECT 1 FROM carddata.cards c WHERE c.iccid = s.iccid))",
+    )
     .bind(import_key)
-    .bind(card_type)
     .execute(&mut *db)
     .await?;
+    tracing::debug!(
+        import_key,
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "refused rows deleted"
+    );
 
     let rejected: i64 = sqlx::query_scalar(
         "SELECT count(DISTINCT line) FROM carddata.import_problems WHERE import_key = $1",
@@ -925,9 +993,6 @@ async fn promote(
     .bind(sqlx::types::Json(&report))
     .execute(&mut *db)
     .await?;
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP TABLE {staged}")))
-        .execute(&mut *db)
-        .await?;
     tracing::debug!(
         import_key,
         elapsed_ms = started.elapsed().as_millis() as u64,
@@ -950,6 +1015,17 @@ mod tests {
         push_null(&mut out);
         assert_eq!(out, [0, 0, 0, 2, b'a', b'b', 0xff, 0xff, 0xff, 0xff]);
         assert_eq!(COPY_BINARY_HEADER.len(), 19);
+    }
+
+    #[test]
+    fn digit_keys_keep_leading_zeros_apart() {
+        assert_ne!(digits_key("0123456"), digits_key("123456"));
+        assert_eq!(
+            digits_key("89860110000000000094"),
+            digits_key("89860110000000000094")
+        );
+        assert!(digits_key("89860110000000000094").is_some());
+        assert!(digits_key("12a").is_none());
     }
 
     #[test]

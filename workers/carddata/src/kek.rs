@@ -1,7 +1,12 @@
-//! Encryption at rest: each secret value of each card is sealed on its own with AES-256-GCM
-//! under a key-encryption key (KEK), with a random 96-bit nonce and associated data that binds
-//! the value to its ICCID and column, so a ciphertext copied to another row or column fails
-//! to open instead of yielding a key for the wrong card.
+//! Encryption at rest: a card's secrets are sealed with AES-256-GCM under a key-encryption key
+//! (KEK), with a random 96-bit nonce and associated data that binds the ciphertext to its ICCID
+//! (and, in format v1, its column), so a ciphertext copied to another row fails to open instead
+//! of yielding a key for the wrong card.
+//!
+//! Format v2 (what import and rotation write): all secrets of a card as one record
+//! ([`crate::secrets::SecretRecord`]) sealed once, in the `secrets` column. Format v1 (rows
+//! written before migration 0002): each secret column sealed on its own; still opened, and
+//! rewritten as v2 by rotation.
 //!
 //! A [`KekRing`] holds the current KEK (which seals new values) and retired ones (which only
 //! open values not yet rotated, see [`crate::rotate`]). Every row stores the id of the KEK it
@@ -15,8 +20,11 @@ use aes_gcm::{Aes256Gcm, Nonce};
 use rand::RngCore;
 use zeroize::Zeroizing;
 
-/// Version tag of the associated data; change it only with a migration of every row.
+/// Version tag of the associated data of one sealed column (format v1, migration 0001);
+/// change it only with a migration of every row.
 const AAD_TAG: &[u8] = b"simflow.carddata.v1";
+/// Version tag of the associated data of a sealed card record (format v2, migration 0002).
+const AAD_TAG_RECORD: &[u8] = b"simflow.carddata.v2.record";
 /// Nonce length of AES-GCM.
 const NONCE_LEN: usize = 12;
 
@@ -139,6 +147,14 @@ fn associated_data(iccid: &str, column: SealedColumn) -> Vec<u8> {
     aad
 }
 
+fn record_associated_data(iccid: &str) -> Vec<u8> {
+    let mut aad = Vec::with_capacity(AAD_TAG_RECORD.len() + iccid.len() + 1);
+    aad.extend_from_slice(AAD_TAG_RECORD);
+    aad.push(0);
+    aad.extend_from_slice(iccid.as_bytes());
+    aad
+}
+
 impl Kek {
     /// A KEK from its id and 32 key bytes.
     pub fn new(id: &str, key: &[u8; 32]) -> Result<Kek, KekConfigError> {
@@ -164,16 +180,30 @@ impl Kek {
         &self.id
     }
 
-    /// Seals one value of one card.
+    /// Seals one value of one card (format v1: one sealed value per column).
     pub fn seal(&self, iccid: &str, column: SealedColumn, plaintext: &[u8]) -> Vec<u8> {
+        self.seal_with(&associated_data(iccid, column), plaintext)
+    }
+
+    /// Seals the whole secret record of one card (format v2: one nonce and one tag for all of
+    /// a card's secrets, see [`crate::secrets::SecretRecord`]), bound to its ICCID.
+    pub fn seal_record(&self, iccid: &str, record: &[u8]) -> Vec<u8> {
+        self.seal_with(&record_associated_data(iccid), record)
+    }
+
+    /// Opens the secret record of one card.
+    pub fn open_record(&self, iccid: &str, sealed: &[u8]) -> Result<Zeroizing<Vec<u8>>, OpenError> {
+        self.open_with(&record_associated_data(iccid), "secrets", sealed)
+    }
+
+    fn seal_with(&self, aad: &[u8], plaintext: &[u8]) -> Vec<u8> {
         let mut nonce = [0u8; NONCE_LEN];
         rand::rng().fill_bytes(&mut nonce);
-        let aad = associated_data(iccid, column);
         let sealed = self.cipher.encrypt(
             &Nonce::from(nonce),
             Payload {
                 msg: plaintext,
-                aad: &aad,
+                aad,
             },
         );
         let mut out = Vec::with_capacity(NONCE_LEN + plaintext.len() + 16);
@@ -185,28 +215,34 @@ impl Kek {
         out
     }
 
-    /// Opens one value of one card.
+    /// Opens one value of one card (format v1).
     pub fn open(
         &self,
         iccid: &str,
         column: SealedColumn,
         sealed: &[u8],
     ) -> Result<Zeroizing<Vec<u8>>, OpenError> {
-        let tampered = OpenError::Tampered {
-            column: column.name(),
-        };
+        self.open_with(&associated_data(iccid, column), column.name(), sealed)
+    }
+
+    fn open_with(
+        &self,
+        aad: &[u8],
+        column: &'static str,
+        sealed: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>, OpenError> {
+        let tampered = OpenError::Tampered { column };
         if sealed.len() < NONCE_LEN + 16 {
             return Err(tampered);
         }
         let (nonce, ciphertext) = sealed.split_at(NONCE_LEN);
         let nonce: [u8; NONCE_LEN] = nonce.try_into().map_err(|_| tampered.clone())?;
-        let aad = associated_data(iccid, column);
         self.cipher
             .decrypt(
                 &Nonce::from(nonce),
                 Payload {
                     msg: ciphertext,
-                    aad: &aad,
+                    aad,
                 },
             )
             .map(Zeroizing::new)
@@ -313,6 +349,23 @@ mod tests {
                 .open("8986011000000000009", SealedColumn::Ki, &sealed)
                 .is_err()
         );
+    }
+
+    #[test]
+    fn a_sealed_record_opens_only_for_its_card() {
+        let kek = Kek::new("k1", &[7u8; 32]).unwrap();
+        let sealed = kek.seal_record("8986011000000000009", &[0xAA; 40]);
+        assert_eq!(sealed.len(), 12 + 40 + 16);
+        assert!(!sealed.windows(16).any(|window| window == [0xAA; 16]));
+        let opened = kek.open_record("8986011000000000009", &sealed).unwrap();
+        assert_eq!(opened.as_slice(), &[0xAA; 40]);
+        assert!(kek.open_record("8986011000000000017", &sealed).is_err());
+        assert!(
+            kek.open("8986011000000000009", SealedColumn::Ki, &sealed)
+                .is_err()
+        );
+        let other = Kek::new("k2", &[8u8; 32]).unwrap();
+        assert!(other.open_record("8986011000000000009", &sealed).is_err());
     }
 
     #[test]

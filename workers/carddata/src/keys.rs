@@ -2,13 +2,15 @@
 //! keys themselves (decrypted into zeroizing, redacting types), and a reference string for
 //! events that must name a card's keys without carrying them.
 //!
-//! This module reads `carddata.cards` only; it never writes and never logs a value.
+//! This module reads `carddata.cards` (the rows of finished imports) only; it never writes and
+//! never logs a value. It opens both storage formats: v2 (one sealed record per card) and v1
+//! (one sealed value per column, rows from before migration 0002 not yet rotated).
 
 use simflow_card::encoding::Adm1;
 use sqlx::PgExecutor;
 
-use crate::kek::{KekRing, OpenError, SealedColumn};
-use crate::secrets::{CardExtras, CardSecrets, Key128, Pin};
+use crate::kek::{Kek, KekRing, OpenError, SealedColumn};
+use crate::secrets::{CardExtras, CardSecrets, Key128, OpenedRecord, Pin, SecretRecord};
 
 /// Why a card's keys could not be fetched.
 #[derive(Debug, thiserror::Error)]
@@ -42,9 +44,10 @@ struct SealedRow {
     imsi: String,
     card_type: String,
     kek_id: String,
-    ki: Vec<u8>,
-    opc: Vec<u8>,
-    adm1: Vec<u8>,
+    secrets: Option<Vec<u8>>,
+    ki: Option<Vec<u8>>,
+    opc: Option<Vec<u8>>,
+    adm1: Option<Vec<u8>>,
     pin1: Option<Vec<u8>>,
     puk1: Option<Vec<u8>>,
     pin2: Option<Vec<u8>>,
@@ -64,7 +67,7 @@ pub async fn fetch<'e>(
     iccid: &str,
 ) -> Result<Option<CardSecrets>, FetchError> {
     let row: Option<SealedRow> = sqlx::query_as(
-        "SELECT imsi, card_type, kek_id, ki, opc, adm1, pin1, puk1, pin2, puk2, \
+        "SELECT imsi, card_type, kek_id, secrets, ki, opc, adm1, pin1, puk1, pin2, puk2, \
                 acc, msisdn, mcc, mnc, smsp, name \
          FROM carddata.cards WHERE iccid = $1",
     )
@@ -73,38 +76,24 @@ pub async fn fetch<'e>(
     .await?;
     let Some(row) = row else { return Ok(None) };
     let kek = kek_ring.get(&row.kek_id)?;
-    let key128 = |column: SealedColumn, sealed: &[u8]| -> Result<Key128, FetchError> {
-        let opened = kek.open(iccid, column, sealed)?;
-        Key128::from_slice(&opened).ok_or(FetchError::Malformed(column.name()))
-    };
-    let pin = |column: SealedColumn, sealed: &Option<Vec<u8>>| -> Result<Option<Pin>, FetchError> {
-        let Some(sealed) = sealed else {
-            return Ok(None);
-        };
-        let opened = kek.open(iccid, column, sealed)?;
-        let digits =
-            std::str::from_utf8(&opened).map_err(|_| FetchError::Malformed(column.name()))?;
-        Ok(Some(Pin::new(digits)))
-    };
-    let adm1 = {
-        let opened = kek.open(iccid, SealedColumn::Adm1, &row.adm1)?;
-        let bytes: [u8; 8] = opened
-            .as_slice()
-            .try_into()
-            .map_err(|_| FetchError::Malformed("adm1"))?;
-        Adm1::from_bytes(bytes)
+    let (ki, opc, adm1, [pin1, puk1, pin2, puk2]) = match &row.secrets {
+        Some(sealed) => {
+            let opened = kek.open_record(iccid, sealed)?;
+            SecretRecord::decode(&opened).ok_or(FetchError::Malformed("secrets"))?
+        }
+        None => open_v1(kek, iccid, &row)?,
     };
     Ok(Some(CardSecrets {
         iccid: iccid.to_owned(),
         imsi: row.imsi.clone(),
         card_type: row.card_type.clone(),
-        ki: key128(SealedColumn::Ki, &row.ki)?,
-        opc: key128(SealedColumn::Opc, &row.opc)?,
+        ki,
+        opc,
         adm1,
-        pin1: pin(SealedColumn::Pin1, &row.pin1)?,
-        puk1: pin(SealedColumn::Puk1, &row.puk1)?,
-        pin2: pin(SealedColumn::Pin2, &row.pin2)?,
-        puk2: pin(SealedColumn::Puk2, &row.puk2)?,
+        pin1,
+        puk1,
+        pin2,
+        puk2,
         extras: CardExtras {
             acc: row.acc.clone(),
             msisdn: row.msisdn.clone(),
@@ -115,6 +104,68 @@ pub async fn fetch<'e>(
         },
         kek_id: row.kek_id.clone(),
     }))
+}
+
+/// Opens a row of format v1: each secret column sealed on its own.
+pub(crate) fn open_v1_columns(
+    kek: &Kek,
+    iccid: &str,
+    ki: Option<&[u8]>,
+    opc: Option<&[u8]>,
+    adm1: Option<&[u8]>,
+    pins: [Option<&[u8]>; 4],
+) -> Result<OpenedRecord, FetchError> {
+    let key128 = |column: SealedColumn, sealed: Option<&[u8]>| -> Result<Key128, FetchError> {
+        let sealed = sealed.ok_or(FetchError::Malformed(column.name()))?;
+        let opened = kek.open(iccid, column, sealed)?;
+        Key128::from_slice(&opened).ok_or(FetchError::Malformed(column.name()))
+    };
+    let pin = |column: SealedColumn, sealed: Option<&[u8]>| -> Result<Option<Pin>, FetchError> {
+        let Some(sealed) = sealed else {
+            return Ok(None);
+        };
+        let opened = kek.open(iccid, column, sealed)?;
+        let digits =
+            std::str::from_utf8(&opened).map_err(|_| FetchError::Malformed(column.name()))?;
+        Ok(Some(Pin::new(digits)))
+    };
+    let adm1 = {
+        let sealed = adm1.ok_or(FetchError::Malformed("adm1"))?;
+        let opened = kek.open(iccid, SealedColumn::Adm1, sealed)?;
+        let bytes: [u8; 8] = opened
+            .as_slice()
+            .try_into()
+            .map_err(|_| FetchError::Malformed("adm1"))?;
+        Adm1::from_bytes(bytes)
+    };
+    let [pin1, puk1, pin2, puk2] = pins;
+    Ok((
+        key128(SealedColumn::Ki, ki)?,
+        key128(SealedColumn::Opc, opc)?,
+        adm1,
+        [
+            pin(SealedColumn::Pin1, pin1)?,
+            pin(SealedColumn::Puk1, puk1)?,
+            pin(SealedColumn::Pin2, pin2)?,
+            pin(SealedColumn::Puk2, puk2)?,
+        ],
+    ))
+}
+
+fn open_v1(kek: &Kek, iccid: &str, row: &SealedRow) -> Result<OpenedRecord, FetchError> {
+    open_v1_columns(
+        kek,
+        iccid,
+        row.ki.as_deref(),
+        row.opc.as_deref(),
+        row.adm1.as_deref(),
+        [
+            row.pin1.as_deref(),
+            row.puk1.as_deref(),
+            row.pin2.as_deref(),
+            row.puk2.as_deref(),
+        ],
+    )
 }
 
 #[cfg(test)]

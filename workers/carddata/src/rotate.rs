@@ -8,13 +8,20 @@
 //! retired KEK can be removed from the configuration (readers use the KEK each row names, so
 //! the process keeps working throughout).
 //!
-//! Staged rows of an unfinished import stay under the KEK they were staged with and are
-//! promoted as they are; run rotation again after such an import finishes.
+//! Rotation walks every stored row, finished or still staging (they share `carddata.card_rows`),
+//! and writes format v2 (one sealed record per card); rows still in format v1 (one sealed value
+//! per column, from before migration 0002) are rewritten even when already under the current
+//! KEK. An import that is staging while the KEK changes keeps sealing its next chunks under the
+//! KEK it started with; run rotation again after such an import finishes.
 //! This module does not manage KEKs themselves: they come from configuration.
 
 use sqlx::{Connection, PgPool};
 
-use crate::kek::{KekConfigError, KekRing, OpenError, SealedColumn};
+use zeroize::{Zeroize, Zeroizing};
+
+use crate::kek::{KekConfigError, KekRing, OpenError};
+use crate::keys::{FetchError, open_v1_columns};
+use crate::secrets::SecretRecord;
 
 /// Why rotation stopped.
 #[derive(Debug, thiserror::Error)]
@@ -25,6 +32,9 @@ pub enum RotateError {
     /// A row is under a KEK that is not configured, or did not open.
     #[error("{0}; configure the KEK in carddata.retired_keks and run rotate-kek again")]
     Open(#[from] OpenError),
+    /// A row opened but its content is not well formed (a defect or altered data).
+    #[error("the stored {0} of a card has the wrong size")]
+    Malformed(&'static str),
     /// The database failed.
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
@@ -37,7 +47,7 @@ pub struct RotationReport {
     pub current_kek_id: String,
     /// Rows re-encrypted by this run.
     pub rotated: u64,
-    /// Rows still under another KEK (0 when finished).
+    /// Rows still under another KEK or in format v1 (0 when finished).
     pub remaining: u64,
     /// Imports still staging (their rows are promoted under their staging KEK).
     pub imports_staging: u64,
@@ -46,17 +56,21 @@ pub struct RotationReport {
 #[derive(sqlx::FromRow)]
 struct Row {
     iccid: String,
+    import_key: i64,
+    line: Option<i64>,
     kek_id: String,
-    ki: Vec<u8>,
-    opc: Vec<u8>,
-    adm1: Vec<u8>,
+    secrets: Option<Vec<u8>>,
+    ki: Option<Vec<u8>>,
+    opc: Option<Vec<u8>>,
+    adm1: Option<Vec<u8>>,
     pin1: Option<Vec<u8>>,
     puk1: Option<Vec<u8>>,
     pin2: Option<Vec<u8>>,
     puk2: Option<Vec<u8>>,
 }
 
-/// Re-encrypts every row not under the current KEK, `batch_size` rows per transaction;
+/// Re-encrypts every row not under the current KEK (or not yet in format v2), `batch_size`
+/// rows per transaction;
 /// `on_batch` is told the running total after each batch.
 pub async fn rotate_kek(
     pool: &PgPool,
@@ -70,8 +84,9 @@ pub async fn rotate_kek(
     loop {
         let mut transaction = connection.begin().await?;
         let rows: Vec<Row> = sqlx::query_as(
-            "SELECT iccid, kek_id, ki, opc, adm1, pin1, puk1, pin2, puk2 FROM carddata.cards \
-             WHERE kek_id <> $1 ORDER BY iccid LIMIT $2 FOR UPDATE SKIP LOCKED",
+            "SELECT iccid, import_key, line, kek_id, secrets, ki, opc, adm1, pin1, puk1, pin2, puk2 \
+             FROM carddata.card_rows WHERE kek_id <> $1 OR secrets IS NULL \
+             ORDER BY iccid LIMIT $2 FOR UPDATE SKIP LOCKED",
         )
         .bind(current.id())
         .bind(i64::from(batch_size.max(1)))
@@ -82,61 +97,70 @@ pub async fn rotate_kek(
             break;
         }
         let mut iccids = Vec::with_capacity(rows.len());
-        let mut sealed: [Vec<Option<Vec<u8>>>; 7] = Default::default();
+        let mut import_keys = Vec::with_capacity(rows.len());
+        let mut lines = Vec::with_capacity(rows.len());
+        let mut sealed = Vec::with_capacity(rows.len());
+        let mut record = Zeroizing::new(Vec::with_capacity(64));
         for row in &rows {
             let old = kek_ring.get(&row.kek_id)?;
-            let values = [
-                Some(&row.ki),
-                Some(&row.opc),
-                Some(&row.adm1),
-                row.pin1.as_ref(),
-                row.puk1.as_ref(),
-                row.pin2.as_ref(),
-                row.puk2.as_ref(),
-            ];
-            for ((column, value), out) in SealedColumn::ALL
-                .into_iter()
-                .zip(values)
-                .zip(sealed.iter_mut())
-            {
-                out.push(match value {
-                    Some(value) => {
-                        let plain = old.open(&row.iccid, column, value)?;
-                        Some(current.seal(&row.iccid, column, &plain))
-                    }
-                    None => None,
-                });
-            }
+            let (ki, opc, adm1, pins) = match &row.secrets {
+                Some(secrets) => {
+                    let opened = old.open_record(&row.iccid, secrets)?;
+                    SecretRecord::decode(&opened).ok_or(RotateError::Malformed("secrets"))?
+                }
+                None => open_v1_columns(
+                    old,
+                    &row.iccid,
+                    row.ki.as_deref(),
+                    row.opc.as_deref(),
+                    row.adm1.as_deref(),
+                    [
+                        row.pin1.as_deref(),
+                        row.puk1.as_deref(),
+                        row.pin2.as_deref(),
+                        row.puk2.as_deref(),
+                    ],
+                )
+                .map_err(|error| match error {
+                    FetchError::Open(error) => RotateError::Open(error),
+                    FetchError::Malformed(what) => RotateError::Malformed(what),
+                    FetchError::Database(error) => RotateError::Database(error),
+                })?,
+            };
+            SecretRecord::encode_into(&mut record, &ki, &opc, &adm1, &pins);
+            sealed.push(current.seal_record(&row.iccid, &record));
+            record.zeroize();
             iccids.push(row.iccid.clone());
+            import_keys.push(row.import_key);
+            lines.push(row.line);
         }
-        let [ki, opc, adm1, pin1, puk1, pin2, puk2] = sealed;
+        // A row is its import and line (an ICCID can be in a finished import and in one still
+        // staging); rows from before migration 0002 have no line, but their ICCIDs were unique.
         sqlx::query(
-            "UPDATE carddata.cards c SET kek_id = $1, ki = u.ki, opc = u.opc, adm1 = u.adm1, \
-                    pin1 = u.pin1, puk1 = u.puk1, pin2 = u.pin2, puk2 = u.puk2 \
-             FROM unnest($2::text[], $3::bytea[], $4::bytea[], $5::bytea[], $6::bytea[], $7::bytea[], \
-                         $8::bytea[], $9::bytea[]) AS u(iccid, ki, opc, adm1, pin1, puk1, pin2, puk2) \
-             WHERE c.iccid = u.iccid",
+            "UPDATE carddata.card_rows c SET kek_id = $1, secrets = u.secrets, ki = NULL, \
+                    opc = NULL, adm1 = NULL, pin1 = NULL, puk1 = NULL, pin2 = NULL, puk2 = NULL \
+             FROM unnest($2::text[], $3::bigint[], $4::bigint[], $5::bytea[]) \
+                  AS u(iccid, import_key, line, secrets) \
+             WHERE c.iccid = u.iccid AND c.import_key = u.import_key \
+               AND c.line IS NOT DISTINCT FROM u.line",
         )
         .bind(current.id())
         .bind(&iccids)
-        .bind(ki)
-        .bind(opc)
-        .bind(adm1)
-        .bind(pin1)
-        .bind(puk1)
-        .bind(pin2)
-        .bind(puk2)
+        .bind(&import_keys)
+        .bind(&lines)
+        .bind(&sealed)
         .execute(&mut *transaction)
         .await?;
         transaction.commit().await?;
         rotated += rows.len() as u64;
         on_batch(rotated);
     }
-    let remaining: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM carddata.cards WHERE kek_id <> $1")
-            .bind(current.id())
-            .fetch_one(&mut *connection)
-            .await?;
+    let remaining: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM carddata.card_rows WHERE kek_id <> $1 OR secrets IS NULL",
+    )
+    .bind(current.id())
+    .fetch_one(&mut *connection)
+    .await?;
     let imports_staging: i64 =
         sqlx::query_scalar("SELECT count(*) FROM carddata.imports WHERE state = 'staging'")
             .fetch_one(&mut *connection)

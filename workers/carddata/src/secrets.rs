@@ -114,9 +114,91 @@ pub struct CardExtras {
     pub name: Option<String>,
 }
 
+/// The plaintext layout of a card's sealed secret record (format v2): Ki (16 bytes), OPc (16),
+/// ADM1 (8), then PIN1, PUK1, PIN2, PUK2, each as a length byte and its ASCII digits (length 0:
+/// absent). Sealed as one AES-GCM value by [`crate::kek::Kek::seal_record`].
+#[derive(Debug)]
+pub struct SecretRecord;
+
+/// The secrets a [`SecretRecord`] holds.
+pub type OpenedRecord = (Key128, Key128, Adm1, [Option<Pin>; 4]);
+
+impl SecretRecord {
+    /// Appends the record of one card to `out` (which the caller wipes).
+    pub fn encode_into(
+        out: &mut Vec<u8>,
+        ki: &Key128,
+        opc: &Key128,
+        adm1: &Adm1,
+        pins: &[Option<Pin>; 4],
+    ) {
+        out.extend_from_slice(ki.bytes());
+        out.extend_from_slice(opc.bytes());
+        out.extend_from_slice(adm1.bytes());
+        for pin in pins {
+            match pin {
+                Some(pin) => {
+                    let digits = pin.digits().as_bytes();
+                    out.push(u8::try_from(digits.len()).unwrap_or(0));
+                    out.extend_from_slice(digits);
+                }
+                None => out.push(0),
+            }
+        }
+    }
+
+    /// Reads a record back; `None` when it is not well formed.
+    pub fn decode(bytes: &[u8]) -> Option<OpenedRecord> {
+        let ki = Key128::from_slice(bytes.get(..16)?)?;
+        let opc = Key128::from_slice(bytes.get(16..32)?)?;
+        let adm1: [u8; 8] = bytes.get(32..40)?.try_into().ok()?;
+        let mut rest = bytes.get(40..)?;
+        let mut pins: [Option<Pin>; 4] = Default::default();
+        for pin in &mut pins {
+            let (&length, tail) = rest.split_first()?;
+            let digits = tail.get(..usize::from(length))?;
+            if length > 0 {
+                *pin = Some(Pin::new(std::str::from_utf8(digits).ok()?));
+            }
+            rest = &tail[usize::from(length)..];
+        }
+        if !rest.is_empty() {
+            return None;
+        }
+        Some((ki, opc, Adm1::from_bytes(adm1), pins))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_secret_record_reads_back() {
+        let mut bytes = Vec::new();
+        let pins = [
+            Some(Pin::new("1234")),
+            None,
+            None,
+            Some(Pin::new("87654321")),
+        ];
+        SecretRecord::encode_into(
+            &mut bytes,
+            &Key128::from_bytes([1; 16]),
+            &Key128::from_bytes([2; 16]),
+            &Adm1::from_bytes(*b"55538407"),
+            &pins,
+        );
+        assert_eq!(bytes.len(), 40 + 5 + 1 + 1 + 9);
+        let (ki, opc, adm1, read) = SecretRecord::decode(&bytes).expect("well formed");
+        assert_eq!(ki.bytes(), &[1; 16]);
+        assert_eq!(opc.bytes(), &[2; 16]);
+        assert_eq!(adm1.bytes(), b"55538407");
+        assert_eq!(read, pins);
+        assert!(SecretRecord::decode(&bytes[..bytes.len() - 1]).is_none());
+        bytes.push(0);
+        assert!(SecretRecord::decode(&bytes).is_none());
+    }
 
     #[test]
     fn secrets_do_not_print() {
