@@ -30,6 +30,9 @@ struct Measured {
     millis: Vec<f64>,
     apdus: u64,
     script_apdus: u64,
+    /// Script steps by kind (the same for every card).
+    kinds: Vec<(StepKind, usize)>,
+    steps: usize,
 }
 
 fn test_iccid(index: usize) -> anyhow::Result<String> {
@@ -37,6 +40,50 @@ fn test_iccid(index: usize) -> anyhow::Result<String> {
     let digits = format!("8988211{index:02}{body:08}");
     let check = luhn_check_digit(&digits)?;
     Ok(format!("{digits}{check}"))
+}
+
+/// A blank card with freshly generated keys and ADM1 (never real ones), and its write script.
+struct GeneratedCard {
+    iccid: String,
+    adm1: String,
+    ki: [u8; 16],
+    opc: [u8; 16],
+    challenge: profile::Challenge,
+    script: profile::Script,
+}
+
+fn generated_card(index: usize) -> anyhow::Result<GeneratedCard> {
+    let iccid = test_iccid(index)?;
+    let adm1 = format!("{:08}", rand::random::<u32>() % 100_000_000);
+    let ki: [u8; 16] = rand::random();
+    let opc: [u8; 16] = rand::random();
+    let challenge = profile::make_challenge(
+        &ki,
+        &opc,
+        &rand::random(),
+        &[0, 0, 0, 0, 0, 0x21],
+        &[0x80, 0],
+    );
+    let personalisation = Personalisation {
+        iccid: iccid.clone(),
+        imsi: format!("00101{:010}", rand::random::<u64>() % 10_000_000_000),
+        msisdn: "+8613012340000".into(),
+        ki,
+        opc,
+        adm1: Adm1::parse(&adm1)?,
+        spn: Some("simflow".into()),
+        mcc_mnc: Some(("001".into(), "01".into())),
+        smsp: Some("+8613800100500".into()),
+    };
+    let script = SysmoIsimSja2::default().build_write_script(&personalisation, &challenge)?;
+    Ok(GeneratedCard {
+        iccid,
+        adm1,
+        ki,
+        opc,
+        challenge,
+        script,
+    })
 }
 
 async fn personalise(
@@ -48,38 +95,20 @@ async fn personalise(
         millis: Vec::with_capacity(cards),
         apdus: 0,
         script_apdus: 0,
+        kinds: Vec::new(),
+        steps: 0,
     };
     for index in 0..cards {
-        let iccid = test_iccid(index)?;
-        let adm1 = format!("{:08}", rand::random::<u32>() % 100_000_000);
-        let ki: [u8; 16] = rand::random();
-        let opc: [u8; 16] = rand::random();
-        let imsi = format!("00101{:010}", rand::random::<u64>() % 10_000_000_000);
-        let challenge = profile::make_challenge(
-            &ki,
-            &opc,
-            &rand::random(),
-            &[0, 0, 0, 0, 0, 0x21],
-            &[0x80, 0],
-        );
-        let personalisation = Personalisation {
-            iccid: iccid.clone(),
-            imsi,
-            msisdn: "+8613012340000".into(),
-            ki,
-            opc,
-            adm1: Adm1::parse(&adm1)?,
-            spn: Some("simflow".into()),
-            mcc_mnc: Some(("001".into(), "01".into())),
-            smsp: Some("+8613800100500".into()),
-        };
-        let script = SysmoIsimSja2::default().build_write_script(&personalisation, &challenge)?;
-        let mut sim = SoftSim::new(CardImage::blank(&iccid, &adm1))?;
+        let card = generated_card(index)?;
+        measured.kinds = card.script.count_by_kind();
+        measured.steps = card.script.steps.len();
+        let mut sim = SoftSim::new(CardImage::blank(&card.iccid, &card.adm1))?;
         if !quickack {
             sim = sim.without_quickack();
         }
         let inserted = vreaders::insert(&sim, reader).await?;
         let name = reader.name.clone();
+        let script = card.script;
         let (elapsed, apdus, answer) = tokio::task::spawn_blocking(move || {
             let mut reader = simflow_reader::Reader::open(&name)?;
             reader.wait_for_card(Duration::from_secs(5))?;
@@ -97,7 +126,7 @@ async fn personalise(
         })
         .await?
         .map_err(|error| anyhow::anyhow!("personalising card {index}: {error}"))?;
-        profile::check_auth_answer(&ki, &opc, &challenge, &answer)
+        profile::check_auth_answer(&card.ki, &card.opc, &card.challenge, &answer)
             .context("the personalised card failed the authentication check")?;
         measured.millis.push(elapsed.as_secs_f64() * 1000.0);
         measured.apdus = apdus;
@@ -122,37 +151,22 @@ pub async fn run(args: CardBenchArgs) -> anyhow::Result<()> {
     let readers = vreaders::virtual_readers()?;
     let reader = readers.first().context("no virtual reader")?;
     anyhow::ensure!(args.cards > 0, "--cards must be at least 1");
-    // The script's shape, from a throwaway card.
-    let shape = {
-        let challenge = profile::make_challenge(&[1; 16], &[2; 16], &[3; 16], &[0; 6], &[0x80, 0]);
-        let personalisation = Personalisation {
-            iccid: test_iccid(0)?,
-            imsi: "001010123456789".into(),
-            msisdn: "+8613012340000".into(),
-            ki: [1; 16],
-            opc: [2; 16],
-            adm1: Adm1::parse("12345678")?,
-            spn: Some("simflow".into()),
-            mcc_mnc: Some(("001".into(), "01".into())),
-            smsp: Some("+8613800100500".into()),
-        };
-        SysmoIsimSja2::default().build_write_script(&personalisation, &challenge)?
-    };
     println!(
         "bench card: {} cards per run through pcscd + vpcd ({:?}), soft SIM, sysmoISIM-SJA2 profile",
         args.cards, reader.name
     );
     let with = personalise(reader, args.cards, true).await?;
     let without = personalise(reader, args.cards.min(5), false).await?;
-    let kinds: Vec<String> = shape
-        .count_by_kind()
-        .into_iter()
+    let kinds: Vec<String> = with
+        .kinds
+        .iter()
+        .copied()
         .map(|(kind, count)| format!("{} {count}", step_kind(kind)))
         .collect();
     println!(
         "  APDUs per full personalisation (write, read back, authenticate): {} on the wire ({} script steps: {}; the rest GET RESPONSE)",
         with.script_apdus,
-        shape.steps.len(),
+        with.steps,
         kinds.join(", ")
     );
     println!(
