@@ -217,6 +217,20 @@ fn run_script(reader: &mut Reader, script: &Script) -> Result<Vec<u8>, RunFailur
     }
 }
 
+/// Whether running the script again from the start finishes the card: it holds nothing, or
+/// only this script's data.
+fn resumable(state: &WrittenState) -> bool {
+    matches!(
+        state,
+        WrittenState::Untouched
+            | WrittenState::WrittenByThisScript
+            | WrittenState::PartlyWritten {
+                matches_script: true,
+                ..
+            }
+    )
+}
+
 /// What the card says about an interrupted script.
 fn classify(reader: &mut Reader, script: &Script) -> Result<WrittenState, ReaderError> {
     let probe = profile::probe_script(script);
@@ -274,14 +288,7 @@ pub fn write_card(
     if recovering {
         work.status.set(ClerkState::Reading);
         match classify(&mut reader, script) {
-            Ok(
-                WrittenState::Untouched
-                | WrittenState::WrittenByThisScript
-                | WrittenState::PartlyWritten {
-                    matches_script: true,
-                    ..
-                },
-            ) => {}
+            Ok(state) if resumable(&state) => {}
             Ok(state) => {
                 tracing::error!(%iccid, ?state, "the card holds data of another write");
                 return Ok(failed(CardWriteState::Damaged, damaged_reason()));
@@ -372,14 +379,7 @@ pub fn write_card(
         };
         work.status.set(ClerkState::Reading);
         match classify(&mut reader, script) {
-            Ok(
-                WrittenState::Untouched
-                | WrittenState::WrittenByThisScript
-                | WrittenState::PartlyWritten {
-                    matches_script: true,
-                    ..
-                },
-            ) => {}
+            Ok(state) if resumable(&state) => {}
             Ok(state) => {
                 tracing::error!(%iccid, ?state, "the card that came back holds other data");
                 return Ok(failed(CardWriteState::Damaged, damaged_reason()));

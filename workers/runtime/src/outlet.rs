@@ -153,28 +153,12 @@ pub async fn run<H: OutletHandler>(
                 )
                 .await?;
                 let channel = connected.create_channel().await?;
-                // Passive: the outlet may not declare; this only checks the queue exists and is ours.
-                channel
-                    .queue_declare(
-                        queue.as_str().into(),
-                        QueueDeclareOptions {
-                            passive: true,
-                            ..QueueDeclareOptions::default()
-                        },
-                        FieldTable::default(),
-                    )
-                    .await?;
-                channel
-                    .basic_qos(1, BasicQosOptions { global: false })
-                    .await?;
-                let consumer = channel
-                    .basic_consume(
-                        queue.as_str().into(),
-                        format!("outlet-{}", connection.outlet_code).as_str().into(),
-                        BasicConsumeOptions::default(),
-                        FieldTable::default(),
-                    )
-                    .await?;
+                let consumer = consume_own_queue(
+                    &channel,
+                    &queue,
+                    &format!("outlet-{}", connection.outlet_code),
+                )
+                .await?;
                 let publisher = Publisher::open(&connected).await?;
                 Ok::<_, lapin::Error>((connected, channel, consumer, publisher))
             });
@@ -262,6 +246,38 @@ pub async fn run<H: OutletHandler>(
     Ok(())
 }
 
+/// Starts consuming an outlet's queue, one delivery at a time. The declare is passive (the
+/// outlet may not declare, and a passive declare needs no permission: it only says the queue
+/// exists); the consume is what needs `read` on the queue, so it is what a wrong outlet's
+/// credentials are refused at.
+async fn consume_own_queue(
+    channel: &lapin::Channel,
+    queue: &str,
+    tag: &str,
+) -> Result<lapin::Consumer, lapin::Error> {
+    channel
+        .queue_declare(
+            queue.into(),
+            QueueDeclareOptions {
+                passive: true,
+                ..QueueDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await?;
+    channel
+        .basic_qos(1, BasicQosOptions { global: false })
+        .await?;
+    channel
+        .basic_consume(
+            queue.into(),
+            tag.into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+}
+
 /// Checks once whether the outlet's credentials may consume its queue (for provisioning checks
 /// and clear errors at start-up): `Ok(())`, or the broker's refusal.
 pub async fn check_access(connection: &OutletConnection) -> Result<(), OutletError> {
@@ -277,30 +293,10 @@ pub async fn check_access(connection: &OutletConnection) -> Result<(), OutletErr
         .await
         .map_err(|error| refused(error.to_string()))?;
     let queue = outlet_queue_name(&connection.outlet_code);
-    // A passive declare needs no permission; consuming needs `read` on the queue. The check
-    // consumer takes nothing it keeps: anything delivered goes back when the channel closes.
+    // The check consumer takes nothing it keeps: anything delivered goes back when the
+    // channel closes.
     let result = async {
-        channel
-            .queue_declare(
-                queue.as_str().into(),
-                QueueDeclareOptions {
-                    passive: true,
-                    ..QueueDeclareOptions::default()
-                },
-                FieldTable::default(),
-            )
-            .await?;
-        channel
-            .basic_qos(1, BasicQosOptions { global: false })
-            .await?;
-        let consumer = channel
-            .basic_consume(
-                queue.as_str().into(),
-                "simflow-outlet-check".into(),
-                BasicConsumeOptions::default(),
-                FieldTable::default(),
-            )
-            .await?;
+        let consumer = consume_own_queue(&channel, &queue, "simflow-outlet-check").await?;
         channel
             .basic_cancel(consumer.tag(), BasicCancelOptions::default())
             .await
