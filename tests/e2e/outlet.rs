@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use simflow_runtime::amqp::{EventWatch, JobRoute, ReceivedEvent};
-use simflow_runtime::outlet::{OutletConnection, OutletDecision, OutletHandler, OutletWork};
+use simflow_runtime::outlet::OutletConnection;
 use simflow_schemas::card::CardReadRequest;
 use simflow_schemas::registry::Job;
 use simflow_schemas::writecard::{
@@ -16,8 +16,7 @@ use simflow_schemas::writecard::{
 use simflow_softsim::{CardImage, Faults, InsertedCard, SoftSim};
 use simflow_tests::pcsc::VirtualReader;
 use simflow_tests::process::SimflowProcess;
-use simflow_tests::writing::{FIRST_MSISDN, ScratchDir, TestCard, WriteWorld};
-use tokio::sync::mpsc;
+use simflow_tests::writing::{FIRST_MSISDN, ScratchDir, TestCard, WriteWorld, capture_work_as};
 use uuid::Uuid;
 
 use crate::card::lease;
@@ -84,6 +83,29 @@ async fn wait_empty(reader: &VirtualReader) {
     .await
     .expect("reader check");
     assert!(empty, "the reader still shows a card");
+}
+
+/// Asks outlet `outlet` to read the card in its writer; the central answer (`card.read`).
+async fn read_at(world: &mut WriteWorld, outlet: &str) -> anyhow::Result<serde_json::Value> {
+    let request_id = Uuid::new_v4();
+    world
+        .env
+        .client
+        .publish_job(
+            &CardReadRequest {
+                request_id,
+                outlet_code: outlet.into(),
+                staff_id: "C0601".into(),
+            },
+            &Uuid::new_v4().to_string(),
+            JobRoute::Outlet(outlet),
+        )
+        .await?;
+    let mut events = collect(&mut world.watch, 1, WRITE, |event| {
+        event.routing_key == "card.read" && event.body["request_id"] == request_id.to_string()
+    })
+    .await?;
+    Ok(events.remove(0).body)
 }
 
 /// Events until `count` satisfy `wanted` (others are dropped), within `timeout`.
@@ -162,28 +184,14 @@ async fn two_outlets_write_at_once_and_the_orders_run_to_activation_and_cancella
     let _in_hx02 = insert(&sims[1], &readers.readers()[1]).await;
 
     // Read first, as the counter app does: both cards blank, writable here.
-    for (outlet, card) in [("HX01", &world.cards[0]), ("HX02", &world.cards[1])] {
-        let request_id = Uuid::new_v4();
-        world
-            .env
-            .client
-            .publish_job(
-                &CardReadRequest {
-                    request_id,
-                    outlet_code: outlet.into(),
-                    staff_id: "C0601".into(),
-                },
-                &Uuid::new_v4().to_string(),
-                JobRoute::Outlet(outlet),
-            )
-            .await?;
-        let read = collect(&mut world.watch, 1, WRITE, |event| {
-            event.routing_key == "card.read" && event.body["request_id"] == request_id.to_string()
-        })
-        .await?;
-        assert_eq!(read[0].body["iccid"], card.iccid.as_str());
-        assert_eq!(read[0].body["writable"], true, "{}", read[0].body);
-        assert_eq!(read[0].body["card_type"], "USIM128K_NORMAL");
+    for (outlet, iccid) in [
+        ("HX01", world.cards[0].iccid.clone()),
+        ("HX02", world.cards[1].iccid.clone()),
+    ] {
+        let read = read_at(&mut world, outlet).await?;
+        assert_eq!(read["iccid"], iccid.as_str());
+        assert_eq!(read["writable"], true, "{read}");
+        assert_eq!(read["card_type"], "USIM128K_NORMAL");
     }
 
     // Both writes at once.
@@ -308,30 +316,8 @@ async fn a_read_through_the_node_answers_with_the_decks_reader_errors() -> anyho
     settings.card_wait_seconds = 2;
     let node = world.start_node(settings);
 
-    async fn read(world: &mut WriteWorld) -> anyhow::Result<serde_json::Value> {
-        let request_id = Uuid::new_v4();
-        world
-            .env
-            .client
-            .publish_job(
-                &CardReadRequest {
-                    request_id,
-                    outlet_code: "HX01".into(),
-                    staff_id: "C0601".into(),
-                },
-                &Uuid::new_v4().to_string(),
-                JobRoute::Outlet("HX01"),
-            )
-            .await?;
-        let mut events = collect(&mut world.watch, 1, WRITE, |event| {
-            event.routing_key == "card.read" && event.body["request_id"] == request_id.to_string()
-        })
-        .await?;
-        Ok(events.remove(0).body)
-    }
-
     // No card within the wait.
-    let empty = read(&mut world).await?;
+    let empty = read_at(&mut world, "HX01").await?;
     assert_eq!(empty["writable"], false);
     assert_eq!(empty["problem"]["code"], "NO_CARD");
     assert_eq!(
@@ -346,7 +332,7 @@ async fn a_read_through_the_node_answers_with_the_decks_reader_errors() -> anyho
         "001010123456789",
     ))?;
     let inserted = insert(&finished, &reader).await;
-    let answer = read(&mut world).await?;
+    let answer = read_at(&mut world, "HX01").await?;
     assert_eq!(answer["writable"], false);
     assert_eq!(answer["problem"]["message_zh"], "请更换白卡！");
     inserted.remove().await;
@@ -362,7 +348,7 @@ async fn a_read_through_the_node_answers_with_the_decks_reader_errors() -> anyho
     );
     let inserted = mute.insert(reader.vpcd_addr());
     tokio::time::sleep(Duration::from_millis(800)).await;
-    let answer = read(&mut world).await?;
+    let answer = read_at(&mut world, "HX01").await?;
     assert_eq!(answer["problem"]["message_zh"], "请更换白卡！", "{answer}");
     inserted.remove().await;
     wait_empty(&reader).await;
@@ -370,7 +356,7 @@ async fn a_read_through_the_node_answers_with_the_decks_reader_errors() -> anyho
     // The blank card itself.
     let blank = sim(&world.cards[0], Faults::default());
     let inserted = insert(&blank, &reader).await;
-    let answer = read(&mut world).await?;
+    let answer = read_at(&mut world, "HX01").await?;
     assert_eq!(answer["writable"], true, "{answer}");
     assert_eq!(answer["iccid"], world.cards[0].iccid.as_str());
     assert_eq!(blank.snapshot().imsi(), None, "a read writes nothing");
@@ -391,26 +377,9 @@ async fn a_node_without_the_pcsc_service_says_the_driver_is_not_installed() -> a
         &settings,
         &[("PCSCLITE_CSOCK_NAME", "/nonexistent/pcscd.comm")],
     )?;
-    let request_id = Uuid::new_v4();
-    world
-        .env
-        .client
-        .publish_job(
-            &CardReadRequest {
-                request_id,
-                outlet_code: "HX01".into(),
-                staff_id: "C0601".into(),
-            },
-            &Uuid::new_v4().to_string(),
-            JobRoute::Outlet("HX01"),
-        )
-        .await?;
-    let read = collect(&mut world.watch, 1, WRITE, |event| {
-        event.routing_key == "card.read" && event.body["request_id"] == request_id.to_string()
-    })
-    .await?;
-    assert_eq!(read[0].body["problem"]["code"], "READER_DRIVER_MISSING");
-    assert_eq!(read[0].body["problem"]["message_zh"], "写卡器驱动未安装。");
+    let read = read_at(&mut world, "HX01").await?;
+    assert_eq!(read["problem"]["code"], "READER_DRIVER_MISSING");
+    assert_eq!(read["problem"]["message_zh"], "写卡器驱动未安装。");
     process.terminate()?;
     drop(process);
     world.stop().await
@@ -533,6 +502,45 @@ async fn a_card_pulled_at_every_step_ends_written_or_untouched() -> anyhow::Resu
     world.stop().await
 }
 
+/// A node process SIGKILLed in the middle of a write: the world's first card (with slow
+/// writes) sits in `reader`, the node takes the order's script, and dies once the card has
+/// taken three writes, before EF.IMSI. Returns the card, its insertion and the order.
+async fn kill_node_mid_write(
+    world: &WriteWorld,
+    reader: &VirtualReader,
+    settings: &simflow_outlet::OutletSettings,
+) -> anyhow::Result<(SoftSim, InsertedCard, Uuid)> {
+    let sim = sim(
+        &world.cards[0],
+        Faults {
+            update_delay: Some(Duration::from_millis(250)),
+            ..Faults::default()
+        },
+    );
+    let inserted = insert(&sim, reader).await;
+    let mut process = start_node_process(world, settings, &[])?;
+    let order_id = Uuid::new_v4();
+    publish_write(
+        world,
+        &request(order_id, "HX01", &world.cards[0], FIRST_MSISDN),
+    )
+    .await?;
+    let deadline = tokio::time::Instant::now() + WRITE;
+    while sim.counters().ins(0xD6) + sim.counters().ins(0xDC) < 3 {
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "the node never started writing"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    process.kill().await?;
+    anyhow::ensure!(
+        sim.snapshot().imsi().is_none(),
+        "the node was killed only after EF.IMSI was written"
+    );
+    Ok((sim, inserted, order_id))
+}
+
 /// The node process is killed (SIGKILL) while it writes: the broker gives the script back, the
 /// restarted node finds "writing" in its journal, reads the card, finishes the write, and the
 /// card is written exactly once with the order's number.
@@ -543,33 +551,7 @@ async fn a_node_killed_mid_write_resumes_from_its_journal() -> anyhow::Result<()
     let reader = readers.reader().clone();
     let dir = ScratchDir::new("killed")?;
     let settings = world.node_settings("HX01", &reader.name, &dir.0)?;
-    let sim = sim(
-        &world.cards[0],
-        Faults {
-            update_delay: Some(Duration::from_millis(250)),
-            ..Faults::default()
-        },
-    );
-    let _inserted = insert(&sim, &reader).await;
-    let mut process = start_node_process(&world, &settings, &[])?;
-    let order_id = Uuid::new_v4();
-    publish_write(
-        &world,
-        &request(order_id, "HX01", &world.cards[0], FIRST_MSISDN),
-    )
-    .await?;
-    // Wait until the card has taken some writes, then kill the node.
-    let deadline = tokio::time::Instant::now() + WRITE;
-    while sim.counters().ins(0xD6) + sim.counters().ins(0xDC) < 3 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the node never started writing"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    process.kill().await?;
-    let partly = sim.snapshot().imsi();
-    assert_eq!(partly, None, "killed before EF.IMSI was written");
+    let (sim, _inserted, order_id) = kill_node_mid_write(&world, &reader, &settings).await?;
 
     let mut restarted = start_node_process(&world, &settings, &[])?;
     let outcome = write_outcome(&mut world.watch, order_id).await?;
@@ -616,52 +598,16 @@ async fn journal_steps(path: &std::path::Path) -> anyhow::Result<Vec<String>> {
     Ok(steps)
 }
 
-/// Takes outlet work off a queue as the outlet's user (the test plays a stalled writer).
-struct Capture(mpsc::UnboundedSender<OutletWork>);
-
-impl OutletHandler for Capture {
-    async fn handle(
-        &self,
-        work: OutletWork,
-        _shutdown: simflow_runtime::shutdown::CancellationToken,
-    ) -> OutletDecision {
-        let _ = self.0.send(work);
-        OutletDecision::Answer(Vec::new())
-    }
-}
-
 /// The envelope the central worker routes for `job`, taken off the outlet's queue.
 async fn capture_script(
     world: &WriteWorld,
     code: &str,
     job: &WriteRequest,
 ) -> anyhow::Result<(String, WriteScriptEnvelope)> {
-    let (sender, mut receiver) = mpsc::unbounded_channel();
-    let stop = simflow_runtime::shutdown::CancellationToken::new();
-    let connection = OutletConnection {
-        uri: world.outlet_uri(code)?,
-        outlet_code: code.into(),
-        user: simflow_runtime::outlet::outlet_user(&world.env.vhost, code),
-    };
-    let task = {
-        let stop = stop.clone();
-        tokio::spawn(async move {
-            simflow_runtime::outlet::run(
-                connection,
-                std::sync::Arc::new(Capture(sender)),
-                std::sync::Arc::new(simflow_runtime::metrics::Metrics::new()),
-                simflow_runtime::metrics::Health::default(),
-                stop,
-            )
-            .await
-        })
-    };
+    let mut capture = world.capture_outlet_work(code)?;
     publish_write(world, job).await?;
-    let work = tokio::time::timeout(ANSWER, receiver.recv())
-        .await?
-        .ok_or_else(|| anyhow::anyhow!("no script"))?;
-    stop.cancel();
-    task.await??;
+    let work = capture.next(ANSWER).await?;
+    capture.stop().await?;
     let Job::WriteScript(envelope) = work.job else {
         anyhow::bail!("not a script: {:?}", work.job.message_type())
     };
@@ -809,18 +755,7 @@ async fn an_outlet_cannot_read_another_outlets_queue() -> anyhow::Result<()> {
     };
     let refused = simflow_runtime::outlet::check_access(&connection).await;
     assert!(refused.is_err(), "HX01 may not touch HX02's queue");
-    let (sender, _receiver) = mpsc::unbounded_channel();
-    let ended = tokio::time::timeout(
-        ANSWER,
-        simflow_runtime::outlet::run(
-            connection,
-            std::sync::Arc::new(Capture(sender)),
-            std::sync::Arc::new(simflow_runtime::metrics::Metrics::new()),
-            simflow_runtime::metrics::Health::default(),
-            simflow_runtime::shutdown::CancellationToken::new(),
-        ),
-    )
-    .await?;
+    let ended = capture_work_as(connection).ended(ANSWER).await?;
     let error = ended.expect_err("the broker refuses");
     assert!(error.to_string().contains("refused"), "{error}");
     // Its own queue is fine.
@@ -889,31 +824,7 @@ async fn a_node_down_until_its_script_expired_finishes_the_write_from_its_journa
     let reader = readers.reader().clone();
     let dir = ScratchDir::new("expired-crash")?;
     let settings = world.node_settings("HX01", &reader.name, &dir.0)?;
-    let sim = sim(
-        &world.cards[0],
-        Faults {
-            update_delay: Some(Duration::from_millis(250)),
-            ..Faults::default()
-        },
-    );
-    let _inserted = insert(&sim, &reader).await;
-    let mut process = start_node_process(&world, &settings, &[])?;
-    let order_id = Uuid::new_v4();
-    publish_write(
-        &world,
-        &request(order_id, "HX01", &world.cards[0], FIRST_MSISDN),
-    )
-    .await?;
-    let deadline = tokio::time::Instant::now() + WRITE;
-    while sim.counters().ins(0xD6) + sim.counters().ins(0xDC) < 3 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the node never started writing"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    process.kill().await?;
-    assert_eq!(sim.snapshot().imsi(), None, "killed before EF.IMSI");
+    let (sim, _inserted, order_id) = kill_node_mid_write(&world, &reader, &settings).await?;
     // The script expires while the node is down; the clerk hears the write timed out.
     let expired = write_outcome(&mut world.watch, order_id).await?;
     assert_eq!(expired.routing_key, "card.write_failed", "{}", expired.body);

@@ -8,15 +8,11 @@ use std::time::Duration;
 
 use simflow_runtime::amqp::JobRoute;
 use simflow_runtime::deadletter::{self, Selection};
-use simflow_runtime::outlet::{
-    OutletAnswer, OutletConnection, OutletDecision, OutletHandler, OutletWork,
-};
 use simflow_schemas::registry::Job;
 use simflow_schemas::writecard::{
     CardWriteState, OrderCancel, OrderPresubmit, WriteOutcome, WriteRequest, WriteResult,
 };
 use simflow_tests::writing::{FIRST_MSISDN, WriteWorld};
-use tokio::sync::mpsc;
 use uuid::Uuid;
 
 use crate::support::{ANSWER, rejection_code, send};
@@ -31,50 +27,6 @@ fn request(order_id: Uuid, outlet: &str, staff: &str, iccid: &str, msisdn: u64) 
         customer_name: "张三丰".into(),
         package_code: "3G-96".into(),
     }
-}
-
-/// Takes outlet work off an outlet's queue as the outlet's own user and hands it to the test.
-struct Capture(mpsc::UnboundedSender<OutletWork>);
-
-impl OutletHandler for Capture {
-    async fn handle(
-        &self,
-        work: OutletWork,
-        _shutdown: simflow_runtime::shutdown::CancellationToken,
-    ) -> OutletDecision {
-        let _ = self.0.send(work);
-        OutletDecision::Answer(Vec::<OutletAnswer>::new())
-    }
-}
-
-async fn capture_outlet_work(
-    world: &WriteWorld,
-    code: &str,
-) -> anyhow::Result<(
-    mpsc::UnboundedReceiver<OutletWork>,
-    simflow_runtime::shutdown::CancellationToken,
-)> {
-    let (sender, receiver) = mpsc::unbounded_channel();
-    let shutdown = simflow_runtime::shutdown::CancellationToken::new();
-    let connection = OutletConnection {
-        uri: world.outlet_uri(code)?,
-        outlet_code: code.into(),
-        user: simflow_runtime::outlet::outlet_user(&world.env.vhost, code),
-    };
-    let metrics = std::sync::Arc::new(simflow_runtime::metrics::Metrics::new());
-    let health = simflow_runtime::metrics::Health::default();
-    let token = shutdown.clone();
-    tokio::spawn(async move {
-        simflow_runtime::outlet::run(
-            connection,
-            std::sync::Arc::new(Capture(sender)),
-            metrics,
-            health,
-            token,
-        )
-        .await
-    });
-    Ok((receiver, shutdown))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -176,7 +128,7 @@ async fn every_write_request_check_has_its_own_answer_and_reserves_nothing() -> 
 async fn a_missing_card_data_file_is_dead_lettered_and_the_replay_after_import_routes_a_sealed_script()
 -> anyhow::Result<()> {
     let mut world = WriteWorld::new(2, 0, &["HX01", "HX02"], |_| {}).await?;
-    let (mut hx01, stop_hx01) = capture_outlet_work(&world, "HX01").await?;
+    let mut hx01 = world.capture_outlet_work("HX01")?;
     let order_id = Uuid::new_v4();
     let job = request(
         order_id,
@@ -215,9 +167,7 @@ async fn a_missing_card_data_file_is_dead_lettered_and_the_replay_after_import_r
         &Selection::MessageId(message_id.clone()),
     )
     .await?;
-    let work = tokio::time::timeout(ANSWER, hx01.recv())
-        .await?
-        .expect("a script reached HX01");
+    let work = hx01.next(ANSWER).await?;
     let Job::WriteScript(envelope) = work.job else {
         panic!("expected a write script")
     };
@@ -255,7 +205,7 @@ async fn a_missing_card_data_file_is_dead_lettered_and_the_replay_after_import_r
             .fetch_all(&world.env.pool)
             .await?;
     assert_eq!(reserved, vec!["reserved".to_owned()]);
-    stop_hx01.cancel();
+    hx01.stop().await?;
     world.stop().await
 }
 
@@ -263,7 +213,7 @@ async fn a_missing_card_data_file_is_dead_lettered_and_the_replay_after_import_r
 async fn results_not_sent_by_the_outlet_are_dead_lettered_and_change_nothing() -> anyhow::Result<()>
 {
     let mut world = WriteWorld::new(1, 1, &["HX01", "HX02"], |_| {}).await?;
-    let (mut hx01, stop_hx01) = capture_outlet_work(&world, "HX01").await?;
+    let mut hx01 = world.capture_outlet_work("HX01")?;
     let order_id = Uuid::new_v4();
     world
         .env
@@ -280,9 +230,7 @@ async fn results_not_sent_by_the_outlet_are_dead_lettered_and_change_nothing() -
             JobRoute::Default,
         )
         .await?;
-    let work = tokio::time::timeout(ANSWER, hx01.recv())
-        .await?
-        .expect("script routed");
+    let work = hx01.next(ANSWER).await?;
     let Job::WriteScript(envelope) = work.job else {
         panic!("expected a write script")
     };
@@ -322,7 +270,7 @@ async fn results_not_sent_by_the_outlet_are_dead_lettered_and_change_nothing() -
         .fetch_one(&world.env.pool)
         .await?;
     assert_eq!(state, "blank");
-    stop_hx01.cancel();
+    hx01.stop().await?;
     world.stop().await
 }
 

@@ -378,3 +378,89 @@ impl Drop for ScratchDir {
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
+
+/// Takes outlet work off an outlet's queue as the outlet's own user and hands it to the test
+/// (the test plays a writer that answers nothing).
+#[derive(Debug)]
+struct Capture(tokio::sync::mpsc::UnboundedSender<simflow_runtime::outlet::OutletWork>);
+
+impl simflow_runtime::outlet::OutletHandler for Capture {
+    async fn handle(
+        &self,
+        work: simflow_runtime::outlet::OutletWork,
+        _shutdown: simflow_runtime::shutdown::CancellationToken,
+    ) -> simflow_runtime::outlet::OutletDecision {
+        let _ = self.0.send(work);
+        simflow_runtime::outlet::OutletDecision::Answer(Vec::new())
+    }
+}
+
+/// Outlet work captured off an outlet's queue.
+#[derive(Debug)]
+pub struct CapturedWork {
+    /// What arrived, in order.
+    pub work: tokio::sync::mpsc::UnboundedReceiver<simflow_runtime::outlet::OutletWork>,
+    stop: simflow_runtime::shutdown::CancellationToken,
+    task: tokio::task::JoinHandle<Result<(), simflow_runtime::outlet::OutletError>>,
+}
+
+impl CapturedWork {
+    /// The next piece of work, within `timeout`.
+    pub async fn next(
+        &mut self,
+        timeout: Duration,
+    ) -> anyhow::Result<simflow_runtime::outlet::OutletWork> {
+        tokio::time::timeout(timeout, self.work.recv())
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("the capture ended"))
+    }
+
+    /// How the consumer ended by itself (e.g. refused by the broker), within `timeout`.
+    pub async fn ended(
+        self,
+        timeout: Duration,
+    ) -> anyhow::Result<Result<(), simflow_runtime::outlet::OutletError>> {
+        Ok(tokio::time::timeout(timeout, self.task).await??)
+    }
+
+    /// Stops consuming and waits until the consumer is gone (so another may take the queue).
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.stop.cancel();
+        self.task.await??;
+        Ok(())
+    }
+}
+
+impl WriteWorld {
+    /// Consumes outlet `code`'s queue as that outlet's user, handing the work to the test.
+    pub fn capture_outlet_work(&self, code: &str) -> anyhow::Result<CapturedWork> {
+        Ok(capture_work_as(simflow_runtime::outlet::OutletConnection {
+            uri: self.outlet_uri(code)?,
+            outlet_code: code.into(),
+            user: simflow_runtime::outlet::outlet_user(&self.env.vhost, code),
+        }))
+    }
+}
+
+/// Consumes an outlet queue with the given connection (which may name another outlet's
+/// queue than its credentials allow), handing the work to the test.
+pub fn capture_work_as(connection: simflow_runtime::outlet::OutletConnection) -> CapturedWork {
+    let (sender, work) = tokio::sync::mpsc::unbounded_channel();
+    let stop = simflow_runtime::shutdown::CancellationToken::new();
+    {
+        let task = {
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                simflow_runtime::outlet::run(
+                    connection,
+                    Arc::new(Capture(sender)),
+                    Arc::new(simflow_runtime::metrics::Metrics::new()),
+                    simflow_runtime::metrics::Health::default(),
+                    stop,
+                )
+                .await
+            })
+        };
+        CapturedWork { work, stop, task }
+    }
+}
