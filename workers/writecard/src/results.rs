@@ -98,6 +98,29 @@ fn write_failed(
     Outcome::event("card.write_failed", &event)
 }
 
+/// Withdraws a card that holds data nobody will activate: marked damaged, its IMSI retired
+/// (it may be on the card); the order keeps its number for another card.
+async fn withdraw(
+    db: &mut PgConnection,
+    order: &orders::Order,
+    iccid: &str,
+    cause: Cause<'_>,
+    reason: ClerkMessage,
+) -> Result<(&'static str, Outcome), JobError> {
+    writing::mark(db, iccid, Mark::Damaged, cause).await?;
+    numbers::retire_imsi(db, &order.imsi).await?;
+    Ok((
+        "damaged",
+        write_failed(
+            order.order_id,
+            &order.outlet_code,
+            iccid,
+            CardWriteState::Damaged,
+            reason,
+        ),
+    ))
+}
+
 /// Handles `writecard.result.v1`.
 pub async fn write_result(
     keks: &KekRing,
@@ -195,35 +218,27 @@ pub async fn write_result(
                 Some(Ok(_)) => {
                     // Written after the order was cancelled: the card holds data nobody will
                     // activate; it is withdrawn.
-                    writing::mark(db, &script.iccid, Mark::Damaged, cause).await?;
-                    numbers::retire_imsi(db, &order.imsi).await?;
-                    (
-                        "damaged",
-                        write_failed(
-                            order.order_id,
-                            &order.outlet_code,
-                            &script.iccid,
-                            CardWriteState::Damaged,
-                            reasons::ORDER_CANCELLED.message(),
-                        ),
+                    withdraw(
+                        db,
+                        &order,
+                        &script.iccid,
+                        cause,
+                        reasons::ORDER_CANCELLED.message(),
                     )
+                    .await?
                 }
                 _ => {
                     // The card answered with other keys (or garbage): it must never reach a
                     // customer. Its IMSI went with it; the order keeps its number for another card.
                     tracing::error!(order = %order.order_id, iccid = %script.iccid, "the card failed the authentication check");
-                    writing::mark(db, &script.iccid, Mark::Damaged, cause).await?;
-                    numbers::retire_imsi(db, &order.imsi).await?;
-                    (
-                        "damaged",
-                        write_failed(
-                            order.order_id,
-                            &order.outlet_code,
-                            &script.iccid,
-                            CardWriteState::Damaged,
-                            reasons::AUTH_FAILED.message(),
-                        ),
+                    withdraw(
+                        db,
+                        &order,
+                        &script.iccid,
+                        cause,
+                        reasons::AUTH_FAILED.message(),
                     )
+                    .await?
                 }
             }
         }
@@ -243,20 +258,7 @@ pub async fn write_result(
         WriteOutcome::Failed {
             card_state: CardWriteState::Damaged,
             reason,
-        } => {
-            writing::mark(db, &script.iccid, Mark::Damaged, cause).await?;
-            numbers::retire_imsi(db, &order.imsi).await?;
-            (
-                "damaged",
-                write_failed(
-                    order.order_id,
-                    &order.outlet_code,
-                    &script.iccid,
-                    CardWriteState::Damaged,
-                    reason,
-                ),
-            )
-        }
+        } => withdraw(db, &order, &script.iccid, cause, reason).await?,
     };
     settle_script(db, result.script_id, state, &outcome).await?;
     Ok(outcome)
