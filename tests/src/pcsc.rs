@@ -7,6 +7,8 @@
 //! `deploy/pcsc/stop.sh` stops it.
 //! Tests in one binary run on parallel threads, so readers come from an in-process pool: a lease
 //! waits (it never fails) while all readers are busy, and gives its readers back on drop.
+//! Test binaries of other checkouts may share the one pcscd, so a leased reader is also held
+//! by an exclusive lock on `STATE_DIR/lease-<port>.lock`, released when the lease drops.
 //! This module does not insert cards or talk PC/SC beyond checking a leased reader is empty.
 
 use anyhow::{Context, bail};
@@ -121,6 +123,8 @@ fn pool() -> anyhow::Result<&'static Pool> {
 #[derive(Debug)]
 pub struct ReaderLease {
     readers: Vec<VirtualReader>,
+    /// One locked file per reader: other processes wait on them.
+    _locks: Vec<std::fs::File>,
 }
 
 impl ReaderLease {
@@ -171,7 +175,18 @@ pub fn lease_readers(count: usize) -> anyhow::Result<ReaderLease> {
         let at = free.len() - count;
         free.split_off(at)
     };
-    let lease = ReaderLease { readers };
+    // Another process may hold these readers: wait for its lease to end. Readers are taken in
+    // port order within one lease and across processes, so two leases never wait on each other.
+    let mut by_port = readers.clone();
+    by_port.sort_by_key(|reader| reader.port);
+    let mut locks = Vec::with_capacity(count);
+    for reader in &by_port {
+        locks.push(lock_across_processes(reader)?);
+    }
+    let lease = ReaderLease {
+        readers,
+        _locks: locks,
+    };
     for reader in lease.readers() {
         let handle = simflow_reader::Reader::open(&reader.name)
             .with_context(|| format!("opening {}", reader.name))?;
@@ -183,6 +198,22 @@ pub fn lease_readers(count: usize) -> anyhow::Result<ReaderLease> {
         }
     }
     Ok(lease)
+}
+
+/// Locks `reader` against other test processes, waiting while one holds it.
+fn lock_across_processes(reader: &VirtualReader) -> anyhow::Result<std::fs::File> {
+    let path = virtual_readers()?
+        .state_dir
+        .join(format!("lease-{}.lock", reader.port));
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    file.lock()
+        .with_context(|| format!("locking {}", path.display()))?;
+    Ok(file)
 }
 
 /// Lease one reader (see [`lease_readers`]).
