@@ -185,7 +185,7 @@ pub fn document() -> Value {
         }),
     );
 
-    for info in &infos {
+    for info in infos {
         let MessageRole::Event(routing_keys) = info.role else {
             continue;
         };
@@ -226,7 +226,7 @@ pub fn document() -> Value {
         })
         .into_generator();
     let mut messages = Map::new();
-    for info in &infos {
+    for info in infos {
         let payload = (info.subschema)(&mut generator);
         let description = (info.schema)()
             .get("description")

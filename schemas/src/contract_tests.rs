@@ -5,7 +5,11 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::registry::{self, Job, MessageRole};
+use crate::registry::{
+    self, CardFileJob, IssueJob, JobSet, MessageRole, OutletResultJob, OutletWorkJob, ReturnJob,
+    TransferJob, WriteCardJob,
+};
+use crate::topology::JobQueue;
 
 fn crate_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -114,8 +118,7 @@ fn every_message_type_has_an_example_that_validates_and_decodes() {
             for error in validator.iter_errors(&value) {
                 problems.push(format!("{name}: {error} at {}", error.instance_path()));
             }
-            let consumed = !matches!(info.role, MessageRole::Event(_));
-            if consumed && let Err(error) = Job::decode(info.message_type, text.as_bytes()) {
+            if let Err(error) = (info.check)(text.as_bytes()) {
                 problems.push(format!("{name}: does not decode: {error}"));
             }
         }
@@ -133,19 +136,73 @@ fn every_message_type_has_an_example_that_validates_and_decodes() {
 #[test]
 fn unknown_types_and_malformed_bodies_are_errors_not_guesses() {
     assert!(matches!(
-        Job::decode("transfer.create.v9", b"{}"),
+        TransferJob::decode("transfer.create.v9", b"{}"),
         Err(registry::DecodeError::UnknownType(_))
     ));
     assert!(matches!(
-        Job::decode("transfer.approve_out.v1", b"{\"transfer_id\": 3}"),
+        TransferJob::decode("transfer.approve_out.v1", b"{\"transfer_id\": 3}"),
         Err(registry::DecodeError::Malformed { .. })
     ));
     let with_extra_field =
         br#"{"transfer_id":"6f1c1f0e-6d4e-4c55-9f57-0d6f4a0c2b10","staff_id":"a","extra":1}"#;
     assert!(matches!(
-        Job::decode("transfer.approve_out.v1", with_extra_field),
+        TransferJob::decode("transfer.approve_out.v1", with_extra_field),
         Err(registry::DecodeError::Malformed { .. })
     ));
+}
+
+#[test]
+fn a_queue_refuses_another_queues_jobs_by_name() {
+    let approve = br#"{"transfer_id":"6f1c1f0e-6d4e-4c55-9f57-0d6f4a0c2b10","staff_id":"a"}"#;
+    assert!(TransferJob::decode("transfer.approve_out.v1", approve).is_ok());
+    assert!(matches!(
+        IssueJob::decode("transfer.approve_out.v1", approve),
+        Err(registry::DecodeError::NotForThisQueue { .. })
+    ));
+}
+
+#[test]
+fn every_consumed_type_belongs_to_exactly_one_queue_enum_of_its_role() {
+    let sets: [(&[&str], MessageRole); 7] = [
+        (TransferJob::TYPES, MessageRole::Job(JobQueue::Transfer)),
+        (IssueJob::TYPES, MessageRole::Job(JobQueue::Issue)),
+        (ReturnJob::TYPES, MessageRole::Job(JobQueue::Return)),
+        (CardFileJob::TYPES, MessageRole::Job(JobQueue::CardFile)),
+        (WriteCardJob::TYPES, MessageRole::Job(JobQueue::WriteCard)),
+        (OutletWorkJob::TYPES, MessageRole::OutletWork),
+        (OutletResultJob::TYPES, MessageRole::OutletResult),
+    ];
+    for info in registry::all() {
+        let homes: Vec<MessageRole> = sets
+            .iter()
+            .filter(|(types, _)| types.contains(&info.message_type))
+            .map(|(_, role)| *role)
+            .collect();
+        match info.role {
+            MessageRole::Event(_) => assert!(homes.is_empty(), "{}", info.message_type),
+            role => assert_eq!(homes, vec![role], "{}", info.message_type),
+        }
+    }
+}
+
+#[test]
+fn events_route_with_one_of_the_keys_their_type_declares() {
+    use crate::registry::{Event, Message};
+    use crate::transfer::{ApprovalStage, TransferApproved};
+    for stage in [ApprovalStage::Out, ApprovalStage::In] {
+        let event = TransferApproved {
+            transfer_id: uuid::Uuid::nil(),
+            stage,
+            card_count: 1,
+            approved_by: "S".into(),
+            approved_at: chrono::Utc::now(),
+            already_approved: false,
+        };
+        let MessageRole::Event(keys) = TransferApproved::ROLE else {
+            panic!("an event")
+        };
+        assert!(keys.contains(&event.routing_key()));
+    }
 }
 
 #[test]

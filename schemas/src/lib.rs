@@ -17,6 +17,7 @@ pub mod common;
 pub mod definitions;
 pub mod events;
 pub mod issue;
+pub mod reason;
 pub mod registry;
 pub mod returns;
 pub mod topology;
@@ -24,7 +25,8 @@ pub mod transfer;
 pub mod writecard;
 
 pub use common::{CardSelection, ClerkMessage};
-pub use registry::{DecodeError, Job, Message, MessageInfo, MessageRole};
+pub use reason::Reason;
+pub use registry::{DecodeError, Event, JobSet, Message, MessageInfo, MessageRole};
 
 #[cfg(test)]
 mod contract_tests;

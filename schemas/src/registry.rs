@@ -1,7 +1,10 @@
 //! The list of every message type: its `type` name, where it travels, and how to decode it.
 //!
-//! A consumer calls [`Job::decode`] with the AMQP `type` property and the body; an unknown type
-//! or a body that does not match its schema is an error, never a guess.
+//! One declaration ([`contract!`] below) is the registry. From it come the [`Message`] impls,
+//! [`all`], one closed enum per consuming queue ([`TransferJob`], [`IssueJob`], …, each a
+//! [`JobSet`]) and the routing key of every outcome event ([`Event`]). A consumer calls
+//! [`JobSet::decode`] with the AMQP `type` property and the body; an unknown type, a type that
+//! belongs to another queue, or a body that does not match its schema is an error, never a guess.
 
 use schemars::{JsonSchema, Schema, SchemaGenerator};
 use serde::Serialize;
@@ -14,7 +17,8 @@ use crate::issue::{IssueCommit, IssueCommitted, IssuePrepare, IssuePrepared};
 use crate::returns::{ReturnByList, ReturnByRange, ReturnCommitted, ReturnQueried, ReturnQuery};
 use crate::topology::JobQueue;
 use crate::transfer::{
-    TransferApproveIn, TransferApproveOut, TransferApproved, TransferCreate, TransferCreated,
+    ApprovalStage, TransferApproveIn, TransferApproveOut, TransferApproved, TransferCreate,
+    TransferCreated,
 };
 use crate::writecard::{
     CardWriteFailed, CardWritten, OrderActivated, OrderCancel, OrderCancelled, OrderPresubmit,
@@ -43,6 +47,25 @@ pub trait Message: Serialize + DeserializeOwned + JsonSchema + Send + Sync + 'st
     const ROLE: MessageRole;
 }
 
+/// An outcome event with a routing key of its own (the shared `job.rejected.v1` and
+/// `job.failed.v1` take theirs from the queue: [`event_routing_key`]).
+pub trait Event: Message {
+    /// The routing key this event is published with on the events exchange.
+    fn routing_key(&self) -> &'static str;
+}
+
+/// The messages one queue's consumer takes, as one closed enum.
+pub trait JobSet: Sized + std::fmt::Debug + Clone + Send + Sync + 'static {
+    /// Every `type` this set takes.
+    const TYPES: &'static [&'static str];
+    /// Decodes a body by its AMQP `type` property.
+    fn decode(message_type: &str, body: &[u8]) -> Result<Self, DecodeError>;
+    /// The message's `type`.
+    fn message_type(&self) -> &'static str;
+    /// The business id the message names (transfer, batch, order …), for events and logs.
+    fn subject_id(&self) -> String;
+}
+
 /// What the registry knows of one message type.
 #[derive(Debug, Clone, Copy)]
 pub struct MessageInfo {
@@ -56,6 +79,8 @@ pub struct MessageInfo {
     pub schema: fn() -> Schema,
     /// Adds the message's schema to a generator and returns a reference to it.
     pub subschema: fn(&mut SchemaGenerator) -> Schema,
+    /// Checks that a body decodes as this type (for contract tests and tools).
+    pub check: fn(&[u8]) -> Result<(), serde_json::Error>,
 }
 
 /// Why a body could not be decoded.
@@ -67,6 +92,12 @@ pub enum DecodeError {
     /// The `type` property names no message this contract knows.
     #[error("unknown message type {0:?}")]
     UnknownType(String),
+    /// The `type` is in the contract but this queue does not take it.
+    #[error("{message_type} does not belong on this queue")]
+    NotForThisQueue {
+        /// The type the message claimed.
+        message_type: String,
+    },
     /// The body is not valid JSON for its type.
     #[error("malformed {message_type} body: {source}")]
     Malformed {
@@ -77,139 +108,232 @@ pub enum DecodeError {
     },
 }
 
-macro_rules! impl_message {
-    ($($ty:ty => $name:literal, $role:expr;)*) => {
-        $(impl Message for $ty {
+fn info<M: Message>(rust_name: &'static str) -> MessageInfo {
+    MessageInfo {
+        message_type: M::TYPE,
+        role: M::ROLE,
+        rust_name,
+        schema: || schemars::schema_for!(M),
+        subschema: |generator| generator.subschema_for::<M>(),
+        check: |body| serde_json::from_slice::<M>(body).map(drop),
+    }
+}
+
+/// The registry: every consumed message grouped by the enum of the queue that takes it, then
+/// every event with its routing keys.
+macro_rules! contract {
+    (
+        consumed {$(
+            $(#[$enum_doc:meta])*
+            $set:ident: $role:expr => {$(
+                $(#[$variant_doc:meta])*
+                $variant:ident($ty:ty) = $name:literal, subject $subject:expr;
+            )*}
+        )*}
+        events {$(
+            $event:ty = $event_name:literal, [$($key:literal),*] $(, by $route:expr)?;
+        )*}
+        shared events {$(
+            $shared:ty = $shared_name:literal, [$($shared_key:literal),*];
+        )*}
+    ) => {
+        $($(impl Message for $ty {
             const TYPE: &'static str = $name;
             const ROLE: MessageRole = $role;
+        })*)*
+
+        $(impl Message for $event {
+            const TYPE: &'static str = $event_name;
+            const ROLE: MessageRole = MessageRole::Event(&[$($key),*]);
+        }
+
+        impl Event for $event {
+            fn routing_key(&self) -> &'static str {
+                $(
+                    let route: fn(&$event) -> &'static str = $route;
+                    return route(self);
+                )?
+                #[allow(unreachable_code)]
+                [$($key),*][0]
+            }
+        })*
+
+        $(impl Message for $shared {
+            const TYPE: &'static str = $shared_name;
+            const ROLE: MessageRole = MessageRole::Event(&[$($shared_key),*]);
         })*
 
         /// Every message type of the contract, in a stable order.
-        pub fn all() -> Vec<MessageInfo> {
-            vec![$(MessageInfo {
-                message_type: $name,
-                role: $role,
-                rust_name: stringify!($ty),
-                schema: || schemars::schema_for!($ty),
-                subschema: |generator| generator.subschema_for::<$ty>(),
-            }),*]
-        }
-    };
-}
-
-impl_message! {
-    TransferCreate => "transfer.create.v1", MessageRole::Job(JobQueue::Transfer);
-    TransferApproveOut => "transfer.approve_out.v1", MessageRole::Job(JobQueue::Transfer);
-    TransferApproveIn => "transfer.approve_in.v1", MessageRole::Job(JobQueue::Transfer);
-    IssuePrepare => "issue.prepare.v1", MessageRole::Job(JobQueue::Issue);
-    IssueCommit => "issue.commit.v1", MessageRole::Job(JobQueue::Issue);
-    ReturnByList => "return.by_list.v1", MessageRole::Job(JobQueue::Return);
-    ReturnQuery => "return.query.v1", MessageRole::Job(JobQueue::Return);
-    ReturnByRange => "return.by_range.v1", MessageRole::Job(JobQueue::Return);
-    CardFileImport => "cardfile.import.v1", MessageRole::Job(JobQueue::CardFile);
-    WriteRequest => "writecard.request.v1", MessageRole::Job(JobQueue::WriteCard);
-    OrderPresubmit => "order.presubmit.v1", MessageRole::Job(JobQueue::WriteCard);
-    OrderSubmit => "order.submit.v1", MessageRole::Job(JobQueue::WriteCard);
-    OrderCancel => "order.cancel.v1", MessageRole::Job(JobQueue::WriteCard);
-    CardReadRequest => "card.read_request.v1", MessageRole::OutletWork;
-    WriteScriptEnvelope => "writecard.script.v1", MessageRole::OutletWork;
-    OutletCardRead => "outlet.card_read.v1", MessageRole::OutletResult;
-    WriteResult => "writecard.result.v1", MessageRole::OutletResult;
-    JobRejected => "job.rejected.v1", MessageRole::Event(&["*.rejected"]);
-    JobFailed => "job.failed.v1", MessageRole::Event(&["*.failed"]);
-    TransferCreated => "transfer.created.v1", MessageRole::Event(&["transfer.created"]);
-    TransferApproved => "transfer.approved.v1", MessageRole::Event(&["transfer.approved_out", "transfer.approved_in"]);
-    IssuePrepared => "issue.prepared.v1", MessageRole::Event(&["issue.prepared"]);
-    IssueCommitted => "issue.committed.v1", MessageRole::Event(&["issue.committed"]);
-    ReturnQueried => "return.queried.v1", MessageRole::Event(&["return.queried"]);
-    ReturnCommitted => "return.committed.v1", MessageRole::Event(&["return.committed"]);
-    CardFileImported => "cardfile.imported.v1", MessageRole::Event(&["cardfile.imported"]);
-    CardRead => "card.read.v1", MessageRole::Event(&["card.read"]);
-    CardWritten => "card.written.v1", MessageRole::Event(&["card.written"]);
-    CardWriteFailed => "card.write_failed.v1", MessageRole::Event(&["card.write_failed"]);
-    OrderPresubmitted => "order.presubmitted.v1", MessageRole::Event(&["order.presubmitted"]);
-    OrderActivated => "order.activated.v1", MessageRole::Event(&["order.activated"]);
-    OrderCancelled => "order.cancelled.v1", MessageRole::Event(&["order.cancelled"]);
-}
-
-macro_rules! consumed {
-    ($($variant:ident($ty:ty) => $subject:expr,)*) => {
-        /// Every message a simflow worker consumes, decoded.
-        #[derive(Debug, Clone, PartialEq, Eq)]
-        pub enum Job {
-            $(#[doc = concat!("A `", stringify!($ty), "`.")] $variant($ty),)*
+        pub fn all() -> &'static [MessageInfo] {
+            static ALL: std::sync::LazyLock<Vec<MessageInfo>> = std::sync::LazyLock::new(|| {
+                [
+                    $($(info::<$ty>(stringify!($ty)),)*)*
+                    $(info::<$shared>(stringify!($shared)),)*
+                    $(info::<$event>(stringify!($event)),)*
+                ]
+                .into()
+            });
+            &ALL
         }
 
-        impl Job {
-            /// Decodes a body by its AMQP `type` property.
-            pub fn decode(message_type: &str, body: &[u8]) -> Result<Job, DecodeError> {
-                $(if message_type == <$ty as Message>::TYPE {
-                    return serde_json::from_slice::<$ty>(body)
-                        .map(Job::$variant)
-                        .map_err(|source| DecodeError::Malformed {
-                            message_type: message_type.to_owned(),
-                            source,
-                        });
-                })*
-                Err(DecodeError::UnknownType(message_type.to_owned()))
+        $(
+            $(#[$enum_doc])*
+            #[derive(Debug, Clone, PartialEq, Eq)]
+            pub enum $set {
+                $($(#[$variant_doc])* $variant($ty),)*
             }
 
-            /// The message's `type`.
-            pub fn message_type(&self) -> &'static str {
-                match self {
-                    $(Job::$variant(_) => <$ty as Message>::TYPE,)*
-                }
-            }
+            impl JobSet for $set {
+                const TYPES: &'static [&'static str] = &[$($name),*];
 
-            /// Where the message travels.
-            pub fn role(&self) -> MessageRole {
-                match self {
-                    $(Job::$variant(_) => <$ty as Message>::ROLE,)*
-                }
-            }
-
-            /// The business id the message names (transfer, batch, order …), for events and logs.
-            pub fn subject_id(&self) -> Option<String> {
-                match self {
-                    $(Job::$variant(message) => {
-                        let subject: fn(&$ty) -> String = $subject;
-                        Some(subject(message))
+                fn decode(message_type: &str, body: &[u8]) -> Result<Self, DecodeError> {
+                    $(if message_type == $name {
+                        return serde_json::from_slice::<$ty>(body)
+                            .map($set::$variant)
+                            .map_err(|source| DecodeError::Malformed {
+                                message_type: message_type.to_owned(),
+                                source,
+                            });
                     })*
+                    Err(not_here(message_type))
+                }
+
+                fn message_type(&self) -> &'static str {
+                    match self {
+                        $($set::$variant(_) => $name,)*
+                    }
+                }
+
+                fn subject_id(&self) -> String {
+                    match self {
+                        $($set::$variant(message) => {
+                            let subject: fn(&$ty) -> String = $subject;
+                            subject(message)
+                        })*
+                    }
                 }
             }
-        }
+        )*
     };
 }
 
-consumed! {
-    TransferCreate(TransferCreate) => |m| m.transfer_id.to_string(),
-    TransferApproveOut(TransferApproveOut) => |m| m.transfer_id.to_string(),
-    TransferApproveIn(TransferApproveIn) => |m| m.transfer_id.to_string(),
-    IssuePrepare(IssuePrepare) => |m| m.batch_id.to_string(),
-    IssueCommit(IssueCommit) => |m| m.batch_id.to_string(),
-    ReturnByList(ReturnByList) => |m| m.return_id.to_string(),
-    ReturnQuery(ReturnQuery) => |m| m.query_id.to_string(),
-    ReturnByRange(ReturnByRange) => |m| m.return_id.to_string(),
-    CardFileImport(CardFileImport) => |m| m.import_id.to_string(),
-    WriteRequest(WriteRequest) => |m| m.order_id.to_string(),
-    OrderPresubmit(OrderPresubmit) => |m| m.order_id.to_string(),
-    OrderSubmit(OrderSubmit) => |m| m.order_id.to_string(),
-    OrderCancel(OrderCancel) => |m| m.order_id.to_string(),
-    CardReadRequest(CardReadRequest) => |m| m.request_id.to_string(),
-    WriteScript(WriteScriptEnvelope) => |m| m.script_id.to_string(),
-    OutletCardRead(OutletCardRead) => |m| m.request_id.to_string(),
-    WriteResult(WriteResult) => |m| m.script_id.to_string(),
+contract! {
+    consumed {
+        /// Jobs on `simflow.transfer`.
+        TransferJob: MessageRole::Job(JobQueue::Transfer) => {
+            /// Create a transfer and hold its cards.
+            Create(TransferCreate) = "transfer.create.v1", subject |m| m.transfer_id.to_string();
+            /// Approve a transfer out of its source warehouse.
+            ApproveOut(TransferApproveOut) = "transfer.approve_out.v1", subject |m| m.transfer_id.to_string();
+            /// Approve a transfer into its target warehouse.
+            ApproveIn(TransferApproveIn) = "transfer.approve_in.v1", subject |m| m.transfer_id.to_string();
+        }
+        /// Jobs on `simflow.issue`.
+        IssueJob: MessageRole::Job(JobQueue::Issue) => {
+            /// Check a batch issue and hold its cards.
+            Prepare(IssuePrepare) = "issue.prepare.v1", subject |m| m.batch_id.to_string();
+            /// Give a prepared batch to its agent.
+            Commit(IssueCommit) = "issue.commit.v1", subject |m| m.batch_id.to_string();
+        }
+        /// Jobs on `simflow.return`.
+        ReturnJob: MessageRole::Job(JobQueue::Return) => {
+            /// Return listed cards (or an uploaded list).
+            ByList(ReturnByList) = "return.by_list.v1", subject |m| m.return_id.to_string();
+            /// Look at a range before returning it.
+            Query(ReturnQuery) = "return.query.v1", subject |m| m.query_id.to_string();
+            /// Return a range of cards.
+            ByRange(ReturnByRange) = "return.by_range.v1", subject |m| m.return_id.to_string();
+        }
+        /// Jobs on `simflow.cardfile`.
+        CardFileJob: MessageRole::Job(JobQueue::CardFile) => {
+            /// Import a card data file.
+            Import(CardFileImport) = "cardfile.import.v1", subject |m| m.import_id.to_string();
+        }
+        /// Jobs on `simflow.writecard`.
+        WriteCardJob: MessageRole::Job(JobQueue::WriteCard) => {
+            /// Write a card for an order.
+            Request(WriteRequest) = "writecard.request.v1", subject |m| m.order_id.to_string();
+            /// Compute fees and the acceptance form.
+            Presubmit(OrderPresubmit) = "order.presubmit.v1", subject |m| m.order_id.to_string();
+            /// Open the line.
+            Submit(OrderSubmit) = "order.submit.v1", subject |m| m.order_id.to_string();
+            /// Cancel an order before submit.
+            Cancel(OrderCancel) = "order.cancel.v1", subject |m| m.order_id.to_string();
+        }
+        /// Work for an outlet's writer: what outlet nodes consume, and what the broker
+        /// dead-letters to `simflow.outlet-expired` when no writer took it in time.
+        OutletWorkJob: MessageRole::OutletWork => {
+            /// Read the card in the reader.
+            ReadRequest(CardReadRequest) = "card.read_request.v1", subject |m| m.request_id.to_string();
+            /// Write a card with a script sealed for this outlet.
+            WriteScript(WriteScriptEnvelope) = "writecard.script.v1", subject |m| m.script_id.to_string();
+        }
+        /// Answers of outlet nodes, on `simflow.outlet-results`.
+        OutletResultJob: MessageRole::OutletResult => {
+            /// What the reader found.
+            CardRead(OutletCardRead) = "outlet.card_read.v1", subject |m| m.request_id.to_string();
+            /// How a write ended.
+            WriteResult(WriteResult) = "writecard.result.v1", subject |m| m.script_id.to_string();
+        }
+    }
+    events {
+        TransferCreated = "transfer.created.v1", ["transfer.created"];
+        TransferApproved = "transfer.approved.v1", ["transfer.approved_out", "transfer.approved_in"],
+            by |event| match event.stage {
+                ApprovalStage::Out => "transfer.approved_out",
+                ApprovalStage::In => "transfer.approved_in",
+            };
+        IssuePrepared = "issue.prepared.v1", ["issue.prepared"];
+        IssueCommitted = "issue.committed.v1", ["issue.committed"];
+        ReturnQueried = "return.queried.v1", ["return.queried"];
+        ReturnCommitted = "return.committed.v1", ["return.committed"];
+        CardFileImported = "cardfile.imported.v1", ["cardfile.imported"];
+        CardRead = "card.read.v1", ["card.read"];
+        CardWritten = "card.written.v1", ["card.written"];
+        CardWriteFailed = "card.write_failed.v1", ["card.write_failed"];
+        OrderPresubmitted = "order.presubmitted.v1", ["order.presubmitted"];
+        OrderActivated = "order.activated.v1", ["order.activated"];
+        OrderCancelled = "order.cancelled.v1", ["order.cancelled"];
+    }
+    shared events {
+        JobRejected = "job.rejected.v1", ["*.rejected"];
+        JobFailed = "job.failed.v1", ["*.failed"];
+    }
 }
 
-/// The routing key of an event on the events exchange: its type without the version,
-/// or `<queue key>.<suffix>` for the shared rejected/failed events.
-pub fn event_routing_key(queue: JobQueue, suffix: &str) -> String {
+/// The error for a `type` a set does not take: another queue's, or no one's.
+fn not_here(message_type: &str) -> DecodeError {
+    if find(message_type).is_some() {
+        DecodeError::NotForThisQueue {
+            message_type: message_type.to_owned(),
+        }
+    } else {
+        DecodeError::UnknownType(message_type.to_owned())
+    }
+}
+
+/// The suffixes of the events every job queue shares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SharedEvent {
+    /// `job.rejected.v1`: a business answer; nothing changed.
+    Rejected,
+    /// `job.failed.v1`: the job waits for ops in its dead-letter queue.
+    Failed,
+}
+
+/// The routing key of a shared event of a queue, e.g. `return.rejected`.
+pub fn event_routing_key(queue: JobQueue, event: SharedEvent) -> String {
+    let suffix = match event {
+        SharedEvent::Rejected => "rejected",
+        SharedEvent::Failed => "failed",
+    };
     format!("{}.{suffix}", queue.key())
 }
 
 /// Looks up a message type by name.
 pub fn find(message_type: &str) -> Option<MessageInfo> {
     all()
-        .into_iter()
+        .iter()
         .find(|info| info.message_type == message_type)
+        .copied()
 }

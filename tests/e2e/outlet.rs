@@ -9,7 +9,7 @@ use std::time::Duration;
 use simflow_runtime::amqp::{EventWatch, JobRoute, ReceivedEvent};
 use simflow_runtime::outlet::OutletConnection;
 use simflow_schemas::card::CardReadRequest;
-use simflow_schemas::registry::Job;
+use simflow_schemas::registry::{JobSet, OutletWorkJob};
 use simflow_schemas::writecard::{
     OrderCancel, OrderPresubmit, OrderSubmit, WriteRequest, WriteScriptEnvelope,
 };
@@ -608,7 +608,7 @@ async fn capture_script(
     publish_write(world, job).await?;
     let work = capture.next(ANSWER).await?;
     capture.stop().await?;
-    let Job::WriteScript(envelope) = work.job else {
+    let OutletWorkJob::WriteScript(envelope) = work.job else {
         anyhow::bail!("not a script: {:?}", work.job.message_type())
     };
     Ok((work.message_id, envelope))

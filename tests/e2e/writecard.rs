@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use simflow_runtime::amqp::JobRoute;
 use simflow_runtime::deadletter::{self, Selection};
-use simflow_schemas::registry::Job;
+use simflow_schemas::registry::OutletWorkJob;
 use simflow_schemas::writecard::{
     CardWriteState, OrderCancel, OrderPresubmit, WriteOutcome, WriteRequest, WriteResult,
 };
@@ -87,7 +87,7 @@ async fn every_write_request_check_has_its_own_answer_and_reserves_nothing() -> 
         ),
         // The clerk of the other agent works in another department.
         (
-            "DEPARTMENT_MISMATCH",
+            "CLERK_DEPARTMENT_MISMATCH",
             request(Uuid::new_v4(), "HX01", "C0602", &card, FIRST_MSISDN),
         ),
         (
@@ -168,7 +168,7 @@ async fn a_missing_card_data_file_is_dead_lettered_and_the_replay_after_import_r
     )
     .await?;
     let work = hx01.next(ANSWER).await?;
-    let Job::WriteScript(envelope) = work.job else {
+    let OutletWorkJob::WriteScript(envelope) = work.job else {
         panic!("expected a write script")
     };
     assert_eq!(
@@ -231,7 +231,7 @@ async fn results_not_sent_by_the_outlet_are_dead_lettered_and_change_nothing() -
         )
         .await?;
     let work = hx01.next(ANSWER).await?;
-    let Job::WriteScript(envelope) = work.job else {
+    let OutletWorkJob::WriteScript(envelope) = work.job else {
         panic!("expected a write script")
     };
     let forged = WriteResult {

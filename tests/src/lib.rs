@@ -52,7 +52,7 @@ pub fn test_settings(vhost: &str, database_url: &str) -> anyhow::Result<Settings
     settings.amqp.uri = SecretString::from(format!(
         "amqp://{}/{}",
         amqp_authority(),
-        simflow_runtime::management::encode_segment(vhost)
+        simflow_runtime::uri::encode_segment(vhost)
     ));
     settings.database.url = SecretString::from(database_url.to_owned());
     settings.database.max_connections = 8;

@@ -211,10 +211,10 @@ impl WriteWorld {
             .iter()
             .find(|outlet| outlet.code == code)
             .ok_or_else(|| anyhow::anyhow!("no outlet {code}"))?;
-        let vhost = simflow_runtime::management::encode_segment(&self.env.vhost);
+        let vhost = simflow_runtime::uri::encode_segment(&self.env.vhost);
         Ok(SecretString::from(format!(
             "amqp://{}:{}@127.0.0.1:5672/{vhost}",
-            simflow_runtime::management::encode_segment(&simflow_runtime::outlet::outlet_user(
+            simflow_runtime::uri::encode_segment(&simflow_runtime::outlet::outlet_user(
                 &self.env.vhost,
                 code
             )),

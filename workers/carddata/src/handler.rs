@@ -11,13 +11,14 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use simflow_runtime::{Handler, JobContext, JobError, Outcome};
+use simflow_runtime::{Handler, JobContext, JobError, Outcome, Rejection};
 use simflow_schemas::cardfile::{CardFileImport, CardFileImported, CardFileSource};
-use simflow_schemas::registry::Job;
+use simflow_schemas::registry::CardFileJob;
 use simflow_schemas::topology::JobQueue;
 use sqlx::PgConnection;
 
 use crate::import::{CardFile, ImportError, ImportRequest, Importer, NoProgress};
+use crate::reasons;
 
 /// The card data import worker's handler.
 #[derive(Debug, Clone)]
@@ -59,33 +60,23 @@ impl CardFileHandler {
             already_imported = report.already_imported,
             "card data file imported"
         );
-        Ok(Outcome::event(
-            "cardfile.imported",
-            &CardFileImported {
-                import_id: import.import_id,
-                file_name: import.file_name,
-                accepted: report.accepted,
-                rejected: report.rejected,
-                problems: report.problems,
-            },
-        ))
+        Ok(Outcome::event(&CardFileImported {
+            import_id: import.import_id,
+            file_name: import.file_name,
+            accepted: report.accepted,
+            rejected: report.rejected,
+            problems: report.problems,
+        }))
     }
 }
 
 /// What the runtime should do with each import failure.
 fn job_error(error: ImportError) -> JobError {
     match error {
-        ImportError::File(rejection) => {
-            let message = rejection.message();
-            JobError::reject(&message.code, &message.message_zh, &message.message_en)
-        }
+        ImportError::File(rejection) => JobError::Rejected(Rejection::new(rejection.message())),
         ImportError::Keys(error) => {
             tracing::error!(error = %error, "card data import cannot run");
-            JobError::needs_ops(
-                "CARDDATA_KEK_MISSING",
-                "号卡数据加密密钥未配置，请联系运维",
-                "No key-encryption key is configured for card data; ops must configure one",
-            )
+            JobError::needs_ops(reasons::CARDDATA_KEK_MISSING)
         }
         ImportError::Busy => JobError::Transient(anyhow::anyhow!(
             "the same card data file is being imported by another job"
@@ -93,36 +84,29 @@ fn job_error(error: ImportError) -> JobError {
         ImportError::Database(error) => JobError::from(error),
         ImportError::Internal(error) => {
             tracing::error!(error = %format!("{error:#}"), "card data import failed");
-            JobError::needs_ops(
-                "CARDDATA_IMPORT_FAILED",
-                "号卡文件导入失败，请联系运维",
-                "The card data import failed; ops must look at the worker log",
-            )
+            JobError::needs_ops(reasons::CARDDATA_IMPORT_FAILED)
         }
     }
 }
 
 impl Handler for CardFileHandler {
-    fn queue(&self) -> JobQueue {
-        JobQueue::CardFile
+    type Job = CardFileJob;
+    const QUEUE: JobQueue = JobQueue::CardFile;
+
+    /// An import stages its rows on connections of its own and may take minutes: one per
+    /// transaction.
+    fn batch_limit(&self) -> Option<usize> {
+        Some(1)
     }
 
     async fn handle(
         &self,
         _context: &JobContext,
-        job: Job,
+        job: CardFileJob,
         db: &mut PgConnection,
     ) -> Result<Outcome, JobError> {
         match job {
-            Job::CardFileImport(import) => self.import(import, db).await,
-            other => Err(JobError::needs_ops(
-                "UNEXPECTED_MESSAGE_TYPE",
-                "消息类型不属于此队列",
-                &format!(
-                    "The card data worker does not handle {}",
-                    other.message_type()
-                ),
-            )),
+            CardFileJob::Import(import) => self.import(import, db).await,
         }
     }
 }

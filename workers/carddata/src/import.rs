@@ -33,7 +33,7 @@ use zeroize::{Zeroize, Zeroizing};
 
 use crate::csvfile::{self, FileRejection, Guarded, Header};
 use crate::kek::{Kek, KekConfigError, KekRing};
-use crate::reasons::{self, Reason};
+use crate::reasons::{self, Reason, RowReason};
 use crate::secrets::SecretRecord;
 use crate::transport::{TransportKey, TransportKeys};
 use crate::validate::{self, CardRow};

@@ -14,7 +14,7 @@ use simflow_schemas::cardfile::RowProblem;
 use zeroize::Zeroizing;
 
 use crate::csvfile::{Column, Header};
-use crate::reasons::{self, Reason};
+use crate::reasons::{self, Reason, RowReason};
 use crate::secrets::{CardExtras, Key128, Pin};
 use crate::transport::TransportKey;
 

@@ -122,7 +122,7 @@ pub async fn hold(
             push_selected(&mut count, selection);
             let in_range: i64 = count.build_query_scalar().fetch_one(&mut *db).await?;
             if in_range == 0 {
-                return Err(reasons::EMPTY_SELECTION.rejection());
+                return Err(JobError::reject(reasons::EMPTY_SELECTION));
             }
             Some(in_range)
         }
@@ -156,11 +156,9 @@ pub async fn hold(
         update.build_query_as().fetch_one(&mut *db).await?;
     match (selection, wanted) {
         (Selection::Quantity(quantity), _) if count < i64::from(*quantity) => {
-            let reason = reasons::NOT_ENOUGH_CARDS;
-            return Err(JobError::reject(
-                reason.code,
-                reason.zh,
-                &format!("{} ({} asked, {} available)", reason.en, quantity, count),
+            return Err(JobError::reject_with(
+                reasons::NOT_ENOUGH_CARDS,
+                &format!("{quantity} asked, {count} available"),
             ));
         }
         (_, Some(wanted)) if count != wanted => {
@@ -232,9 +230,5 @@ async fn unavailable(
 
 /// The reason with this code (the generic one if the code is unknown).
 pub fn reason_by_code(code: &str) -> Reason {
-    reasons::ALL
-        .iter()
-        .copied()
-        .find(|reason| reason.code == code)
-        .unwrap_or(reasons::CARDS_NOT_AVAILABLE)
+    Reason::find(reasons::ALL, code).unwrap_or(reasons::CARDS_NOT_AVAILABLE)
 }

@@ -15,7 +15,7 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use simflow_runtime::{Handler, JobContext, JobError, Outcome};
 use simflow_schemas::issue::{IssueCommit, IssueCommitted, IssuePrepare, IssuePrepared};
-use simflow_schemas::registry::Job;
+use simflow_schemas::registry::IssueJob;
 use simflow_schemas::topology::JobQueue;
 use sqlx::PgConnection;
 use uuid::Uuid;
@@ -63,24 +63,18 @@ impl IssueHandler {
 }
 
 impl Handler for IssueHandler {
-    fn queue(&self) -> JobQueue {
-        JobQueue::Issue
-    }
+    type Job = IssueJob;
+    const QUEUE: JobQueue = JobQueue::Issue;
 
     async fn handle(
         &self,
         context: &JobContext,
-        job: Job,
+        job: IssueJob,
         db: &mut PgConnection,
     ) -> Result<Outcome, JobError> {
         match job {
-            Job::IssuePrepare(prepare) => prepare_batch(self.hold, context, prepare, db).await,
-            Job::IssueCommit(commit) => commit_batch(context, commit, db).await,
-            other => Err(JobError::needs_ops(
-                "UNEXPECTED_MESSAGE_TYPE",
-                "消息类型不属于此队列",
-                &format!("The issue worker does not handle {}", other.message_type()),
-            )),
+            IssueJob::Prepare(prepare) => prepare_batch(self.hold, context, prepare, db).await,
+            IssueJob::Commit(commit) => commit_batch(context, commit, db).await,
         }
     }
 }
@@ -151,21 +145,21 @@ pub(crate) async fn check_counterparts(
     .fetch_one(&mut *db)
     .await?;
     match facts.warehouse_kind.as_deref() {
-        None => return Err(reasons::WAREHOUSE_UNKNOWN.rejection()),
+        None => return Err(JobError::reject(reasons::WAREHOUSE_UNKNOWN)),
         Some("onsite_target") => {}
-        Some(_) => return Err(reasons::WAREHOUSE_NOT_TARGET.rejection()),
+        Some(_) => return Err(JobError::reject(reasons::WAREHOUSE_NOT_TARGET)),
     }
     if card_type.is_some() && facts.card_type_zh.is_none() {
-        return Err(reasons::CARD_TYPE_UNKNOWN.rejection());
+        return Err(JobError::reject(reasons::CARD_TYPE_UNKNOWN));
     }
     if facts.agent_name.is_none() {
-        return Err(reasons::AGENT_UNKNOWN.rejection());
+        return Err(JobError::reject(reasons::AGENT_UNKNOWN));
     }
     if require_active_agent && facts.agent_active != Some(true) {
-        return Err(reasons::AGENT_INACTIVE.rejection());
+        return Err(JobError::reject(reasons::AGENT_INACTIVE));
     }
     if facts.agent_unit != facts.warehouse_unit {
-        return Err(reasons::AGENT_OTHER_UNIT.rejection());
+        return Err(JobError::reject(reasons::AGENT_OTHER_UNIT));
     }
     Ok(facts)
 }
@@ -187,10 +181,10 @@ async fn prepare_batch(
             && existing.card_type == prepare.card_type
             && existing.selection.0 == selection_json;
         if !same {
-            return Err(reasons::BATCH_ID_CONFLICT.rejection());
+            return Err(JobError::reject(reasons::BATCH_ID_CONFLICT));
         }
         if existing.state != "committed" && existing.expired {
-            return Err(reasons::BATCH_EXPIRED.rejection());
+            return Err(JobError::reject(reasons::BATCH_EXPIRED));
         }
         return Ok(prepared_event(
             prepare.batch_id,
@@ -293,7 +287,7 @@ fn prepared_event(
         expires_at,
         acceptance_slip,
     };
-    Outcome::event("issue.prepared", &event)
+    Outcome::event(&event)
 }
 
 async fn commit_batch(
@@ -302,7 +296,7 @@ async fn commit_batch(
     db: &mut PgConnection,
 ) -> Result<Outcome, JobError> {
     let Some(batch) = lock_batch(db, commit.batch_id).await? else {
-        return Err(reasons::BATCH_UNKNOWN.rejection());
+        return Err(JobError::reject(reasons::BATCH_UNKNOWN));
     };
     let staff = staff::require(
         db,
@@ -312,7 +306,7 @@ async fn commit_batch(
     )
     .await?;
     if staff.department_id != batch.department_id {
-        return Err(reasons::DEPARTMENT_MISMATCH.rejection());
+        return Err(JobError::reject(reasons::DEPARTMENT_MISMATCH));
     }
     let committed = |committed_at, already_committed| {
         let event = IssueCommitted {
@@ -322,12 +316,12 @@ async fn commit_batch(
             committed_at,
             already_committed,
         };
-        Outcome::event("issue.committed", &event)
+        Outcome::event(&event)
     };
     match batch.state.as_str() {
         "committed" => return Ok(committed(batch.committed_at.unwrap_or_else(Utc::now), true)),
-        "expired" => return Err(reasons::BATCH_EXPIRED.rejection()),
-        _ if batch.expired => return Err(reasons::BATCH_EXPIRED.rejection()),
+        "expired" => return Err(JobError::reject(reasons::BATCH_EXPIRED)),
+        _ if batch.expired => return Err(JobError::reject(reasons::BATCH_EXPIRED)),
         _ => {}
     }
     let moved: i64 = sqlx::query_scalar(
@@ -354,7 +348,7 @@ async fn commit_batch(
     .await?;
     if moved != i64::from(batch.card_count) {
         // Some cards were taken by a later batch after this hold lapsed: commit nothing.
-        return Err(reasons::BATCH_EXPIRED.rejection());
+        return Err(JobError::reject(reasons::BATCH_EXPIRED));
     }
     let committed_at: DateTime<Utc> = sqlx::query_scalar(
         "UPDATE inventory.issue_batches SET state = 'committed', committed_by = $2, committed_at = now() \

@@ -12,7 +12,7 @@
 use chrono::{DateTime, Utc};
 use simflow_runtime::{Handler, JobContext, JobError, Outcome};
 use simflow_schemas::common::{CardProblem, CardSelection, ClerkMessage};
-use simflow_schemas::registry::Job;
+use simflow_schemas::registry::ReturnJob;
 use simflow_schemas::returns::{
     ReturnByList, ReturnByRange, ReturnCommitted, ReturnFee, ReturnFeeOutcome, ReturnQueried,
     ReturnQuery,
@@ -34,25 +34,19 @@ use crate::staff::{self, Permission};
 pub struct ReturnHandler;
 
 impl Handler for ReturnHandler {
-    fn queue(&self) -> JobQueue {
-        JobQueue::Return
-    }
+    type Job = ReturnJob;
+    const QUEUE: JobQueue = JobQueue::Return;
 
     async fn handle(
         &self,
         context: &JobContext,
-        job: Job,
+        job: ReturnJob,
         db: &mut PgConnection,
     ) -> Result<Outcome, JobError> {
         match job {
-            Job::ReturnByList(job) => return_by_list(context, job, db).await,
-            Job::ReturnByRange(job) => return_by_range(context, job, db).await,
-            Job::ReturnQuery(job) => query_range(job, db).await,
-            other => Err(JobError::needs_ops(
-                "UNEXPECTED_MESSAGE_TYPE",
-                "消息类型不属于此队列",
-                &format!("The return worker does not handle {}", other.message_type()),
-            )),
+            ReturnJob::ByList(job) => return_by_list(context, job, db).await,
+            ReturnJob::ByRange(job) => return_by_range(context, job, db).await,
+            ReturnJob::Query(job) => query_range(job, db).await,
         }
     }
 }
@@ -100,7 +94,7 @@ fn range_of(first: &str, last: &str) -> Result<(Iccid, Iccid), JobError> {
         last: last.to_owned(),
     }) {
         Ok(selection::Selection::Range { first, last }) => Ok((first, last)),
-        Ok(_) => Err(reasons::BAD_RANGE.rejection()),
+        Ok(_) => Err(JobError::reject(reasons::BAD_RANGE)),
         Err(rejection) => Err(JobError::Rejected(rejection)),
     }
 }
@@ -134,7 +128,7 @@ async fn query_range(query: ReturnQuery, db: &mut PgConnection) -> Result<Outcom
     check_parties(db, &query.staff_id, &query.warehouse, &query.agent_ess_code).await?;
     let (first, last) = range_of(&query.first, &query.last)?;
     if count_in_range(db, &first, &last).await? == 0 {
-        return Err(reasons::EMPTY_SELECTION.rejection());
+        return Err(JobError::reject(reasons::EMPTY_SELECTION));
     }
     let mut builder = sqlx::QueryBuilder::new("WITH wanted AS (");
     push_wanted(&mut builder, &Wanted::Range(first, last));
@@ -163,7 +157,7 @@ async fn query_range(query: ReturnQuery, db: &mut PgConnection) -> Result<Outcom
         problems,
         problem_count: u64::try_from(failing).unwrap_or_default(),
     };
-    Ok(Outcome::event("return.queried", &event))
+    Ok(Outcome::event(&event))
 }
 
 async fn return_by_list(
@@ -173,7 +167,7 @@ async fn return_by_list(
 ) -> Result<Outcome, JobError> {
     let list = match selection::parse_lenient(&job.cards).map_err(JobError::Rejected)? {
         Some(list) => list,
-        None => return Err(reasons::BAD_RANGE.rejection()),
+        None => return Err(JobError::reject(reasons::BAD_RANGE)),
     };
     let selection_json = serde_json::to_value(&job.cards).unwrap_or_default();
     let spec = ReturnSpec {
@@ -215,7 +209,7 @@ async fn return_by_range(
     let (first, last) = range_of(&job.first, &job.last)?;
     let requested = count_in_range(db, &first, &last).await?;
     if requested == 0 {
-        return Err(reasons::EMPTY_SELECTION.rejection());
+        return Err(JobError::reject(reasons::EMPTY_SELECTION));
     }
     perform_return(
         context,
@@ -272,9 +266,9 @@ async fn earlier_answer(
         || earlier.selection.0 != spec.selection_json
         || earlier.return_amount_fen != spec.fee.return_amount_fen
     {
-        return Err(reasons::RETURN_ID_CONFLICT.rejection());
+        return Err(JobError::reject(reasons::RETURN_ID_CONFLICT));
     }
-    Ok(Some(Outcome::event("return.committed", &earlier.answer.0)))
+    Ok(Some(Outcome::event(&earlier.answer.0)))
 }
 
 async fn perform_return(
@@ -289,7 +283,7 @@ async fn perform_return(
         return Ok(answer);
     }
     if spec.fee.return_amount_fen < 0 {
-        return Err(reasons::FEE_INVALID.rejection());
+        return Err(JobError::reject(reasons::FEE_INVALID));
     }
     check_parties(db, spec.staff_id, spec.warehouse, spec.agent).await?;
 
@@ -407,7 +401,7 @@ async fn perform_return(
     .execute(&mut *db)
     .await?;
     tracing::info!(return_id = %spec.return_id, returned, failed = failed_count, "batch return committed");
-    Ok(Outcome::event("return.committed", &answer))
+    Ok(Outcome::event(&answer))
 }
 
 /// A return as the clerk can ask for it afterwards: the answer plus every card's outcome.

@@ -51,7 +51,7 @@ pub fn cards_rejection(
     total: u64,
 ) -> Rejection {
     problems.truncate(MAX_LISTED_PROBLEMS);
-    Rejection::new(reason.code, reason.zh, reason.en).with_problems(problems, total)
+    Rejection::from(reason).with_problems(problems, total)
 }
 
 fn parse_list<'a>(lines: impl Iterator<Item = &'a str>) -> Result<Selection, Rejection> {
@@ -62,11 +62,7 @@ fn parse_list<'a>(lines: impl Iterator<Item = &'a str>) -> Result<Selection, Rej
     for line in lines.map(str::trim).filter(|line| !line.is_empty()) {
         count += 1;
         if count > MAX_CARDS_PER_JOB {
-            return Err(Rejection::new(
-                reasons::SELECTION_TOO_LARGE.code,
-                reasons::SELECTION_TOO_LARGE.zh,
-                reasons::SELECTION_TOO_LARGE.en,
-            ));
+            return Err(Rejection::from(reasons::SELECTION_TOO_LARGE));
         }
         match Iccid::parse(line) {
             Ok(iccid) => {
@@ -92,7 +88,7 @@ fn parse_list<'a>(lines: impl Iterator<Item = &'a str>) -> Result<Selection, Rej
     }
     if seen.is_empty() {
         let reason = reasons::EMPTY_SELECTION;
-        return Err(Rejection::new(reason.code, reason.zh, reason.en));
+        return Err(Rejection::from(reason));
     }
     Ok(Selection::List(seen.into_iter().collect()))
 }
@@ -122,7 +118,7 @@ pub fn parse_lenient(cards: &CardSelection) -> Result<Option<LenientList>, Rejec
         list.lines += 1;
         if usize::try_from(list.lines).unwrap_or(usize::MAX) > MAX_CARDS_PER_JOB {
             let reason = reasons::SELECTION_TOO_LARGE;
-            return Err(Rejection::new(reason.code, reason.zh, reason.en));
+            return Err(Rejection::from(reason));
         }
         match Iccid::parse(line) {
             Ok(iccid) if seen.insert(iccid.clone()) => {}
@@ -137,7 +133,7 @@ pub fn parse_lenient(cards: &CardSelection) -> Result<Option<LenientList>, Rejec
     }
     if list.lines == 0 {
         let reason = reasons::EMPTY_SELECTION;
-        return Err(Rejection::new(reason.code, reason.zh, reason.en));
+        return Err(Rejection::from(reason));
     }
     list.iccids = seen.into_iter().map(Iccid::into_string).collect();
     Ok(Some(list))
@@ -151,7 +147,7 @@ pub fn parse(cards: &CardSelection) -> Result<Selection, Rejection> {
         CardSelection::Range { first, last } => {
             let bad_range = || {
                 let reason = reasons::BAD_RANGE;
-                Rejection::new(reason.code, reason.zh, reason.en)
+                Rejection::from(reason)
             };
             let (Ok(first), Ok(last)) = (Iccid::parse(first), Iccid::parse(last)) else {
                 return Err(bad_range());
@@ -164,11 +160,11 @@ pub fn parse(cards: &CardSelection) -> Result<Selection, Rejection> {
         CardSelection::Quantity { quantity } => {
             if *quantity == 0 {
                 let reason = reasons::EMPTY_SELECTION;
-                return Err(Rejection::new(reason.code, reason.zh, reason.en));
+                return Err(Rejection::from(reason));
             }
             if usize::try_from(*quantity).unwrap_or(usize::MAX) > MAX_CARDS_PER_JOB {
                 let reason = reasons::SELECTION_TOO_LARGE;
-                return Err(Rejection::new(reason.code, reason.zh, reason.en));
+                return Err(Rejection::from(reason));
             }
             Ok(Selection::Quantity(*quantity))
         }

@@ -3,7 +3,7 @@
 use simflow_runtime::JobError;
 use sqlx::PgConnection;
 
-use crate::reasons::{self, Reason};
+use crate::reasons;
 
 /// A permission a staff ID holds for a warehouse.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,10 +36,6 @@ pub struct Staff {
     pub department_id: String,
 }
 
-fn rejection(reason: Reason) -> JobError {
-    JobError::reject(reason.code, reason.zh, reason.en)
-}
-
 /// Checks that `staff_id` exists, is active, is bound to `warehouse_code` and holds `permission`.
 pub async fn require(
     db: &mut PgConnection,
@@ -58,16 +54,16 @@ pub async fn require(
     .fetch_optional(&mut *db)
     .await?;
     let Some((department_id, active, permissions)) = row else {
-        return Err(rejection(reasons::STAFF_UNKNOWN));
+        return Err(JobError::reject(reasons::STAFF_UNKNOWN));
     };
     if !active {
-        return Err(rejection(reasons::STAFF_UNKNOWN));
+        return Err(JobError::reject(reasons::STAFF_UNKNOWN));
     }
     let Some(permissions) = permissions else {
-        return Err(rejection(reasons::STAFF_NOT_BOUND));
+        return Err(JobError::reject(reasons::STAFF_NOT_BOUND));
     };
     if !permissions.iter().any(|held| held == permission.as_str()) {
-        return Err(rejection(reasons::STAFF_NOT_PERMITTED));
+        return Err(JobError::reject(reasons::STAFF_NOT_PERMITTED));
     }
     Ok(Staff {
         staff_id: staff_id.to_owned(),

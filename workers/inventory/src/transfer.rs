@@ -8,7 +8,7 @@
 
 use chrono::{DateTime, Utc};
 use simflow_runtime::{Handler, JobContext, JobError, Outcome};
-use simflow_schemas::registry::Job;
+use simflow_schemas::registry::TransferJob;
 use simflow_schemas::topology::JobQueue;
 use simflow_schemas::transfer::{
     ApprovalStage, TransferApproveIn, TransferApproveOut, TransferApproved, TransferCreate,
@@ -18,7 +18,7 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 use crate::cards::{self, Held, Hold, WarehouseStock};
-use crate::reasons::{self, Reason};
+use crate::reasons;
 use crate::selection;
 use crate::staff::{self, Permission};
 
@@ -27,34 +27,21 @@ use crate::staff::{self, Permission};
 pub struct TransferHandler;
 
 impl Handler for TransferHandler {
-    fn queue(&self) -> JobQueue {
-        JobQueue::Transfer
-    }
+    type Job = TransferJob;
+    const QUEUE: JobQueue = JobQueue::Transfer;
 
     async fn handle(
         &self,
         context: &JobContext,
-        job: Job,
+        job: TransferJob,
         db: &mut PgConnection,
     ) -> Result<Outcome, JobError> {
         match job {
-            Job::TransferCreate(create) => create_transfer(context, create, db).await,
-            Job::TransferApproveOut(approve) => approve_out(context, approve, db).await,
-            Job::TransferApproveIn(approve) => approve_in(context, approve, db).await,
-            other => Err(JobError::needs_ops(
-                "UNEXPECTED_MESSAGE_TYPE",
-                "消息类型不属于此队列",
-                &format!(
-                    "The transfer worker does not handle {}",
-                    other.message_type()
-                ),
-            )),
+            TransferJob::Create(create) => create_transfer(context, create, db).await,
+            TransferJob::ApproveOut(approve) => approve_out(context, approve, db).await,
+            TransferJob::ApproveIn(approve) => approve_in(context, approve, db).await,
         }
     }
-}
-
-fn reject(reason: Reason) -> JobError {
-    JobError::reject(reason.code, reason.zh, reason.en)
 }
 
 #[derive(Debug, sqlx::FromRow)]
@@ -105,7 +92,7 @@ async fn create_transfer(
             && existing.card_type == create.card_type
             && existing.selection.0 == selection_json;
         if !same {
-            return Err(reject(reasons::TRANSFER_ID_CONFLICT));
+            return Err(JobError::reject(reasons::TRANSFER_ID_CONFLICT));
         }
         return Ok(created_event(create.transfer_id, &existing));
     }
@@ -130,13 +117,13 @@ async fn create_transfer(
     .fetch_one(&mut *db)
     .await?;
     let (Some(source_kind), Some(target_kind)) = (source_kind, target_kind) else {
-        return Err(reject(reasons::WAREHOUSE_UNKNOWN));
+        return Err(JobError::reject(reasons::WAREHOUSE_UNKNOWN));
     };
     if source_kind != "secondary" || target_kind != "onsite_target" || source_unit != target_unit {
-        return Err(reject(reasons::WRONG_DIRECTION));
+        return Err(JobError::reject(reasons::WRONG_DIRECTION));
     }
     if !card_type_known {
-        return Err(reject(reasons::CARD_TYPE_UNKNOWN));
+        return Err(JobError::reject(reasons::CARD_TYPE_UNKNOWN));
     }
 
     staff::require(
@@ -188,7 +175,7 @@ fn created_event(transfer_id: Uuid, row: &TransferRow) -> Outcome {
         last_iccid: row.last_iccid.clone(),
         created_by: row.created_by.clone(),
     };
-    Outcome::event("transfer.created", &event)
+    Outcome::event(&event)
 }
 
 fn approved_event(
@@ -199,10 +186,6 @@ fn approved_event(
     approved_at: DateTime<Utc>,
     already_approved: bool,
 ) -> Outcome {
-    let routing_key = match stage {
-        ApprovalStage::Out => "transfer.approved_out",
-        ApprovalStage::In => "transfer.approved_in",
-    };
     let event = TransferApproved {
         transfer_id,
         stage,
@@ -211,7 +194,7 @@ fn approved_event(
         approved_at,
         already_approved,
     };
-    Outcome::event(routing_key, &event)
+    Outcome::event(&event)
 }
 
 async fn approve_out(
@@ -220,7 +203,7 @@ async fn approve_out(
     db: &mut PgConnection,
 ) -> Result<Outcome, JobError> {
     let Some(transfer) = lock_transfer(db, approve.transfer_id).await? else {
-        return Err(reject(reasons::TRANSFER_UNKNOWN));
+        return Err(JobError::reject(reasons::TRANSFER_UNKNOWN));
     };
     staff::require(
         db,
@@ -283,7 +266,7 @@ async fn approve_in(
     db: &mut PgConnection,
 ) -> Result<Outcome, JobError> {
     let Some(transfer) = lock_transfer(db, approve.transfer_id).await? else {
-        return Err(reject(reasons::TRANSFER_UNKNOWN));
+        return Err(JobError::reject(reasons::TRANSFER_UNKNOWN));
     };
     staff::require(
         db,
@@ -293,7 +276,7 @@ async fn approve_in(
     )
     .await?;
     match transfer.state.as_str() {
-        "created" => return Err(reject(reasons::APPROVE_IN_BEFORE_OUT)),
+        "created" => return Err(JobError::reject(reasons::APPROVE_IN_BEFORE_OUT)),
         "approved_in" => {
             return Ok(approved_event(
                 approve.transfer_id,

@@ -107,7 +107,7 @@ impl OutletSettings {
         anyhow::ensure!(
             uri.expose_secret().contains(&format!(
                 "//{}:",
-                simflow_runtime::management::encode_segment(&user)
+                simflow_runtime::uri::encode_segment(&user)
             )),
             "[outlet] broker_uri must connect as the outlet's own user {user}"
         );

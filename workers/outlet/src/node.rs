@@ -19,7 +19,7 @@ use simflow_runtime::outlet::{OutletAnswer, OutletDecision, OutletHandler, Outle
 use simflow_runtime::shutdown::CancellationToken;
 use simflow_schemas::card::{CardReadRequest, OutletCardRead};
 use simflow_schemas::common::ClerkMessage;
-use simflow_schemas::registry::Job;
+use simflow_schemas::registry::OutletWorkJob;
 use simflow_schemas::writecard::{CardWriteState, WriteOutcome, WriteResult, WriteScriptEnvelope};
 use simflow_seal::OutletKeyPair;
 use zeroize::Zeroizing;
@@ -312,11 +312,10 @@ impl OutletNode {
 impl OutletHandler for OutletNode {
     async fn handle(&self, work: OutletWork, shutdown: CancellationToken) -> OutletDecision {
         match work.job {
-            Job::CardReadRequest(request) => self.read(request, shutdown).await,
-            Job::WriteScript(envelope) => self.write(&work.message_id, envelope, shutdown).await,
-            other => OutletDecision::Reject {
-                reason: format!("{} is not outlet work", other.message_type()),
-            },
+            OutletWorkJob::ReadRequest(request) => self.read(request, shutdown).await,
+            OutletWorkJob::WriteScript(envelope) => {
+                self.write(&work.message_id, envelope, shutdown).await
+            }
         }
     }
 

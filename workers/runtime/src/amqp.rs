@@ -284,6 +284,21 @@ impl Publisher {
         body: &[u8],
         properties: BasicProperties,
     ) -> Result<(), PublishError> {
+        self.send(exchange, routing_key, body, properties)
+            .await?
+            .confirmed()
+            .await
+    }
+
+    /// Publishes one message (mandatory, persistent) without waiting for the confirm: many
+    /// sends, then their confirms awaited together, cost one round trip instead of many.
+    pub async fn send(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        body: &[u8],
+        properties: BasicProperties,
+    ) -> Result<Unconfirmed, PublishError> {
         let confirm = self
             .channel
             .basic_publish(
@@ -296,19 +311,17 @@ impl Publisher {
                 body,
                 properties.with_delivery_mode(2),
             )
-            .await?
             .await?;
-        match confirm {
-            Confirmation::Ack(None) | Confirmation::NotRequested => Ok(()),
-            Confirmation::Ack(Some(_returned)) => Err(PublishError::Unroutable {
-                exchange: exchange.to_owned(),
-                routing_key: routing_key.to_owned(),
-            }),
-            Confirmation::Nack(_) => Err(PublishError::Nacked),
-        }
+        Ok(Unconfirmed {
+            confirm,
+            exchange: exchange.to_owned(),
+            routing_key: routing_key.to_owned(),
+            required: true,
+        })
     }
 
-    /// Publishes a stored outgoing message with its deterministic id, correlated to a job.
+    /// Publishes a stored outgoing message with its deterministic id, correlated to a job, and
+    /// waits for the confirm.
     pub async fn publish_outgoing(
         &self,
         message: &Outgoing,
@@ -316,35 +329,98 @@ impl Publisher {
         correlation_id: &str,
         reply_to: Option<&str>,
     ) -> Result<(), PublishError> {
+        for sent in self
+            .send_outgoing(message, message_id, correlation_id, reply_to)
+            .await?
+        {
+            sent.confirmed().await?;
+        }
+        Ok(())
+    }
+
+    /// Sends a stored outgoing message (and its copy to `reply_to`, whose loss is only
+    /// logged: the requester's own queue may be gone, the event on the events exchange stands).
+    pub async fn send_outgoing(
+        &self,
+        message: &Outgoing,
+        message_id: &str,
+        correlation_id: &str,
+        reply_to: Option<&str>,
+    ) -> Result<Vec<Unconfirmed>, PublishError> {
         let body = serde_json::to_vec(&message.body).unwrap_or_default();
         let mut properties = base_properties(&message.message_type, message_id)
             .with_correlation_id(correlation_id.into());
         if let Some(expiration) = message.expiration_ms {
             properties = properties.with_expiration(expiration.to_string().into());
         }
-        self.publish(
-            &message.exchange,
-            &message.routing_key,
-            &body,
-            properties.clone(),
-        )
-        .await?;
+        let mut sent = vec![
+            self.send(
+                &message.exchange,
+                &message.routing_key,
+                &body,
+                properties.clone(),
+            )
+            .await?,
+        ];
         tracing::debug!(message_id, correlation_id, routing_key = %message.routing_key, "published outcome");
         if message.copy_to_reply_to
             && let Some(reply_to) = reply_to
         {
-            // The requester's own queue may be gone; the event on the events exchange stands.
-            if let Err(error) = self.publish("", reply_to, &body, properties).await {
-                tracing::warn!(%error, reply_to, "could not copy the outcome to reply_to");
-            }
+            let mut copy = self.send("", reply_to, &body, properties).await?;
+            copy.required = false;
+            sent.push(copy);
         }
-        Ok(())
+        Ok(sent)
     }
 
     /// The underlying channel (for consumers that share it).
     pub fn channel(&self) -> &Channel {
         &self.channel
     }
+}
+
+/// A message sent but not yet confirmed by the broker.
+#[derive(Debug)]
+pub struct Unconfirmed {
+    confirm: lapin::PublisherConfirm,
+    exchange: String,
+    routing_key: String,
+    /// Its loss fails the publish; a copy whose loss is tolerated says false.
+    required: bool,
+}
+
+impl Unconfirmed {
+    /// Waits for the broker's answer: taken, refused (nack) or returned (no route).
+    pub async fn confirmed(self) -> Result<(), PublishError> {
+        let outcome = match self.confirm.await? {
+            Confirmation::Ack(None) | Confirmation::NotRequested => Ok(()),
+            Confirmation::Ack(Some(_returned)) => Err(PublishError::Unroutable {
+                exchange: self.exchange,
+                routing_key: self.routing_key,
+            }),
+            Confirmation::Nack(_) => Err(PublishError::Nacked),
+        };
+        match outcome {
+            Err(error) if !self.required => {
+                tracing::warn!(%error, "a copy to reply_to was not taken; the event stands");
+                Ok(())
+            }
+            outcome => outcome,
+        }
+    }
+}
+
+/// Waits for every confirm; the first failure wins (all are awaited regardless).
+pub async fn all_confirmed(sent: Vec<Unconfirmed>) -> Result<(), PublishError> {
+    let mut result = Ok(());
+    for unconfirmed in sent {
+        if let Err(error) = unconfirmed.confirmed().await
+            && result.is_ok()
+        {
+            result = Err(error);
+        }
+    }
+    result
 }
 
 /// A received event, decoded just enough for tests, the demo and CLIs.

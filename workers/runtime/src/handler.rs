@@ -1,19 +1,23 @@
 //! The seam between the runtime and a worker's business rules.
 //!
-//! A handler gets one decoded job and a database connection inside the runtime's transaction,
-//! and answers with an [`Outcome`] or a [`JobError`] that names what should happen next.
-//! Handlers never see a channel, never ack and never publish: the runtime does all of that
-//! after the transaction has committed.
+//! A handler names the closed enum of jobs its queue takes ([`Handler::Job`], generated from
+//! the contract's registry), gets one decoded job and a database connection inside the
+//! runtime's transaction, and answers with an [`Outcome`] or a [`JobError`] that names what
+//! should happen next. The runtime decodes once, so a handler has no arm for a message its
+//! queue cannot carry. Handlers never see a channel, never ack and never publish: the runtime
+//! does all of that after the transaction has committed.
 
 use std::future::Future;
 
 use chrono::{DateTime, Utc};
 use simflow_schemas::common::{CardProblem, ClerkMessage};
-use simflow_schemas::registry::Job;
+use simflow_schemas::reason::Reason;
+use simflow_schemas::registry::JobSet;
 use simflow_schemas::topology::JobQueue;
 use sqlx::PgConnection;
 
 use crate::outcome::Outcome;
+use crate::reasons;
 
 /// What the runtime tells a handler about the delivery it is handling.
 #[derive(Debug, Clone)]
@@ -37,6 +41,22 @@ pub struct JobContext {
     pub death_reason: Option<String>,
 }
 
+impl JobContext {
+    /// The context of a first, fresh delivery with no user (tests and tools).
+    pub fn fresh(message_id: &str, message_type: &str) -> JobContext {
+        JobContext {
+            message_id: message_id.to_owned(),
+            message_type: message_type.to_owned(),
+            attempt: 1,
+            received_at: Utc::now(),
+            user_id: None,
+            subject_id: None,
+            redelivered: false,
+            death_reason: None,
+        }
+    }
+}
+
 /// A business answer: the job is refused and nothing it did is kept.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rejection {
@@ -50,9 +70,9 @@ pub struct Rejection {
 
 impl Rejection {
     /// A rejection without per-card problems.
-    pub fn new(code: &str, message_zh: &str, message_en: &str) -> Rejection {
+    pub fn new(reason: ClerkMessage) -> Rejection {
         Rejection {
-            reason: ClerkMessage::new(code, message_zh, message_en),
+            reason,
             problems: Vec::new(),
             problem_count: 0,
         }
@@ -63,6 +83,12 @@ impl Rejection {
         self.problems = problems;
         self.problem_count = total;
         self
+    }
+}
+
+impl From<Reason> for Rejection {
+    fn from(reason: Reason) -> Rejection {
+        Rejection::new(reason.message())
     }
 }
 
@@ -84,13 +110,18 @@ pub enum JobError {
 
 impl JobError {
     /// A rejection without per-card problems.
-    pub fn reject(code: &str, message_zh: &str, message_en: &str) -> JobError {
-        JobError::Rejected(Rejection::new(code, message_zh, message_en))
+    pub fn reject(reason: Reason) -> JobError {
+        JobError::Rejected(reason.into())
+    }
+
+    /// A rejection whose English text carries a detail (counts, names; never a secret).
+    pub fn reject_with(reason: Reason, detail: &str) -> JobError {
+        JobError::Rejected(Rejection::new(reason.message_with(detail)))
     }
 
     /// A failure that needs ops.
-    pub fn needs_ops(code: &str, message_zh: &str, message_en: &str) -> JobError {
-        JobError::NeedsOps(ClerkMessage::new(code, message_zh, message_en))
+    pub fn needs_ops(reason: Reason) -> JobError {
+        JobError::NeedsOps(reason.message())
     }
 }
 
@@ -104,6 +135,8 @@ fn is_transient_sqlstate(code: &str) -> bool {
             | "57P01" | "57P02" | "57P03"
             // too many connections, out of memory, disk full
             | "53300" | "53200" | "53100"
+            // read-only transaction (a primary that just became a replica)
+            | "25006"
     ) || code.starts_with("08")
 }
 
@@ -123,39 +156,53 @@ pub fn is_transient_db_error(error: &sqlx::Error) -> bool {
     }
 }
 
+/// Whether a database error is a unique violation: two jobs created the same thing at once,
+/// and a second try sees the first one's row.
+pub fn is_unique_violation(error: &sqlx::Error) -> bool {
+    matches!(error, sqlx::Error::Database(database_error) if database_error.code().as_deref() == Some("23505"))
+}
+
 impl From<sqlx::Error> for JobError {
-    /// Connection trouble, deadlocks and serialization failures are transient; any other
-    /// database error is a defect that needs ops (retrying a bug only delays the dead letter).
+    /// Connection trouble, deadlocks, serialization failures and unique violations (a race
+    /// that a second try settles) are transient; any other database error is a defect that
+    /// needs ops (retrying a bug only delays the dead letter).
     fn from(error: sqlx::Error) -> JobError {
-        if is_transient_db_error(&error) {
+        if is_transient_db_error(&error) || is_unique_violation(&error) {
             JobError::Transient(anyhow::Error::new(error).context("database"))
         } else {
             tracing::error!(error = %error, "database error that no retry can fix");
-            JobError::needs_ops(
-                "DATABASE_ERROR",
-                "数据库处理失败，请联系运维",
-                "The database refused the job; ops must look at the worker log",
-            )
+            JobError::needs_ops(reasons::DATABASE_ERROR)
         }
     }
 }
 
 /// A worker's business rules for one central queue.
 pub trait Handler: Send + Sync + 'static {
+    /// The jobs this queue carries, one closed enum from the contract's registry.
+    type Job: JobSet;
+
     /// The queue this handler consumes.
-    fn queue(&self) -> JobQueue;
+    const QUEUE: JobQueue;
 
     /// A short name for logs, metrics, dead-letter headers and the inbox (`transfer`, …).
     fn name(&self) -> &'static str {
-        self.queue().key()
+        Self::QUEUE.key()
+    }
+
+    /// The most jobs of this queue one transaction may carry; `None` leaves it to the
+    /// worker's settings. A handler whose job is long or does work outside the transaction
+    /// (a card data import) says 1.
+    fn batch_limit(&self) -> Option<usize> {
+        None
     }
 
     /// Handles one job inside the runtime's transaction. Whatever it writes through `db` is
-    /// committed only with an `Ok` outcome; on any error it is rolled back.
+    /// committed only with an `Ok` outcome; on any error it is rolled back (to a savepoint of
+    /// its own: the other jobs of the same transaction are not affected).
     fn handle(
         &self,
         context: &JobContext,
-        job: Job,
+        job: Self::Job,
         db: &mut PgConnection,
     ) -> impl Future<Output = Result<Outcome, JobError>> + Send;
 }

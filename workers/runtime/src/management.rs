@@ -11,6 +11,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::settings::AmqpSettings;
+use crate::uri::encode_segment;
 
 /// A management API client.
 #[derive(Debug, Clone)]
@@ -57,19 +58,6 @@ pub struct ConnectionInfo {
     /// Client properties (holds `connection_name`).
     #[serde(default)]
     pub client_properties: serde_json::Value,
-}
-
-/// Percent-encodes one path segment (vhost `/` becomes `%2F`).
-pub fn encode_segment(segment: &str) -> String {
-    let mut encoded = String::with_capacity(segment.len());
-    for byte in segment.bytes() {
-        if byte.is_ascii_alphanumeric() || b"-_.~".contains(&byte) {
-            encoded.push(char::from(byte));
-        } else {
-            encoded.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    encoded
 }
 
 impl Management {

@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use simflow_schemas::registry::Message;
+use simflow_schemas::registry::{Event, Message};
 use simflow_schemas::topology::{EVENTS_EXCHANGE, OUTLETS_EXCHANGE};
 
 /// One message to publish.
@@ -29,6 +29,20 @@ pub struct Outgoing {
     pub copy_to_reply_to: bool,
 }
 
+impl Outgoing {
+    /// An event on the events exchange (copied to `reply_to`) with this routing key.
+    pub fn event<M: Message>(routing_key: &str, event: &M) -> Outgoing {
+        Outgoing {
+            exchange: EVENTS_EXCHANGE.to_owned(),
+            routing_key: routing_key.to_owned(),
+            message_type: M::TYPE.to_owned(),
+            body: serde_json::to_value(event).unwrap_or(serde_json::Value::Null),
+            expiration_ms: None,
+            copy_to_reply_to: true,
+        }
+    }
+}
+
 /// Everything a job publishes after it commits.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Outcome {
@@ -43,21 +57,14 @@ impl Outcome {
     }
 
     /// An outcome with one event on the events exchange (copied to `reply_to`).
-    pub fn event<M: Message>(routing_key: &str, event: &M) -> Outcome {
-        Outcome::nothing().and_event(routing_key, event)
+    pub fn event<E: Event>(event: &E) -> Outcome {
+        Outcome::nothing().and_event(event)
     }
 
-    /// Adds an event on the events exchange (copied to `reply_to`).
-    pub fn and_event<M: Message>(mut self, routing_key: &str, event: &M) -> Outcome {
-        self.messages.push(Outgoing {
-            exchange: EVENTS_EXCHANGE.to_owned(),
-            routing_key: routing_key.to_owned(),
-            message_type: M::TYPE.to_owned(),
-            body: serde_json::to_value(event).unwrap_or(serde_json::Value::Null),
-            expiration_ms: None,
-            copy_to_reply_to: true,
-        });
-        self
+    /// Adds an event on the events exchange (copied to `reply_to`), with the routing key its
+    /// type declares.
+    pub fn and_event<E: Event>(self, event: &E) -> Outcome {
+        self.and(Outgoing::event(event.routing_key(), event))
     }
 
     /// Adds work for an outlet's queue, optionally expiring.

@@ -21,13 +21,13 @@ use lapin::options::{
 };
 use lapin::types::FieldTable;
 use secrecy::SecretString;
-use simflow_schemas::registry::{Job, Message, MessageRole};
+use simflow_schemas::registry::{JobSet, Message, MessageRole, OutletWorkJob};
 use simflow_schemas::topology::{OUTLET_RESULTS_KEY, RESULTS_EXCHANGE, outlet_queue_name};
 use tokio_util::sync::CancellationToken;
 
 use crate::amqp::{self, Publisher, base_properties};
 use crate::metrics::{Health, Metrics};
-use crate::retry;
+use crate::session::{self, Ended, Reporting};
 use crate::worker::outgoing_message_id;
 
 /// How an outlet node reaches the broker.
@@ -49,7 +49,7 @@ pub struct OutletWork {
     /// The broker delivered it before (maybe to a node that crashed mid-work).
     pub redelivered: bool,
     /// The decoded job: a read request or a sealed write script.
-    pub job: Job,
+    pub job: OutletWorkJob,
 }
 
 /// What the handler decided.
@@ -141,109 +141,120 @@ pub async fn run<H: OutletHandler>(
     shutdown: CancellationToken,
 ) -> Result<(), OutletError> {
     let component = format!("outlet {}", connection.outlet_code);
-    let queue = outlet_queue_name(&connection.outlet_code);
-    let mut refused: Option<String> = None;
-    loop {
-        health.set(&component, false, "connecting to the broker");
-        let attempt =
-            retry::until_connected_unless("the broker", &shutdown, is_access_refused, || async {
-                let connected = amqp::connect(
-                    &connection.uri,
-                    &format!("simflow-outlet-{}", connection.outlet_code),
-                )
-                .await?;
-                let channel = connected.create_channel().await?;
-                let consumer = consume_own_queue(
-                    &channel,
-                    &queue,
-                    &format!("outlet-{}", connection.outlet_code),
-                )
-                .await?;
-                let publisher = Publisher::open(&connected).await?;
-                Ok::<_, lapin::Error>((connected, channel, consumer, publisher))
-            });
-        // A refusal is final: retrying cannot fix credentials or permissions.
-        let session = match attempt.await {
-            Ok(session) => session,
-            Err(error) => {
-                health.set(&component, false, "refused by the broker");
-                return Err(OutletError::Refused {
-                    outlet: connection.outlet_code.clone(),
-                    cause: error.to_string(),
-                });
-            }
-        };
-        let Some((connected, channel, mut consumer, publisher)) = session else {
-            break;
-        };
-        // Unfinished work from before a crash, answered before anything new is taken. The
-        // consumer exists already, but with prefetch 1 the broker holds back all but one
-        // delivery, which waits until this is done.
-        for (message_id, answers) in handler.recover(shutdown.clone()).await {
-            if let Err(error) =
-                publish_answers(&connection, &publisher, &message_id, &answers).await
-            {
-                tracing::warn!(%error, message_id, "could not publish a recovered answer; it is tried again at the next start");
-            }
+    let reporting = Reporting {
+        component: &component,
+        health: &health,
+        metrics: &metrics,
+        shutdown: &shutdown,
+    };
+    session::run(
+        reporting,
+        is_access_refused,
+        || open_session(&connection),
+        |session| serve(&connection, &handler, session, reporting),
+    )
+    .await
+    .map_err(|cause| OutletError::Refused {
+        outlet: connection.outlet_code.clone(),
+        cause,
+    })
+}
+
+/// A connection consuming the outlet's own queue, and a confirm channel for answers.
+struct OutletSession {
+    connection: lapin::Connection,
+    channel: lapin::Channel,
+    consumer: lapin::Consumer,
+    publisher: Publisher,
+}
+
+async fn open_session(connection: &OutletConnection) -> Result<OutletSession, lapin::Error> {
+    let connected = amqp::connect(
+        &connection.uri,
+        &format!("simflow-outlet-{}", connection.outlet_code),
+    )
+    .await?;
+    let channel = connected.create_channel().await?;
+    let consumer = consume_own_queue(
+        &channel,
+        &outlet_queue_name(&connection.outlet_code),
+        &format!("outlet-{}", connection.outlet_code),
+    )
+    .await?;
+    let publisher = Publisher::open(&connected).await?;
+    Ok(OutletSession {
+        connection: connected,
+        channel,
+        consumer,
+        publisher,
+    })
+}
+
+/// Answers what the node finished before it last stopped, then settles deliveries one at a
+/// time until shutdown or a lost connection.
+async fn serve<H: OutletHandler>(
+    connection: &OutletConnection,
+    handler: &Arc<H>,
+    session: OutletSession,
+    reporting: Reporting<'_>,
+) -> Ended {
+    let OutletSession {
+        connection: connected,
+        channel,
+        mut consumer,
+        publisher,
+    } = session;
+    let Reporting {
+        component,
+        health,
+        metrics,
+        shutdown,
+    } = reporting;
+    // Unfinished work from before a crash, answered before anything new is taken. The
+    // consumer exists already, but with prefetch 1 the broker holds back all but one
+    // delivery, which waits until this is done.
+    for (message_id, answers) in handler.recover(shutdown.clone()).await {
+        if let Err(error) = publish_answers(connection, &publisher, &message_id, &answers).await {
+            tracing::warn!(%error, message_id, "could not publish a recovered answer; it is tried again at the next start");
         }
-        health.set(&component, true, "waiting for work");
-        metrics
-            .connected
-            .with_label_values(&[component.as_str()])
-            .set(1);
-        let lost = loop {
-            tokio::select! {
-                biased;
-                () = shutdown.cancelled() => {
-                    let _ = channel.basic_cancel(consumer.tag(), BasicCancelOptions::default()).await;
-                    break false;
+    }
+    health.set(component, true, "waiting for work");
+    let ended = loop {
+        tokio::select! {
+            biased;
+            () = shutdown.cancelled() => {
+                let _ = channel.basic_cancel(consumer.tag(), BasicCancelOptions::default()).await;
+                break Ended::Shutdown;
+            }
+            next = consumer.next() => match next {
+                Some(Ok(delivery)) => {
+                    let settled = settle(connection, handler, &publisher, delivery, shutdown).await;
+                    metrics.last_job.with_label_values(&[component]).set(chrono::Utc::now().timestamp() as f64);
+                    health.job_settled(component);
+                    health.set(component, true, "waiting for work");
+                    if let Err(error) = settled {
+                        tracing::warn!(%error, "could not settle outlet work; it will be redelivered");
+                        break Ended::ConnectionLost;
+                    }
                 }
-                next = consumer.next() => match next {
-                    Some(Ok(delivery)) => {
-                        let settled = settle(&connection, &handler, &publisher, delivery, &shutdown).await;
-                        metrics.last_job.with_label_values(&[component.as_str()]).set(chrono::Utc::now().timestamp() as f64);
-                        health.job_settled(&component);
-                        health.set(&component, true, "waiting for work");
-                        if let Err(error) = settled {
-                            tracing::warn!(%error, "could not settle outlet work; it will be redelivered");
-                            break true;
-                        }
+                Some(Err(error)) => {
+                    tracing::warn!(%error, "outlet consumer error");
+                    if is_access_refused(&error) {
+                        break Ended::Refused(error.to_string());
                     }
-                    Some(Err(error)) => {
-                        if is_access_refused(&error) {
-                            refused = Some(error.to_string());
-                        }
-                        tracing::warn!(%error, "outlet consumer error");
-                        break true;
-                    }
-                    None => break true,
-                },
-            }
-        };
-        metrics
-            .connected
-            .with_label_values(&[component.as_str()])
-            .set(0);
-        let _ = channel.close(200, "bye".into()).await;
-        let _ = connected.close(200, "bye".into()).await;
-        if let Some(cause) = refused.take() {
-            health.set(&component, false, "refused by the broker");
-            return Err(OutletError::Refused {
-                outlet: connection.outlet_code.clone(),
-                cause,
-            });
+                    break Ended::ConnectionLost;
+                }
+                None => break Ended::ConnectionLost,
+            },
         }
-        if !lost {
-            break;
-        }
-        metrics
-            .reconnects
-            .with_label_values(&[component.as_str()])
-            .inc();
+    };
+    let _ = channel.close(200, "bye".into()).await;
+    let _ = connected.close(200, "bye".into()).await;
+    if matches!(ended, Ended::ConnectionLost) {
+        // Let a broken connection finish closing before the next try.
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    health.set(&component, false, "stopped");
-    Ok(())
+    ended
 }
 
 /// Starts consuming an outlet's queue, one delivery at a time. The declare is passive (the
@@ -324,8 +335,8 @@ async fn settle<H: OutletHandler>(
         .as_ref()
         .map(|kind| kind.as_str().to_owned())
         .unwrap_or_default();
-    let decision = match Job::decode(&message_type, &delivery.data) {
-        Ok(job) if job.role() == MessageRole::OutletWork && !message_id.is_empty() => {
+    let decision = match OutletWorkJob::decode(&message_type, &delivery.data) {
+        Ok(job) if !message_id.is_empty() => {
             let work = OutletWork {
                 message_id: message_id.clone(),
                 redelivered: delivery.redelivered,
@@ -334,10 +345,7 @@ async fn settle<H: OutletHandler>(
             handler.handle(work, shutdown.clone()).await
         }
         Ok(job) => OutletDecision::Reject {
-            reason: format!(
-                "{} is not outlet work (or has no message id)",
-                job.message_type()
-            ),
+            reason: format!("{} has no message id", job.message_type()),
         },
         Err(error) => OutletDecision::Reject {
             reason: error.to_string(),

@@ -28,35 +28,9 @@ fn reconnect_policy() -> ExponentialBackoff {
         .build()
 }
 
-/// Tries `connect` until it succeeds or shutdown is requested (then `None`).
-pub(crate) async fn until_connected<T, E, F, Fut>(
-    what: &str,
-    shutdown: &CancellationToken,
-    mut connect: F,
-) -> Option<T>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<T, E>>,
-    E: std::fmt::Display,
-{
-    let mut policy = reconnect_policy();
-    loop {
-        match connect().await {
-            Ok(value) => return Some(value),
-            Err(error) => {
-                let wait = policy.next_backoff().unwrap_or(policy.max_interval);
-                tracing::warn!(%error, wait_ms = wait.as_millis() as u64, "cannot connect to {what}; retrying");
-                tokio::select! {
-                    () = shutdown.cancelled() => return None,
-                    () = tokio::time::sleep(wait) => {}
-                }
-            }
-        }
-    }
-}
-
-/// Like [`until_connected`], but gives up at once on an error `is_final` says retrying cannot
-/// fix (refused credentials or permissions): `Err(that error)`.
+/// Tries `connect` until it succeeds (`Ok(Some)`), shutdown is requested (`Ok(None)`), or it
+/// fails with an error `is_final` says retrying cannot fix (refused credentials or
+/// permissions): `Err(that error)`.
 pub(crate) async fn until_connected_unless<T, E, F, Fut>(
     what: &str,
     shutdown: &CancellationToken,
@@ -156,7 +130,8 @@ mod tests {
         let shutdown = CancellationToken::new();
         let mut tries = 0;
         let started = tokio::time::Instant::now();
-        let connected = until_connected("nothing", &shutdown, || {
+        let never_final = |_: &&str| false;
+        let connected = until_connected_unless("nothing", &shutdown, never_final, || {
             tries += 1;
             let attempt = tries;
             async move {
@@ -168,7 +143,7 @@ mod tests {
             }
         })
         .await;
-        assert_eq!(connected, Some(4));
+        assert_eq!(connected, Ok(Some(4)));
         // Three waits of 200, 400 and 800 ms, each ±50 %.
         let waited = started.elapsed();
         assert!(
@@ -177,8 +152,29 @@ mod tests {
         );
 
         shutdown.cancel();
-        let never: Option<()> =
-            until_connected("nothing", &shutdown, || async { Err::<(), _>("refused") }).await;
-        assert_eq!(never, None);
+        let never: Result<Option<()>, &str> =
+            until_connected_unless("nothing", &shutdown, never_final, || async {
+                Err::<(), _>("refused")
+            })
+            .await;
+        assert_eq!(never, Ok(None));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_final_refusal_ends_the_tries_at_once() {
+        let shutdown = CancellationToken::new();
+        let mut tries = 0;
+        let refused: Result<Option<()>, &str> = until_connected_unless(
+            "nothing",
+            &shutdown,
+            |error: &&str| *error == "refused",
+            || {
+                tries += 1;
+                async { Err("refused") }
+            },
+        )
+        .await;
+        assert_eq!(refused, Err("refused"));
+        assert_eq!(tries, 1);
     }
 }

@@ -63,6 +63,12 @@ pub struct WorkerSettings {
     pub shutdown_grace_ms: u64,
     /// Inbox retention in days.
     pub inbox_retention_days: u32,
+    /// Most jobs one transaction carries (group commit); also bounded by the prefetch.
+    pub batch_size: usize,
+    /// How long a batch may wait for more jobs while a slot is free (0: leave at once).
+    pub batch_max_wait_ms: u64,
+    /// Batches handled at once, each on its own database connection.
+    pub batch_concurrency: usize,
 }
 
 /// The metrics and health endpoint.
@@ -234,7 +240,7 @@ impl Settings {
         let mut settings = self.clone();
         settings.amqp.uri = SecretString::from(replace_path(
             self.amqp.uri.expose_secret(),
-            &crate::management::encode_segment(vhost),
+            &crate::uri::encode_segment(vhost),
         ));
         settings.database.url =
             SecretString::from(replace_path(self.database.url.expose_secret(), database));
@@ -257,6 +263,14 @@ impl Settings {
         }
         if self.worker.max_attempts == 0 || self.worker.in_process_tries == 0 {
             bail!("worker.max_attempts and worker.in_process_tries must be at least 1");
+        }
+        if self.worker.batch_size == 0 || self.worker.batch_concurrency == 0 {
+            bail!("worker.batch_size and worker.batch_concurrency must be at least 1");
+        }
+        if self.worker.batch_size > 64 {
+            // PostgreSQL caches 64 subtransactions per transaction; more makes every other
+            // session's snapshots slower.
+            bail!("worker.batch_size must be at most 64 (one savepoint per job)");
         }
         if self.database.max_connections == 0 {
             bail!("database.max_connections must be at least 1");

@@ -6,20 +6,12 @@ use std::sync::Arc;
 
 use simflow_carddata::kek::KekRing;
 use simflow_runtime::{Handler, JobContext, JobError, Outcome};
-use simflow_schemas::registry::Job;
+use simflow_schemas::registry::{OutletResultJob, OutletWorkJob, WriteCardJob};
 use simflow_schemas::topology::JobQueue;
 use sqlx::PgConnection;
 
 use crate::settings::WritecardSettings;
 use crate::{orders, request, results};
-
-fn unexpected(worker: &str, job: &Job) -> JobError {
-    JobError::needs_ops(
-        "UNEXPECTED_MESSAGE_TYPE",
-        "消息类型不属于此队列",
-        &format!("The {worker} worker does not handle {}", job.message_type()),
-    )
-}
 
 /// Write requests and the order lifecycle.
 #[derive(Debug, Clone)]
@@ -31,24 +23,24 @@ pub struct WriteCardHandler {
 }
 
 impl Handler for WriteCardHandler {
-    fn queue(&self) -> JobQueue {
-        JobQueue::WriteCard
-    }
+    type Job = WriteCardJob;
+    const QUEUE: JobQueue = JobQueue::WriteCard;
 
     async fn handle(
         &self,
         context: &JobContext,
-        job: Job,
+        job: WriteCardJob,
         db: &mut PgConnection,
     ) -> Result<Outcome, JobError> {
         match job {
-            Job::WriteRequest(write) => {
+            WriteCardJob::Request(write) => {
                 request::handle(&self.settings, &self.keks, context, write, db).await
             }
-            Job::OrderPresubmit(presubmit) => orders::presubmit(context, presubmit, db).await,
-            Job::OrderSubmit(submit) => orders::submit(context, submit, db).await,
-            Job::OrderCancel(cancel) => orders::cancel(&self.settings, context, cancel, db).await,
-            other => Err(unexpected("write-card", &other)),
+            WriteCardJob::Presubmit(presubmit) => orders::presubmit(context, presubmit, db).await,
+            WriteCardJob::Submit(submit) => orders::submit(context, submit, db).await,
+            WriteCardJob::Cancel(cancel) => {
+                orders::cancel(&self.settings, context, cancel, db).await
+            }
         }
     }
 }
@@ -61,26 +53,20 @@ pub struct OutletResultsHandler {
 }
 
 impl Handler for OutletResultsHandler {
-    fn queue(&self) -> JobQueue {
-        JobQueue::OutletResults
-    }
-
-    fn name(&self) -> &'static str {
-        "outlet-results"
-    }
+    type Job = OutletResultJob;
+    const QUEUE: JobQueue = JobQueue::OutletResults;
 
     async fn handle(
         &self,
         context: &JobContext,
-        job: Job,
+        job: OutletResultJob,
         db: &mut PgConnection,
     ) -> Result<Outcome, JobError> {
         match job {
-            Job::WriteResult(result) => {
+            OutletResultJob::WriteResult(result) => {
                 results::write_result(&self.keks, context, result, db).await
             }
-            Job::OutletCardRead(read) => results::card_read(context, read, db).await,
-            other => Err(unexpected("outlet-results", &other)),
+            OutletResultJob::CardRead(read) => results::card_read(context, read, db).await,
         }
     }
 }
@@ -90,24 +76,20 @@ impl Handler for OutletResultsHandler {
 pub struct OutletExpiredHandler;
 
 impl Handler for OutletExpiredHandler {
-    fn queue(&self) -> JobQueue {
-        JobQueue::OutletExpired
-    }
-
-    fn name(&self) -> &'static str {
-        "outlet-expired"
-    }
+    type Job = OutletWorkJob;
+    const QUEUE: JobQueue = JobQueue::OutletExpired;
 
     async fn handle(
         &self,
         context: &JobContext,
-        job: Job,
+        job: OutletWorkJob,
         db: &mut PgConnection,
     ) -> Result<Outcome, JobError> {
         match job {
-            Job::WriteScript(envelope) => results::expired_write(context, envelope, db).await,
-            Job::CardReadRequest(request) => results::expired_read(context, request).await,
-            other => Err(unexpected("outlet-expired", &other)),
+            OutletWorkJob::WriteScript(envelope) => {
+                results::expired_write(context, envelope, db).await
+            }
+            OutletWorkJob::ReadRequest(request) => results::expired_read(context, request).await,
         }
     }
 }

@@ -91,7 +91,7 @@ fn card_taken(error: sqlx::Error) -> JobError {
         sqlx::Error::Database(database)
             if database.constraint() == Some("orders_one_live_per_card") =>
         {
-            reasons::CARD_IN_OTHER_ORDER.reject()
+            JobError::reject(reasons::CARD_IN_OTHER_ORDER)
         }
         _ => error.into(),
     }
@@ -148,17 +148,17 @@ pub async fn presubmit(
     db: &mut PgConnection,
 ) -> Result<Outcome, JobError> {
     let Some(order) = lock(db, job.order_id).await? else {
-        return Err(reasons::ORDER_UNKNOWN.reject());
+        return Err(JobError::reject(reasons::ORDER_UNKNOWN));
     };
     match order.state.as_str() {
-        "requested" => return Err(reasons::ORDER_NOT_WRITTEN.reject()),
-        "cancelled" => return Err(reasons::ORDER_CANCELLED.reject()),
+        "requested" => return Err(JobError::reject(reasons::ORDER_NOT_WRITTEN)),
+        "cancelled" => return Err(JobError::reject(reasons::ORDER_CANCELLED)),
         "presubmitted" | "submitted" => return Ok(presubmitted_event(&order)),
         _ => {}
     }
     let package = package(db, &order.package_code)
         .await?
-        .ok_or_else(|| reasons::PACKAGE_UNKNOWN.reject())?;
+        .ok_or_else(|| JobError::reject(reasons::PACKAGE_UNKNOWN))?;
     let now: DateTime<Utc> = sqlx::query_scalar("SELECT now()")
         .fetch_one(&mut *db)
         .await?;
@@ -201,7 +201,7 @@ fn presubmitted_event(order: &Order) -> Outcome {
         total_fen: order.total_fen.unwrap_or_default(),
         acceptance_form: order.acceptance_form.clone().unwrap_or_default(),
     };
-    Outcome::event("order.presubmitted", &event)
+    Outcome::event(&event)
 }
 
 /// Handles `order.submit.v1` (正式提交): the line opens.
@@ -211,12 +211,12 @@ pub async fn submit(
     db: &mut PgConnection,
 ) -> Result<Outcome, JobError> {
     let Some(order) = lock(db, job.order_id).await? else {
-        return Err(reasons::ORDER_UNKNOWN.reject());
+        return Err(JobError::reject(reasons::ORDER_UNKNOWN));
     };
     match order.state.as_str() {
-        "requested" => return Err(reasons::ORDER_NOT_WRITTEN.reject()),
-        "written" => return Err(reasons::ORDER_NOT_PRESUBMITTED.reject()),
-        "cancelled" => return Err(reasons::ORDER_CANCELLED.reject()),
+        "requested" => return Err(JobError::reject(reasons::ORDER_NOT_WRITTEN)),
+        "written" => return Err(JobError::reject(reasons::ORDER_NOT_PRESUBMITTED)),
+        "cancelled" => return Err(JobError::reject(reasons::ORDER_CANCELLED)),
         "submitted" => {
             return Ok(activated_event(
                 &order,
@@ -232,11 +232,7 @@ pub async fn submit(
     };
     if !writing::mark(db, &order.iccid, Mark::Sold, cause).await? {
         tracing::error!(order = %order.order_id, iccid = %order.iccid, "the order's card is not in the written state");
-        return Err(JobError::needs_ops(
-            "CARD_STATE_INCONSISTENT",
-            "白卡状态与订单不一致，请联系运维",
-            "The card's state does not match the order; ops must check the card's history",
-        ));
+        return Err(JobError::needs_ops(reasons::CARD_STATE_INCONSISTENT));
     }
     numbers::take_into_use(db, order.order_id, &order.msisdn, &order.imsi).await?;
     let submitted_at: DateTime<Utc> = sqlx::query_scalar(
@@ -259,7 +255,7 @@ fn activated_event(order: &Order, activated_at: DateTime<Utc>) -> Outcome {
         key_reference: simflow_carddata::keys::key_ref(&order.iccid),
         activated_at,
     };
-    Outcome::event("order.activated", &event)
+    Outcome::event(&event)
 }
 
 /// Handles `order.cancel.v1`: before final submit only; see the module doc for the card rule.
@@ -270,7 +266,7 @@ pub async fn cancel(
     db: &mut PgConnection,
 ) -> Result<Outcome, JobError> {
     let Some(order) = lock(db, job.order_id).await? else {
-        return Err(reasons::ORDER_UNKNOWN.reject());
+        return Err(JobError::reject(reasons::ORDER_UNKNOWN));
     };
     let cancelled = |order: &Order| {
         let event = OrderCancelled {
@@ -282,10 +278,10 @@ pub async fn cancel(
                 "blank".to_owned()
             },
         };
-        Outcome::event("order.cancelled", &event)
+        Outcome::event(&event)
     };
     match order.state.as_str() {
-        "submitted" => return Err(reasons::ORDER_SUBMITTED.reject()),
+        "submitted" => return Err(JobError::reject(reasons::ORDER_SUBMITTED)),
         "cancelled" => return Ok(cancelled(&order)),
         _ => {}
     }

@@ -36,7 +36,7 @@ pub fn written_event(order: &Order) -> Outcome {
         iccid: order.iccid.clone(),
         msisdn: order.msisdn.clone(),
     };
-    Outcome::event("card.written", &event)
+    Outcome::event(&event)
 }
 
 fn sqn_bytes(sqn: i64) -> [u8; 6] {
@@ -62,7 +62,7 @@ pub async fn handle(
         .await?
         .filter(|outlet| outlet.active)
     else {
-        return Err(reasons::OUTLET_UNKNOWN.reject());
+        return Err(JobError::reject(reasons::OUTLET_UNKNOWN));
     };
     let existing = orders::lock(db, request.order_id).await?;
     if let Some(order) = &existing {
@@ -71,11 +71,11 @@ pub async fn handle(
             && order.customer_name == request.customer_name
             && order.package_code == request.package_code;
         if !same {
-            return Err(reasons::ORDER_CONFLICT.reject());
+            return Err(JobError::reject(reasons::ORDER_CONFLICT));
         }
         match order.state.as_str() {
             "requested" => {}
-            "cancelled" => return Err(reasons::ORDER_CANCELLED.reject()),
+            "cancelled" => return Err(JobError::reject(reasons::ORDER_CANCELLED)),
             // The card of this order is written already: answer that, write nothing.
             _ => return Ok(written_event(order)),
         }
@@ -83,31 +83,31 @@ pub async fn handle(
 
     // The card: issued to this outlet's agent, still blank.
     let Some(card) = simflow_inventory::writing::card_for_write(db, &request.iccid).await? else {
-        return Err(reasons::CARD_UNKNOWN.reject());
+        return Err(JobError::reject(reasons::CARD_UNKNOWN));
     };
     if card.agent_code.as_deref() != Some(outlet.agent_code.as_str()) {
-        return Err(reasons::CARD_LOCATION_MISMATCH.reject());
+        return Err(JobError::reject(reasons::CARD_LOCATION_MISMATCH));
     }
     if card.state != "blank" {
-        return Err(reasons::CARD_UNUSABLE.reject());
+        return Err(JobError::reject(reasons::CARD_UNUSABLE));
     }
     // The clerk: same department as the agent that collected the card.
     let agent = simflow_inventory::writing::agent(db, &outlet.agent_code)
         .await?
-        .ok_or_else(|| reasons::OUTLET_UNKNOWN.reject())?;
+        .ok_or_else(|| JobError::reject(reasons::OUTLET_UNKNOWN))?;
     if !agent.active {
-        return Err(reasons::AGENT_INACTIVE.reject());
+        return Err(JobError::reject(reasons::AGENT_INACTIVE));
     }
     let Some(department) =
         simflow_inventory::writing::staff_department(db, &request.staff_id).await?
     else {
-        return Err(reasons::STAFF_UNKNOWN.reject());
+        return Err(JobError::reject(reasons::STAFF_UNKNOWN));
     };
     if department != agent.department_id {
-        return Err(reasons::DEPARTMENT_MISMATCH.reject());
+        return Err(JobError::reject(reasons::CLERK_DEPARTMENT_MISMATCH));
     }
     let Some(package) = orders::package(db, &request.package_code).await? else {
-        return Err(reasons::PACKAGE_UNKNOWN.reject());
+        return Err(JobError::reject(reasons::PACKAGE_UNKNOWN));
     };
 
     // The reservations: the chosen number and an IMSI, held by the order.
@@ -117,7 +117,7 @@ pub async fn handle(
                 // The previous card of this order took the IMSI with it (damaged): a new one.
                 order.imsi = numbers::reserve_imsi(db, order.order_id)
                     .await?
-                    .ok_or_else(|| reasons::IMSI_POOL_EMPTY.needs_ops())?;
+                    .ok_or_else(|| JobError::needs_ops(reasons::IMSI_POOL_EMPTY))?;
             }
             order.iccid = request.iccid.clone();
             order.card_type = card.card_type.clone();
@@ -126,11 +126,11 @@ pub async fn handle(
         }
         None => {
             if !numbers::reserve_msisdn(db, &request.msisdn, request.order_id).await? {
-                return Err(reasons::NUMBER_UNAVAILABLE.reject());
+                return Err(JobError::reject(reasons::NUMBER_UNAVAILABLE));
             }
             let imsi = numbers::reserve_imsi(db, request.order_id)
                 .await?
-                .ok_or_else(|| reasons::IMSI_POOL_EMPTY.needs_ops())?;
+                .ok_or_else(|| JobError::needs_ops(reasons::IMSI_POOL_EMPTY))?;
             orders::create(
                 db,
                 &request,
@@ -146,11 +146,11 @@ pub async fn handle(
     // The card data: the card's keys, or the deck's "load the card data file" message.
     let secrets = match simflow_carddata::keys::fetch(&mut *db, keks, &request.iccid).await {
         Ok(Some(secrets)) => secrets,
-        Ok(None) => return Err(reasons::WRITE_SCRIPT_MISSING.needs_ops()),
+        Ok(None) => return Err(JobError::needs_ops(reasons::WRITE_SCRIPT_MISSING)),
         Err(simflow_carddata::keys::FetchError::Database(error)) => return Err(error.into()),
         Err(error) => {
             tracing::error!(iccid = %request.iccid, %error, "card data cannot be opened");
-            return Err(reasons::CARD_DATA_UNREADABLE.needs_ops());
+            return Err(JobError::needs_ops(reasons::CARD_DATA_UNREADABLE));
         }
     };
 
@@ -192,19 +192,19 @@ pub async fn handle(
     };
     let Some(family) = profile::family_by_name(&settings.card_family) else {
         tracing::error!(family = %settings.card_family, "unknown card family in the configuration");
-        return Err(reasons::SCRIPT_BUILD_FAILED.needs_ops());
+        return Err(JobError::needs_ops(reasons::SCRIPT_BUILD_FAILED));
     };
     let script = family
         .build_write_script(&personalisation, &challenge)
         .map_err(|error| {
             tracing::error!(iccid = %request.iccid, %error, "the write script could not be built");
-            reasons::SCRIPT_BUILD_FAILED.needs_ops()
+            JobError::needs_ops(reasons::SCRIPT_BUILD_FAILED)
         })?;
     let plaintext = Zeroizing::new(
         serde_json::to_vec(&script).map_err(|error| JobError::Transient(error.into()))?,
     );
     let key = OutletPublicKey::from_base64(&outlet.public_key)
-        .map_err(|_| reasons::OUTLET_UNKNOWN.needs_ops())?;
+        .map_err(|_| JobError::needs_ops(reasons::OUTLET_UNKNOWN))?;
     let sealed_script = key
         .seal(&plaintext)
         .map_err(|error| JobError::Transient(error.into()))?;

@@ -62,7 +62,7 @@ async fn check_sender(
         Ok(())
     } else {
         tracing::error!(outlet = outlet_code, user_id = ?context.user_id, "result not sent by the outlet it names");
-        Err(reasons::RESULT_NOT_FROM_OUTLET.needs_ops())
+        Err(JobError::needs_ops(reasons::RESULT_NOT_FROM_OUTLET))
     }
 }
 
@@ -95,7 +95,7 @@ fn write_failed(
         card_state,
         reason,
     };
-    Outcome::event("card.write_failed", &event)
+    Outcome::event(&event)
 }
 
 /// Withdraws a card that holds data nobody will activate: marked damaged, its IMSI retired
@@ -130,10 +130,10 @@ pub async fn write_result(
 ) -> Result<Outcome, JobError> {
     check_sender(db, context, &result.outlet_code).await?;
     let Some(script) = lock_script(db, result.script_id).await? else {
-        return Err(reasons::UNKNOWN_SCRIPT.needs_ops());
+        return Err(JobError::needs_ops(reasons::UNKNOWN_SCRIPT));
     };
     if script.outlet_code != result.outlet_code || script.order_id != result.order_id {
-        return Err(reasons::RESULT_NOT_FROM_OUTLET.needs_ops());
+        return Err(JobError::needs_ops(reasons::RESULT_NOT_FROM_OUTLET));
     }
     if let Some(stored) = script
         .answer
@@ -143,7 +143,7 @@ pub async fn write_result(
         return Ok(stored.0.clone());
     }
     let Some(order) = orders::lock(db, script.order_id).await? else {
-        return Err(reasons::ORDER_UNKNOWN.needs_ops());
+        return Err(JobError::needs_ops(reasons::ORDER_UNKNOWN));
     };
     let reference = result.script_id.to_string();
     let cause = Cause {
@@ -157,27 +157,27 @@ pub async fn write_result(
             apdu_count,
         } => {
             if result.iccid != script.iccid {
-                return Err(reasons::RESULT_NOT_FROM_OUTLET.needs_ops());
+                return Err(JobError::needs_ops(reasons::RESULT_NOT_FROM_OUTLET));
             }
             let secrets = match simflow_carddata::keys::fetch(&mut *db, keks, &script.iccid).await {
                 Ok(Some(secrets)) => secrets,
-                Ok(None) => return Err(reasons::WRITE_SCRIPT_MISSING.needs_ops()),
+                Ok(None) => return Err(JobError::needs_ops(reasons::WRITE_SCRIPT_MISSING)),
                 Err(simflow_carddata::keys::FetchError::Database(error)) => {
                     return Err(error.into());
                 }
-                Err(_) => return Err(reasons::CARD_DATA_UNREADABLE.needs_ops()),
+                Err(_) => return Err(JobError::needs_ops(reasons::CARD_DATA_UNREADABLE)),
             };
             let challenge = Challenge {
                 rand: script
                     .rand
                     .as_slice()
                     .try_into()
-                    .map_err(|_| reasons::UNKNOWN_SCRIPT.needs_ops())?,
+                    .map_err(|_| JobError::needs_ops(reasons::UNKNOWN_SCRIPT))?,
                 autn: script
                     .autn
                     .as_slice()
                     .try_into()
-                    .map_err(|_| reasons::UNKNOWN_SCRIPT.needs_ops())?,
+                    .map_err(|_| JobError::needs_ops(reasons::UNKNOWN_SCRIPT))?,
             };
             let checked = hex::decode(&auth_answer).ok().map(|answer| {
                 profile::check_auth_answer(
@@ -200,11 +200,7 @@ pub async fn write_result(
                             .await?;
                     }
                     if !writing::mark(db, &script.iccid, Mark::Written, cause).await? {
-                        return Err(JobError::needs_ops(
-                            "CARD_STATE_INCONSISTENT",
-                            "白卡状态与写卡结果不一致，请联系运维",
-                            "The card was not blank when its write was confirmed; ops must check its history",
-                        ));
+                        return Err(JobError::needs_ops(reasons::CARD_STATE_INCONSISTENT));
                     }
                     sqlx::query("UPDATE writecard.orders SET state = 'written', card_written = true, written_at = now() WHERE order_id = $1")
                         .bind(order.order_id)
@@ -306,7 +302,7 @@ pub async fn card_read(
             }
         }
     };
-    Ok(Outcome::event("card.read", &answer))
+    Ok(Outcome::event(&answer))
 }
 
 /// Handles outlet work the broker dead-lettered: expired scripts and read requests are
@@ -317,10 +313,10 @@ pub async fn expired_write(
     db: &mut PgConnection,
 ) -> Result<Outcome, JobError> {
     if context.death_reason.as_deref() != Some("expired") {
-        return Err(reasons::OUTLET_REFUSED_WORK.needs_ops());
+        return Err(JobError::needs_ops(reasons::OUTLET_REFUSED_WORK));
     }
     let Some(script) = lock_script(db, envelope.script_id).await? else {
-        return Err(reasons::UNKNOWN_SCRIPT.needs_ops());
+        return Err(JobError::needs_ops(reasons::UNKNOWN_SCRIPT));
     };
     if let Some(stored) = script.answer.as_ref() {
         return Ok(stored.0.clone());
@@ -344,7 +340,7 @@ pub async fn expired_read(
     request: CardReadRequest,
 ) -> Result<Outcome, JobError> {
     if context.death_reason.as_deref() != Some("expired") {
-        return Err(reasons::OUTLET_REFUSED_WORK.needs_ops());
+        return Err(JobError::needs_ops(reasons::OUTLET_REFUSED_WORK));
     }
     let answer = CardRead {
         request_id: request.request_id,
@@ -354,5 +350,5 @@ pub async fn expired_read(
         writable: false,
         problem: Some(reasons::READ_EXPIRED.message()),
     };
-    Ok(Outcome::event("card.read", &answer))
+    Ok(Outcome::event(&answer))
 }

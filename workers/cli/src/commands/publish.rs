@@ -9,7 +9,7 @@ use anyhow::{Context, bail};
 use clap::Args;
 use simflow_runtime::Settings;
 use simflow_runtime::amqp::Client;
-use simflow_schemas::registry::{self, Job, MessageRole};
+use simflow_schemas::registry::{self, MessageRole};
 use simflow_schemas::topology::{
     JOBS_EXCHANGE, OUTLET_RESULTS_KEY, OUTLETS_EXCHANGE, RESULTS_EXCHANGE,
 };
@@ -41,9 +41,10 @@ pub async fn run(settings: &Settings, args: PublishArgs) -> anyhow::Result<()> {
         body = std::fs::read(&args.file)
             .with_context(|| format!("reading {}", args.file.display()))?;
     }
-    let job =
-        Job::decode(&args.message_type, &body).context("the body does not fit the contract")?;
-    let (exchange, routing_key) = match job.role() {
+    let info = registry::find(&args.message_type)
+        .with_context(|| format!("unknown message type {:?}", args.message_type))?;
+    (info.check)(&body).context("the body does not fit the contract")?;
+    let (exchange, routing_key) = match info.role {
         MessageRole::Job(queue) => (JOBS_EXCHANGE.to_owned(), queue.key().to_owned()),
         MessageRole::OutletResult => (RESULTS_EXCHANGE.to_owned(), OUTLET_RESULTS_KEY.to_owned()),
         MessageRole::OutletWork => match &args.outlet {
@@ -52,7 +53,6 @@ pub async fn run(settings: &Settings, args: PublishArgs) -> anyhow::Result<()> {
         },
         MessageRole::Event(_) => bail!("{} is an event, not a job", args.message_type),
     };
-    debug_assert!(registry::find(&args.message_type).is_some());
     let message_id = args
         .message_id
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());

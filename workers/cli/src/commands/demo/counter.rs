@@ -40,7 +40,7 @@ fn outlet_uri(
     let host = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
     Ok(SecretString::from(format!(
         "{scheme}://{}:{}@{host}",
-        simflow_runtime::management::encode_segment(user),
+        simflow_runtime::uri::encode_segment(user),
         password.expose_secret()
     )))
 }

@@ -1,0 +1,134 @@
+//! What the runtime reads from a delivery before any business rule runs: the envelope
+//! (`message_id`, `type`, try number, validated user) and the body, decoded into the queue's
+//! closed job enum. A delivery that fails here is dead-lettered with the reason, never dropped.
+
+use chrono::Utc;
+use lapin::message::Delivery;
+use simflow_schemas::common::ClerkMessage;
+use simflow_schemas::registry::{DecodeError, JobSet};
+
+use crate::amqp;
+use crate::handler::JobContext;
+use crate::reasons;
+
+/// A delivery's envelope, read once.
+#[derive(Debug, Clone)]
+pub(crate) struct Envelope {
+    /// `message_id`, when present and not empty.
+    pub message_id: Option<String>,
+    /// `type`, when present.
+    pub message_type: Option<String>,
+    /// 1 for the first try, then 2, 3 … across retries.
+    pub attempt: u32,
+}
+
+impl Envelope {
+    /// Reads the envelope of a delivery.
+    pub fn read(delivery: &Delivery) -> Envelope {
+        let properties = &delivery.properties;
+        Envelope {
+            message_id: properties
+                .message_id()
+                .as_ref()
+                .map(|id| id.as_str().to_owned())
+                .filter(|id| !id.is_empty()),
+            message_type: properties
+                .kind()
+                .as_ref()
+                .map(|kind| kind.as_str().to_owned()),
+            attempt: amqp::header_u32(properties, amqp::ATTEMPT_HEADER)
+                .unwrap_or(1)
+                .max(1),
+        }
+    }
+
+    /// The `type` for metric labels: a known type, or `unknown` (labels stay bounded).
+    pub fn type_label(&self) -> &str {
+        self.message_type
+            .as_deref()
+            .filter(|kind| simflow_schemas::registry::find(kind).is_some())
+            .unwrap_or("unknown")
+    }
+}
+
+/// A delivery the runtime cannot hand to its handler, and why.
+#[derive(Debug, Clone)]
+pub(crate) struct Refused {
+    /// The reason, for the dead-letter headers and the `.failed` event.
+    pub reason: ClerkMessage,
+    /// What exactly was wrong, for ops (never a body or a secret).
+    pub detail: String,
+}
+
+impl Refused {
+    fn new(reason: simflow_schemas::reason::Reason, detail: String) -> Refused {
+        Refused {
+            reason: reason.message(),
+            detail,
+        }
+    }
+}
+
+/// Checks the envelope and decodes the body into the queue's job enum, with the context the
+/// handler gets.
+pub(crate) fn open<J: JobSet>(
+    delivery: &Delivery,
+    envelope: &Envelope,
+) -> Result<(JobContext, J), Refused> {
+    let Some(message_id) = envelope.message_id.clone() else {
+        return Err(Refused::new(
+            reasons::MISSING_MESSAGE_ID,
+            reasons::MISSING_MESSAGE_ID.en.to_owned(),
+        ));
+    };
+    let Some(message_type) = envelope.message_type.clone() else {
+        return Err(Refused::new(
+            reasons::MISSING_MESSAGE_TYPE,
+            reasons::MISSING_MESSAGE_TYPE.en.to_owned(),
+        ));
+    };
+    let job = J::decode(&message_type, &delivery.data).map_err(|error| match error {
+        DecodeError::UnknownType(kind) => Refused::new(
+            reasons::UNKNOWN_MESSAGE_TYPE,
+            format!("unknown message type {kind:?}"),
+        ),
+        DecodeError::MissingType => Refused::new(
+            reasons::MISSING_MESSAGE_TYPE,
+            reasons::MISSING_MESSAGE_TYPE.en.to_owned(),
+        ),
+        DecodeError::NotForThisQueue { message_type } => Refused::new(
+            reasons::UNEXPECTED_MESSAGE_TYPE,
+            format!("{message_type} on {}", delivery.routing_key),
+        ),
+        DecodeError::Malformed {
+            message_type,
+            source,
+        } => Refused::new(
+            reasons::MALFORMED_MESSAGE,
+            format!("malformed {message_type} body: {source}"),
+        ),
+    })?;
+    let properties = &delivery.properties;
+    let context = JobContext {
+        subject_id: Some(job.subject_id()),
+        message_id,
+        message_type,
+        attempt: envelope.attempt,
+        received_at: Utc::now(),
+        // A retried copy was republished by simflow's own user: the validated user id of the
+        // original travels in a header. Only simflow may publish to the retry exchanges
+        // (deploy/rabbitmq and ARCHITECTURE.md).
+        user_id: properties
+            .user_id()
+            .as_ref()
+            .map(|user| user.as_str().to_owned())
+            .or_else(|| {
+                (envelope.attempt > 1)
+                    .then(|| amqp::header_str(properties, amqp::ORIGINAL_USER_ID_HEADER))
+                    .flatten()
+            }),
+        redelivered: delivery.redelivered,
+        death_reason: crate::deadletter::death_reason(properties),
+    };
+    Ok((context, job))
+}
