@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
+use simflow_runtime::create_once::{self, Creates};
 use simflow_runtime::{Handler, JobContext, JobError, Outcome};
 use simflow_schemas::issue::{IssueCommit, IssueCommitted, IssuePrepare, IssuePrepared};
 use simflow_schemas::registry::IssueJob;
@@ -21,10 +22,12 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 use crate::cards::{self, Held, Hold, WarehouseStock};
+use crate::movement::{self, Cause, HeldBy, Location, Movement, Which};
 use crate::reasons;
 use crate::selection;
 use crate::slip;
 use crate::staff::{self, Permission};
+use crate::states::{BatchState, CardState, LedgerEvent};
 
 /// The inventory section of the configuration (`[inventory]`).
 #[derive(Debug, Clone, Deserialize)]
@@ -86,7 +89,7 @@ struct BatchRow {
     card_type: String,
     department_id: String,
     selection: sqlx::types::Json<serde_json::Value>,
-    state: String,
+    state: BatchState,
     card_count: i32,
     first_iccid: String,
     last_iccid: String,
@@ -170,20 +173,17 @@ async fn prepare_batch(
     prepare: IssuePrepare,
     db: &mut PgConnection,
 ) -> Result<Outcome, JobError> {
-    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 11))")
-        .bind(prepare.batch_id.to_string())
-        .execute(&mut *db)
-        .await?;
+    create_once::lock(db, Creates::IssueBatch, prepare.batch_id).await?;
     let selection_json = serde_json::to_value(&prepare.cards).unwrap_or_default();
-    if let Some(existing) = lock_batch(db, prepare.batch_id).await? {
-        let same = existing.warehouse_code == prepare.warehouse
-            && existing.agent_code == prepare.agent_ess_code
-            && existing.card_type == prepare.card_type
-            && existing.selection.0 == selection_json;
-        if !same {
-            return Err(JobError::reject(reasons::BATCH_ID_CONFLICT));
-        }
-        if existing.state != "committed" && existing.expired {
+    let stored = lock_batch(db, prepare.batch_id).await?;
+    let same = |stored: &BatchRow| {
+        stored.warehouse_code == prepare.warehouse
+            && stored.agent_code == prepare.agent_ess_code
+            && stored.card_type == prepare.card_type
+            && stored.selection.0 == selection_json
+    };
+    if let Some(existing) = create_once::compare(stored, same, reasons::BATCH_ID_CONFLICT)? {
+        if existing.state != BatchState::Committed && existing.expired {
             return Err(JobError::reject(reasons::BATCH_EXPIRED));
         }
         return Ok(prepared_event(
@@ -247,7 +247,7 @@ async fn prepare_batch(
     sqlx::query(
         "INSERT INTO inventory.issue_batches (batch_id, warehouse_code, agent_code, card_type, department_id, \
              selection, state, card_count, first_iccid, last_iccid, acceptance_slip, prepared_by, expires_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, 'prepared', $7, $8, $9, $10, $11, $12)",
+         VALUES ($1, $2, $3, $4, $5, $6, $13, $7, $8, $9, $10, $11, $12)",
     )
     .bind(prepare.batch_id)
     .bind(&prepare.warehouse)
@@ -261,6 +261,7 @@ async fn prepare_batch(
     .bind(&acceptance_slip)
     .bind(&prepare.staff_id)
     .bind(expires_at)
+    .bind(BatchState::Prepared)
     .execute(&mut *db)
     .await?;
     tracing::info!(batch = %prepare.batch_id, cards = count, job = %context.message_id, "batch issue prepared");
@@ -318,44 +319,49 @@ async fn commit_batch(
         };
         Outcome::event(&event)
     };
-    match batch.state.as_str() {
-        "committed" => return Ok(committed(batch.committed_at.unwrap_or_else(Utc::now), true)),
-        "expired" => return Err(JobError::reject(reasons::BATCH_EXPIRED)),
-        _ if batch.expired => return Err(JobError::reject(reasons::BATCH_EXPIRED)),
-        _ => {}
+    match batch.state {
+        BatchState::Committed => {
+            return Ok(committed(batch.committed_at.unwrap_or_else(Utc::now), true));
+        }
+        BatchState::Expired => return Err(JobError::reject(reasons::BATCH_EXPIRED)),
+        BatchState::Prepared if batch.expired => {
+            return Err(JobError::reject(reasons::BATCH_EXPIRED));
+        }
+        BatchState::Prepared => {}
     }
-    let moved: i64 = sqlx::query_scalar(
-        "WITH moved AS ( \
-            UPDATE inventory.cards SET location_kind = 'agent', agent_code = $2, warehouse_code = NULL, \
-                batch_id = NULL, batch_hold_until = NULL, updated_at = now() \
-            WHERE iccid BETWEEN $6 AND $7 AND batch_id = $1 AND location_kind = 'warehouse' \
-                AND batch_hold_until >= now() \
-            RETURNING iccid, state), \
-         logged AS ( \
-            INSERT INTO inventory.card_ledger (iccid, event, from_location, to_location, state_after, reference, staff_id, job_message_id) \
-            SELECT iccid, 'issued', 'warehouse:' || $3, 'agent:' || $2, state, $1::text, $4, $5 FROM moved \
-            RETURNING 1) \
-         SELECT count(*) FROM logged",
+    let moved = movement::move_cards(
+        db,
+        &Movement {
+            event: LedgerEvent::Issued,
+            which: Which::Held {
+                by: HeldBy::Batch(commit.batch_id),
+                first: &batch.first_iccid,
+                last: &batch.last_iccid,
+            },
+            from: Some(Location::Warehouse(&batch.warehouse_code)),
+            to: Some(Location::Agent(&batch.agent_code)),
+            in_states: &[CardState::Blank],
+            new_state: None,
+            release_holds: true,
+            cause: Cause {
+                reference: &commit.batch_id.to_string(),
+                staff_id: Some(&commit.staff_id),
+                job_message_id: &context.message_id,
+            },
+        },
     )
-    .bind(commit.batch_id)
-    .bind(&batch.agent_code)
-    .bind(&batch.warehouse_code)
-    .bind(&commit.staff_id)
-    .bind(&context.message_id)
-    .bind(&batch.first_iccid)
-    .bind(&batch.last_iccid)
-    .fetch_one(&mut *db)
     .await?;
-    if moved != i64::from(batch.card_count) {
+    if i64::try_from(moved) != Ok(i64::from(batch.card_count)) {
         // Some cards were taken by a later batch after this hold lapsed: commit nothing.
         return Err(JobError::reject(reasons::BATCH_EXPIRED));
     }
     let committed_at: DateTime<Utc> = sqlx::query_scalar(
-        "UPDATE inventory.issue_batches SET state = 'committed', committed_by = $2, committed_at = now() \
+        "UPDATE inventory.issue_batches SET state = $3, committed_by = $2, committed_at = now() \
          WHERE batch_id = $1 RETURNING committed_at",
     )
     .bind(commit.batch_id)
     .bind(&commit.staff_id)
+    .bind(BatchState::Committed)
     .fetch_one(&mut *db)
     .await?;
     tracing::info!(batch = %commit.batch_id, cards = moved, "batch issue committed");

@@ -13,6 +13,7 @@ pub mod cards;
 pub mod fee;
 pub mod iccid;
 pub mod issue;
+pub mod movement;
 pub mod org;
 pub mod queries;
 pub mod raw;
@@ -21,6 +22,7 @@ pub mod returns;
 pub mod selection;
 pub mod slip;
 pub mod staff;
+pub mod states;
 pub mod transfer;
 pub mod writing;
 

@@ -10,6 +10,7 @@
 //! INSERT of the failures, all in one statement whatever the number of cards.
 
 use chrono::{DateTime, Utc};
+use simflow_runtime::create_once::{self, Creates};
 use simflow_runtime::{Handler, JobContext, JobError, Outcome};
 use simflow_schemas::common::{CardProblem, CardSelection, ClerkMessage};
 use simflow_schemas::registry::ReturnJob;
@@ -25,9 +26,11 @@ use crate::cards::reason_by_code;
 use crate::fee;
 use crate::iccid::Iccid;
 use crate::issue::check_counterparts;
+use crate::movement::{self, Cause, Location, Movement, Which};
 use crate::reasons;
 use crate::selection::{self, MAX_LISTED_PROBLEMS};
 use crate::staff::{self, Permission};
+use crate::states::{CardState, LedgerEvent};
 
 /// The batch return worker's handler.
 #[derive(Debug, Clone, Copy, Default)]
@@ -248,26 +251,22 @@ async fn earlier_answer(
     db: &mut PgConnection,
     spec: &ReturnSpec<'_>,
 ) -> Result<Option<Outcome>, JobError> {
-    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 13))")
-        .bind(spec.return_id.to_string())
-        .execute(&mut *db)
-        .await?;
+    create_once::lock(db, Creates::Return, spec.return_id).await?;
     let earlier: Option<EarlierReturn> = sqlx::query_as(
         "SELECT warehouse_code, agent_code, selection, return_amount_fen, answer FROM inventory.returns WHERE return_id = $1",
     )
     .bind(spec.return_id)
     .fetch_optional(&mut *db)
     .await?;
-    let Some(earlier) = earlier else {
+    let same = |earlier: &EarlierReturn| {
+        earlier.warehouse_code == spec.warehouse
+            && earlier.agent_code == spec.agent
+            && earlier.selection.0 == spec.selection_json
+            && earlier.return_amount_fen == spec.fee.return_amount_fen
+    };
+    let Some(earlier) = create_once::compare(earlier, same, reasons::RETURN_ID_CONFLICT)? else {
         return Ok(None);
     };
-    if earlier.warehouse_code != spec.warehouse
-        || earlier.agent_code != spec.agent
-        || earlier.selection.0 != spec.selection_json
-        || earlier.return_amount_fen != spec.fee.return_amount_fen
-    {
-        return Err(JobError::reject(reasons::RETURN_ID_CONFLICT));
-    }
     Ok(Some(Outcome::event(&earlier.answer.0)))
 }
 
@@ -291,29 +290,28 @@ async fn perform_return(
     // the others are recorded with their reasons. All parts see the cards as they were before.
     let mut builder = sqlx::QueryBuilder::new("WITH wanted AS (");
     push_wanted(&mut builder, &wanted);
-    builder.push(
-        "), back AS (UPDATE inventory.cards c SET location_kind = 'warehouse', warehouse_code = ",
+    builder.push("), ");
+    let reference = spec.return_id.to_string();
+    movement::push_movement(
+        &mut builder,
+        &Movement {
+            event: LedgerEvent::Returned,
+            which: Which::Wanted,
+            from: Some(Location::Agent(spec.agent)),
+            to: Some(Location::Warehouse(spec.warehouse)),
+            in_states: &[CardState::Blank],
+            new_state: None,
+            release_holds: false,
+            cause: Cause {
+                reference: &reference,
+                staff_id: Some(spec.staff_id),
+                job_message_id: &context.message_id,
+            },
+        },
     );
-    builder.push_bind(spec.warehouse.to_owned());
-    builder.push(", agent_code = NULL, updated_at = now() FROM wanted w WHERE c.iccid = w.iccid AND c.location_kind = 'agent' AND c.agent_code = ");
-    builder.push_bind(spec.agent.to_owned());
-    builder.push(
-        " AND c.state = 'blank' RETURNING c.iccid, c.state), \
-         logged AS (INSERT INTO inventory.card_ledger (iccid, event, from_location, to_location, state_after, reference, staff_id, job_message_id) \
-            SELECT iccid, 'returned', ",
-    );
-    builder.push_bind(format!("agent:{}", spec.agent));
-    builder.push(", ");
-    builder.push_bind(format!("warehouse:{}", spec.warehouse));
-    builder.push(", state, ");
-    builder.push_bind(spec.return_id.to_string());
-    builder.push(", ");
-    builder.push_bind(spec.staff_id.to_owned());
-    builder.push(", ");
-    builder.push_bind(context.message_id.clone());
-    builder.push(" FROM back RETURNING 1), failed AS (SELECT w.iccid, ");
+    builder.push(", failed AS (SELECT w.iccid, ");
     push_problem(&mut builder, spec.agent);
-    builder.push(" AS code FROM wanted w LEFT JOIN inventory.cards c ON c.iccid = w.iccid WHERE w.iccid NOT IN (SELECT iccid FROM back)) \
+    builder.push(" AS code FROM wanted w LEFT JOIN inventory.cards c ON c.iccid = w.iccid WHERE w.iccid NOT IN (SELECT iccid FROM moved)) \
          SELECT (SELECT count(*) FROM logged), \
                 coalesce((SELECT json_agg(json_build_array(iccid, code) ORDER BY iccid) FROM failed), '[]'::json)");
     let (returned, failed): (i64, FailedCards) =

@@ -7,6 +7,7 @@
 //! nothing. Every refusal rolls back everything the job did.
 
 use chrono::{DateTime, Utc};
+use simflow_runtime::create_once::{self, Creates};
 use simflow_runtime::{Handler, JobContext, JobError, Outcome};
 use simflow_schemas::registry::TransferJob;
 use simflow_schemas::topology::JobQueue;
@@ -18,9 +19,11 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 use crate::cards::{self, Held, Hold, WarehouseStock};
+use crate::movement::{self, Cause, HeldBy, Location, Movement, Which};
 use crate::reasons;
 use crate::selection;
 use crate::staff::{self, Permission};
+use crate::states::{CardState, LedgerEvent, TransferState};
 
 /// The transfer worker's handler.
 #[derive(Debug, Clone, Copy, Default)]
@@ -50,7 +53,7 @@ struct TransferRow {
     target_warehouse: String,
     card_type: String,
     selection: sqlx::types::Json<serde_json::Value>,
-    state: String,
+    state: TransferState,
     card_count: i32,
     first_iccid: String,
     last_iccid: String,
@@ -80,21 +83,17 @@ async fn create_transfer(
     create: TransferCreate,
     db: &mut PgConnection,
 ) -> Result<Outcome, JobError> {
-    // Serialise jobs naming the same transfer id, so a re-sent create sees the first one.
-    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 7))")
-        .bind(create.transfer_id.to_string())
-        .execute(&mut *db)
-        .await?;
+    create_once::lock(db, Creates::Transfer, create.transfer_id).await?;
     let selection_json = serde_json::to_value(&create.cards).unwrap_or_default();
-    if let Some(existing) = lock_transfer(db, create.transfer_id).await? {
-        let same = existing.source_warehouse == create.source_warehouse
-            && existing.target_warehouse == create.target_warehouse
-            && existing.card_type == create.card_type
-            && existing.selection.0 == selection_json;
-        if !same {
-            return Err(JobError::reject(reasons::TRANSFER_ID_CONFLICT));
-        }
-        return Ok(created_event(create.transfer_id, &existing));
+    let stored = lock_transfer(db, create.transfer_id).await?;
+    let same = |stored: &TransferRow| {
+        stored.source_warehouse == create.source_warehouse
+            && stored.target_warehouse == create.target_warehouse
+            && stored.card_type == create.card_type
+            && stored.selection.0 == selection_json
+    };
+    if let Some(stored) = create_once::compare(stored, same, reasons::TRANSFER_ID_CONFLICT)? {
+        return Ok(created_event(create.transfer_id, &stored));
     }
 
     // Both warehouses and the card type in one round trip.
@@ -145,7 +144,7 @@ async fn create_transfer(
     let row: TransferRow = sqlx::query_as(
         "INSERT INTO inventory.transfers (transfer_id, source_warehouse, target_warehouse, card_type, selection, \
              state, card_count, first_iccid, last_iccid, created_by) \
-         VALUES ($1, $2, $3, $4, $5, 'created', $6, $7, $8, $9) \
+         VALUES ($1, $2, $3, $4, $5, $10, $6, $7, $8, $9) \
          RETURNING source_warehouse, target_warehouse, card_type, selection, state, card_count, first_iccid, \
                    last_iccid, created_by, approved_out_by, approved_out_at, approved_in_by, approved_in_at",
     )
@@ -158,6 +157,7 @@ async fn create_transfer(
     .bind(&first)
     .bind(&last)
     .bind(&create.staff_id)
+    .bind(TransferState::Created)
     .fetch_one(&mut *db)
     .await?;
     tracing::info!(transfer = %create.transfer_id, cards = count, job = %context.message_id, "transfer created");
@@ -181,7 +181,7 @@ fn created_event(transfer_id: Uuid, row: &TransferRow) -> Outcome {
 fn approved_event(
     transfer_id: Uuid,
     stage: ApprovalStage,
-    card_count: i64,
+    card_count: u64,
     approved_by: String,
     approved_at: DateTime<Utc>,
     already_approved: bool,
@@ -189,7 +189,7 @@ fn approved_event(
     let event = TransferApproved {
         transfer_id,
         stage,
-        card_count: u64::try_from(card_count).unwrap_or_default(),
+        card_count,
         approved_by,
         approved_at,
         already_approved,
@@ -212,41 +212,45 @@ async fn approve_out(
         Permission::TransferApprove,
     )
     .await?;
-    if transfer.state != "created" {
+    if transfer.state != TransferState::Created {
         return Ok(approved_event(
             approve.transfer_id,
             ApprovalStage::Out,
-            i64::from(transfer.card_count),
+            u64::try_from(transfer.card_count).unwrap_or_default(),
             transfer.approved_out_by.unwrap_or_default(),
             transfer.approved_out_at.unwrap_or_else(Utc::now),
             true,
         ));
     }
-    let moved: i64 = sqlx::query_scalar(
-        "WITH moved AS ( \
-            UPDATE inventory.cards SET location_kind = 'in_transit', warehouse_code = NULL, updated_at = now() \
-            WHERE iccid BETWEEN $5 AND $6 AND transfer_id = $1 AND location_kind = 'warehouse' \
-            RETURNING iccid, state), \
-         logged AS ( \
-            INSERT INTO inventory.card_ledger (iccid, event, from_location, to_location, state_after, reference, staff_id, job_message_id) \
-            SELECT iccid, 'transfer_out', 'warehouse:' || $2, 'transit:' || $1::text, state, $1::text, $3, $4 FROM moved \
-            RETURNING 1) \
-         SELECT count(*) FROM logged",
+    let moved = movement::move_cards(
+        db,
+        &Movement {
+            event: LedgerEvent::TransferOut,
+            which: Which::Held {
+                by: HeldBy::Transfer(approve.transfer_id),
+                first: &transfer.first_iccid,
+                last: &transfer.last_iccid,
+            },
+            from: Some(Location::Warehouse(&transfer.source_warehouse)),
+            to: Some(Location::InTransit(approve.transfer_id)),
+            in_states: &[CardState::Blank],
+            new_state: None,
+            release_holds: false,
+            cause: Cause {
+                reference: &approve.transfer_id.to_string(),
+                staff_id: Some(&approve.staff_id),
+                job_message_id: &context.message_id,
+            },
+        },
     )
-    .bind(approve.transfer_id)
-    .bind(&transfer.source_warehouse)
-    .bind(&approve.staff_id)
-    .bind(&context.message_id)
-    .bind(&transfer.first_iccid)
-    .bind(&transfer.last_iccid)
-    .fetch_one(&mut *db)
     .await?;
     let approved_at: DateTime<Utc> = sqlx::query_scalar(
-        "UPDATE inventory.transfers SET state = 'approved_out', approved_out_by = $2, approved_out_at = now() \
+        "UPDATE inventory.transfers SET state = $3, approved_out_by = $2, approved_out_at = now() \
          WHERE transfer_id = $1 RETURNING approved_out_at",
     )
     .bind(approve.transfer_id)
     .bind(&approve.staff_id)
+    .bind(TransferState::ApprovedOut)
     .fetch_one(&mut *db)
     .await?;
     tracing::info!(transfer = %approve.transfer_id, cards = moved, "transfer approved out");
@@ -275,45 +279,49 @@ async fn approve_in(
         Permission::TransferApprove,
     )
     .await?;
-    match transfer.state.as_str() {
-        "created" => return Err(JobError::reject(reasons::APPROVE_IN_BEFORE_OUT)),
-        "approved_in" => {
+    match transfer.state {
+        TransferState::Created => return Err(JobError::reject(reasons::APPROVE_IN_BEFORE_OUT)),
+        TransferState::ApprovedIn => {
             return Ok(approved_event(
                 approve.transfer_id,
                 ApprovalStage::In,
-                i64::from(transfer.card_count),
+                u64::try_from(transfer.card_count).unwrap_or_default(),
                 transfer.approved_in_by.unwrap_or_default(),
                 transfer.approved_in_at.unwrap_or_else(Utc::now),
                 true,
             ));
         }
-        _ => {}
+        TransferState::ApprovedOut => {}
     }
-    let moved: i64 = sqlx::query_scalar(
-        "WITH moved AS ( \
-            UPDATE inventory.cards SET location_kind = 'warehouse', warehouse_code = $2, transfer_id = NULL, updated_at = now() \
-            WHERE iccid BETWEEN $5 AND $6 AND transfer_id = $1 AND location_kind = 'in_transit' \
-            RETURNING iccid, state), \
-         logged AS ( \
-            INSERT INTO inventory.card_ledger (iccid, event, from_location, to_location, state_after, reference, staff_id, job_message_id) \
-            SELECT iccid, 'transfer_in', 'transit:' || $1::text, 'warehouse:' || $2, state, $1::text, $3, $4 FROM moved \
-            RETURNING 1) \
-         SELECT count(*) FROM logged",
+    let moved = movement::move_cards(
+        db,
+        &Movement {
+            event: LedgerEvent::TransferIn,
+            which: Which::Held {
+                by: HeldBy::Transfer(approve.transfer_id),
+                first: &transfer.first_iccid,
+                last: &transfer.last_iccid,
+            },
+            from: Some(Location::InTransit(approve.transfer_id)),
+            to: Some(Location::Warehouse(&transfer.target_warehouse)),
+            in_states: &[CardState::Blank],
+            new_state: None,
+            release_holds: true,
+            cause: Cause {
+                reference: &approve.transfer_id.to_string(),
+                staff_id: Some(&approve.staff_id),
+                job_message_id: &context.message_id,
+            },
+        },
     )
-    .bind(approve.transfer_id)
-    .bind(&transfer.target_warehouse)
-    .bind(&approve.staff_id)
-    .bind(&context.message_id)
-    .bind(&transfer.first_iccid)
-    .bind(&transfer.last_iccid)
-    .fetch_one(&mut *db)
     .await?;
     let approved_at: DateTime<Utc> = sqlx::query_scalar(
-        "UPDATE inventory.transfers SET state = 'approved_in', approved_in_by = $2, approved_in_at = now() \
+        "UPDATE inventory.transfers SET state = $3, approved_in_by = $2, approved_in_at = now() \
          WHERE transfer_id = $1 RETURNING approved_in_at",
     )
     .bind(approve.transfer_id)
     .bind(&approve.staff_id)
+    .bind(TransferState::ApprovedIn)
     .fetch_one(&mut *db)
     .await?;
     tracing::info!(transfer = %approve.transfer_id, cards = moved, "transfer approved in");

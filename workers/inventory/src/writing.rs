@@ -7,6 +7,10 @@
 use serde::Serialize;
 use sqlx::PgConnection;
 
+pub use crate::movement::Cause;
+use crate::movement::{self, Movement, Which};
+use crate::states::{CardState, LedgerEvent};
+
 /// A card as the write path sees it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
 pub struct CardForWrite {
@@ -14,8 +18,8 @@ pub struct CardForWrite {
     pub iccid: String,
     /// Card type code.
     pub card_type: String,
-    /// `blank`, `written`, `sold` or `damaged`.
-    pub state: String,
+    /// Its state.
+    pub state: CardState,
     /// The agent holding the card, when it is issued to one.
     pub agent_code: Option<String>,
 }
@@ -92,32 +96,21 @@ pub enum Mark {
 }
 
 impl Mark {
-    fn state(self) -> &'static str {
+    fn movement(self) -> (LedgerEvent, CardState, &'static [CardState]) {
         match self {
-            Mark::Written => "written",
-            Mark::Damaged => "damaged",
-            Mark::Sold => "sold",
+            Mark::Written => (
+                LedgerEvent::Written,
+                CardState::Written,
+                &[CardState::Blank],
+            ),
+            Mark::Damaged => (
+                LedgerEvent::Damaged,
+                CardState::Damaged,
+                &[CardState::Blank, CardState::Written],
+            ),
+            Mark::Sold => (LedgerEvent::Sold, CardState::Sold, &[CardState::Written]),
         }
     }
-
-    fn starting_states(self) -> &'static [&'static str] {
-        match self {
-            Mark::Written => &["blank"],
-            Mark::Damaged => &["blank", "written"],
-            Mark::Sold => &["written"],
-        }
-    }
-}
-
-/// Who and what caused a change, for the ledger.
-#[derive(Debug, Clone, Copy)]
-pub struct Cause<'a> {
-    /// The order or script id.
-    pub reference: &'a str,
-    /// The acting staff ID, if any.
-    pub staff_id: Option<&'a str>,
-    /// The job's message id.
-    pub job_message_id: &'a str,
 }
 
 /// Changes a card's state where it is, with a ledger entry. Returns false when the card was not
@@ -128,28 +121,20 @@ pub async fn mark(
     mark: Mark,
     cause: Cause<'_>,
 ) -> Result<bool, sqlx::Error> {
-    let from: Vec<String> = mark
-        .starting_states()
-        .iter()
-        .map(|state| (*state).to_owned())
-        .collect();
-    let changed: i64 = sqlx::query_scalar(
-        "WITH changed AS ( \
-            UPDATE inventory.cards SET state = $2, updated_at = now() \
-            WHERE iccid = $1 AND state = ANY($3) \
-            RETURNING iccid, inventory.location_of(location_kind, warehouse_code, agent_code, transfer_id) AS location), \
-         logged AS ( \
-            INSERT INTO inventory.card_ledger (iccid, event, from_location, to_location, state_after, reference, staff_id, job_message_id) \
-            SELECT iccid, $2, location, location, $2, $4, $5, $6 FROM changed RETURNING 1) \
-         SELECT count(*) FROM logged",
+    let (event, new_state, in_states) = mark.movement();
+    let changed = movement::move_cards(
+        db,
+        &Movement {
+            event,
+            which: Which::One(iccid),
+            from: None,
+            to: None,
+            in_states,
+            new_state: Some(new_state),
+            release_holds: false,
+            cause,
+        },
     )
-    .bind(iccid)
-    .bind(mark.state())
-    .bind(&from)
-    .bind(cause.reference)
-    .bind(cause.staff_id)
-    .bind(cause.job_message_id)
-    .fetch_one(db)
     .await?;
     Ok(changed == 1)
 }

@@ -24,6 +24,7 @@ pub mod reasons;
 pub mod request;
 pub mod results;
 pub mod settings;
+pub mod states;
 
 pub use handlers::{OutletExpiredHandler, OutletResultsHandler, WriteCardHandler};
 pub use settings::WritecardSettings;

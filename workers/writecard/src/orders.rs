@@ -21,6 +21,7 @@ use crate::fees::{self, FormFacts, Package};
 use crate::numbers;
 use crate::reasons;
 use crate::settings::WritecardSettings;
+use crate::states::{OrderState, ScriptState};
 
 /// An order row.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
@@ -45,8 +46,8 @@ pub struct Order {
     pub customer_name: String,
     /// Package code.
     pub package_code: String,
-    /// `requested`, `written`, `presubmitted`, `submitted`, `cancelled`.
-    pub state: String,
+    /// Its state.
+    pub state: OrderState,
     /// Whether the order's card holds the order's data.
     pub card_written: bool,
     /// Fee lines, once pre-submitted.
@@ -109,7 +110,7 @@ pub async fn create(
     sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "INSERT INTO writecard.orders (order_id, outlet_code, agent_code, staff_id, iccid, card_type, msisdn, imsi, \
              customer_name, package_code, state) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'requested') RETURNING {ORDER_COLUMNS}"
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING {ORDER_COLUMNS}"
     )))
     .bind(request.order_id)
     .bind(&request.outlet_code)
@@ -121,6 +122,7 @@ pub async fn create(
     .bind(imsi)
     .bind(&request.customer_name)
     .bind(package_code)
+    .bind(OrderState::Requested)
     .fetch_one(db)
     .await
     .map_err(card_taken)
@@ -150,11 +152,13 @@ pub async fn presubmit(
     let Some(order) = lock(db, job.order_id).await? else {
         return Err(JobError::reject(reasons::ORDER_UNKNOWN));
     };
-    match order.state.as_str() {
-        "requested" => return Err(JobError::reject(reasons::ORDER_NOT_WRITTEN)),
-        "cancelled" => return Err(JobError::reject(reasons::ORDER_CANCELLED)),
-        "presubmitted" | "submitted" => return Ok(presubmitted_event(&order)),
-        _ => {}
+    match order.state {
+        OrderState::Requested => return Err(JobError::reject(reasons::ORDER_NOT_WRITTEN)),
+        OrderState::Cancelled => return Err(JobError::reject(reasons::ORDER_CANCELLED)),
+        OrderState::Presubmitted | OrderState::Submitted => {
+            return Ok(presubmitted_event(&order));
+        }
+        OrderState::Written => {}
     }
     let package = package(db, &order.package_code)
         .await?
@@ -177,13 +181,14 @@ pub async fn presubmit(
         now,
     });
     let updated: Order = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "UPDATE writecard.orders SET state = 'presubmitted', fees = $2, total_fen = $3, acceptance_form = $4, \
+        "UPDATE writecard.orders SET state = $5, fees = $2, total_fen = $3, acceptance_form = $4, \
              presubmitted_at = now() WHERE order_id = $1 RETURNING {ORDER_COLUMNS}"
     )))
     .bind(order.order_id)
     .bind(sqlx::types::Json(&lines))
     .bind(total)
     .bind(&form)
+    .bind(OrderState::Presubmitted)
     .fetch_one(&mut *db)
     .await?;
     tracing::info!(order = %order.order_id, total_fen = total, job = %context.message_id, "order pre-submitted");
@@ -213,17 +218,17 @@ pub async fn submit(
     let Some(order) = lock(db, job.order_id).await? else {
         return Err(JobError::reject(reasons::ORDER_UNKNOWN));
     };
-    match order.state.as_str() {
-        "requested" => return Err(JobError::reject(reasons::ORDER_NOT_WRITTEN)),
-        "written" => return Err(JobError::reject(reasons::ORDER_NOT_PRESUBMITTED)),
-        "cancelled" => return Err(JobError::reject(reasons::ORDER_CANCELLED)),
-        "submitted" => {
+    match order.state {
+        OrderState::Requested => return Err(JobError::reject(reasons::ORDER_NOT_WRITTEN)),
+        OrderState::Written => return Err(JobError::reject(reasons::ORDER_NOT_PRESUBMITTED)),
+        OrderState::Cancelled => return Err(JobError::reject(reasons::ORDER_CANCELLED)),
+        OrderState::Submitted => {
             return Ok(activated_event(
                 &order,
                 order.submitted_at.unwrap_or_else(Utc::now),
             ));
         }
-        _ => {}
+        OrderState::Presubmitted => {}
     }
     let cause = Cause {
         reference: &order.order_id.to_string(),
@@ -236,9 +241,10 @@ pub async fn submit(
     }
     numbers::take_into_use(db, order.order_id, &order.msisdn, &order.imsi).await?;
     let submitted_at: DateTime<Utc> = sqlx::query_scalar(
-        "UPDATE writecard.orders SET state = 'submitted', submitted_at = now() WHERE order_id = $1 RETURNING submitted_at",
+        "UPDATE writecard.orders SET state = $2, submitted_at = now() WHERE order_id = $1 RETURNING submitted_at",
     )
     .bind(order.order_id)
+    .bind(OrderState::Submitted)
     .fetch_one(&mut *db)
     .await?;
     tracing::info!(order = %order.order_id, "order submitted; line activated");
@@ -280,10 +286,10 @@ pub async fn cancel(
         };
         Outcome::event(&event)
     };
-    match order.state.as_str() {
-        "submitted" => return Err(JobError::reject(reasons::ORDER_SUBMITTED)),
-        "cancelled" => return Ok(cancelled(&order)),
-        _ => {}
+    match order.state {
+        OrderState::Submitted => return Err(JobError::reject(reasons::ORDER_SUBMITTED)),
+        OrderState::Cancelled => return Ok(cancelled(&order)),
+        OrderState::Requested | OrderState::Written | OrderState::Presubmitted => {}
     }
     if order.card_written {
         let cause = Cause {
@@ -295,9 +301,10 @@ pub async fn cancel(
     }
     // A script still out at the outlet may yet be written: treat its number and IMSI as written.
     let script_out: bool = sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM writecard.scripts WHERE order_id = $1 AND state = 'sent')",
+        "SELECT EXISTS (SELECT 1 FROM writecard.scripts WHERE order_id = $1 AND state = $2)",
     )
     .bind(order.order_id)
+    .bind(ScriptState::Sent)
     .fetch_one(&mut *db)
     .await?;
     let maybe_on_a_card = order.card_written || script_out;
@@ -310,12 +317,11 @@ pub async fn cancel(
         settings.msisdn_cooling_days,
     )
     .await?;
-    sqlx::query(
-        "UPDATE writecard.orders SET state = 'cancelled', cancelled_at = now() WHERE order_id = $1",
-    )
-    .bind(order.order_id)
-    .execute(&mut *db)
-    .await?;
+    sqlx::query("UPDATE writecard.orders SET state = $2, cancelled_at = now() WHERE order_id = $1")
+        .bind(order.order_id)
+        .bind(OrderState::Cancelled)
+        .execute(&mut *db)
+        .await?;
     tracing::info!(order = %order.order_id, reason = %job.reason, "order cancelled");
     Ok(cancelled(&order))
 }

@@ -7,6 +7,7 @@ use chrono::{DateTime, Utc};
 use rand::RngCore;
 use simflow_card::profile::{self, Personalisation};
 use simflow_carddata::kek::KekRing;
+use simflow_runtime::create_once::{self, Creates};
 use simflow_runtime::{JobContext, JobError, Outcome};
 use simflow_schemas::writecard::{CardWritten, WriteRequest, WriteScriptEnvelope};
 use simflow_seal::OutletPublicKey;
@@ -19,6 +20,8 @@ use crate::orders::{self, Order};
 use crate::outlets;
 use crate::reasons;
 use crate::settings::WritecardSettings;
+use crate::states::{OrderState, ScriptState};
+use simflow_inventory::states::CardState;
 
 /// AMF of the challenges (separation bit set, as for E-UTRAN).
 const AMF: [u8; 2] = [0x80, 0x00];
@@ -54,30 +57,29 @@ pub async fn handle(
     request: WriteRequest,
     db: &mut PgConnection,
 ) -> Result<Outcome, JobError> {
-    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 17))")
-        .bind(request.order_id.to_string())
-        .execute(&mut *db)
-        .await?;
+    create_once::lock(db, Creates::Order, request.order_id).await?;
     let Some(outlet) = outlets::get(db, &request.outlet_code)
         .await?
         .filter(|outlet| outlet.active)
     else {
         return Err(JobError::reject(reasons::OUTLET_UNKNOWN));
     };
-    let existing = orders::lock(db, request.order_id).await?;
-    if let Some(order) = &existing {
-        let same = order.outlet_code == request.outlet_code
+    let same = |order: &Order| {
+        order.outlet_code == request.outlet_code
             && order.msisdn == request.msisdn
             && order.customer_name == request.customer_name
-            && order.package_code == request.package_code;
-        if !same {
-            return Err(JobError::reject(reasons::ORDER_CONFLICT));
-        }
-        match order.state.as_str() {
-            "requested" => {}
-            "cancelled" => return Err(JobError::reject(reasons::ORDER_CANCELLED)),
+            && order.package_code == request.package_code
+    };
+    let stored = orders::lock(db, request.order_id).await?;
+    let existing = create_once::compare(stored, same, reasons::ORDER_CONFLICT)?;
+    if let Some(order) = &existing {
+        match order.state {
+            OrderState::Requested => {}
+            OrderState::Cancelled => return Err(JobError::reject(reasons::ORDER_CANCELLED)),
             // The card of this order is written already: answer that, write nothing.
-            _ => return Ok(written_event(order)),
+            OrderState::Written | OrderState::Presubmitted | OrderState::Submitted => {
+                return Ok(written_event(order));
+            }
         }
     }
 
@@ -88,7 +90,7 @@ pub async fn handle(
     if card.agent_code.as_deref() != Some(outlet.agent_code.as_str()) {
         return Err(JobError::reject(reasons::CARD_LOCATION_MISMATCH));
     }
-    if card.state != "blank" {
+    if card.state != CardState::Blank {
         return Err(JobError::reject(reasons::CARD_UNUSABLE));
     }
     // The clerk: same department as the agent that collected the card.
@@ -213,7 +215,7 @@ pub async fn handle(
     let ttl = Duration::from_secs(settings.script_ttl_seconds);
     let not_after: DateTime<Utc> = sqlx::query_scalar(
         "INSERT INTO writecard.scripts (script_id, order_id, outlet_code, iccid, family, rand, autn, sqn, state, not_after) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'sent', now() + make_interval(secs => $9)) RETURNING not_after",
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $10, now() + make_interval(secs => $9)) RETURNING not_after",
     )
     .bind(script_id)
     .bind(order.order_id)
@@ -224,6 +226,7 @@ pub async fn handle(
     .bind(challenge.autn.as_slice())
     .bind(sqn)
     .bind(ttl.as_secs_f64())
+    .bind(ScriptState::Sent)
     .fetch_one(&mut *db)
     .await?;
     let envelope = WriteScriptEnvelope {

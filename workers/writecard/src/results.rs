@@ -24,6 +24,8 @@ use crate::orders;
 use crate::outlets;
 use crate::reasons;
 use crate::request::written_event;
+use crate::states::{OrderState, ScriptState};
+use simflow_inventory::states::CardState;
 
 #[derive(Debug, sqlx::FromRow)]
 struct ScriptRow {
@@ -32,7 +34,7 @@ struct ScriptRow {
     iccid: String,
     rand: Vec<u8>,
     autn: Vec<u8>,
-    state: String,
+    state: ScriptState,
     answer: Option<sqlx::types::Json<Outcome>>,
 }
 
@@ -69,7 +71,7 @@ async fn check_sender(
 async fn settle_script(
     db: &mut PgConnection,
     script_id: Uuid,
-    state: &str,
+    state: ScriptState,
     outcome: &Outcome,
 ) -> Result<(), sqlx::Error> {
     sqlx::query("UPDATE writecard.scripts SET state = $2, settled_at = now(), answer = $3 WHERE script_id = $1")
@@ -106,11 +108,11 @@ async fn withdraw(
     iccid: &str,
     cause: Cause<'_>,
     reason: ClerkMessage,
-) -> Result<(&'static str, Outcome), JobError> {
+) -> Result<(ScriptState, Outcome), JobError> {
     writing::mark(db, iccid, Mark::Damaged, cause).await?;
     numbers::retire_imsi(db, &order.imsi).await?;
     Ok((
-        "damaged",
+        ScriptState::Damaged,
         write_failed(
             order.order_id,
             &order.outlet_code,
@@ -138,7 +140,7 @@ pub async fn write_result(
     if let Some(stored) = script
         .answer
         .as_ref()
-        .filter(|_| matches!(script.state.as_str(), "written" | "failed" | "damaged"))
+        .filter(|_| script.state.is_answered())
     {
         return Ok(stored.0.clone());
     }
@@ -188,7 +190,7 @@ pub async fn write_result(
                 )
             });
             match checked {
-                Some(Ok(auth)) if order.state != "cancelled" => {
+                Some(Ok(auth)) if order.state != OrderState::Cancelled => {
                     if let AuthCheck::Resynchronised { sqn_ms } = &auth {
                         let mut bytes = [0u8; 8];
                         bytes[8 - sqn_ms.len().min(8)..]
@@ -202,14 +204,15 @@ pub async fn write_result(
                     if !writing::mark(db, &script.iccid, Mark::Written, cause).await? {
                         return Err(JobError::needs_ops(reasons::CARD_STATE_INCONSISTENT));
                     }
-                    sqlx::query("UPDATE writecard.orders SET state = 'written', card_written = true, written_at = now() WHERE order_id = $1")
+                    sqlx::query("UPDATE writecard.orders SET state = $2, card_written = true, written_at = now() WHERE order_id = $1")
                         .bind(order.order_id)
+                        .bind(OrderState::Written)
                         .execute(&mut *db)
                         .await?;
                     tracing::info!(order = %order.order_id, iccid = %script.iccid, apdu_count, "card written and verified");
                     let mut written = order.clone();
                     written.iccid = script.iccid.clone();
-                    ("written", written_event(&written))
+                    (ScriptState::Written, written_event(&written))
                 }
                 Some(Ok(_)) => {
                     // Written after the order was cancelled: the card holds data nobody will
@@ -242,7 +245,7 @@ pub async fn write_result(
             card_state: CardWriteState::Untouched,
             reason,
         } => (
-            "failed",
+            ScriptState::Failed,
             write_failed(
                 order.order_id,
                 &order.outlet_code,
@@ -286,7 +289,7 @@ pub async fn card_read(
                 {
                     Some(reasons::CARD_LOCATION_MISMATCH.message())
                 }
-                (Some(card), _) if !blank || card.state != "blank" => {
+                (Some(card), _) if !blank || card.state != CardState::Blank => {
                     Some(reasons::CARD_UNUSABLE.message())
                 }
                 (_, None) => Some(reasons::OUTLET_UNKNOWN.message()),
@@ -328,8 +331,8 @@ pub async fn expired_write(
         CardWriteState::Untouched,
         reasons::SCRIPT_EXPIRED.message(),
     );
-    if script.state == "sent" {
-        settle_script(db, envelope.script_id, "expired", &outcome).await?;
+    if script.state == ScriptState::Sent {
+        settle_script(db, envelope.script_id, ScriptState::Expired, &outcome).await?;
     }
     Ok(outcome)
 }
