@@ -183,6 +183,12 @@ macro_rules! contract {
                 $($(#[$variant_doc])* $variant($ty),)*
             }
 
+            $(impl From<$ty> for $set {
+                fn from(message: $ty) -> $set {
+                    $set::$variant(message)
+                }
+            })*
+
             impl JobSet for $set {
                 const TYPES: &'static [&'static str] = &[$($name),*];
 

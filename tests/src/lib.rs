@@ -7,6 +7,7 @@
 pub mod pcsc;
 pub mod pg;
 pub mod process;
+pub mod rules;
 pub mod writing;
 
 use std::path::PathBuf;

@@ -1,0 +1,9 @@
+//! The fast tier: every handler's business rules against the real PostgreSQL, without a
+//! broker. Each test runs inside a transaction that is rolled back (see
+//! `simflow_tests::rules`); delivery semantics stay in the end-to-end suite.
+
+mod batches;
+mod issue;
+mod returns;
+mod transfers;
+mod writecard;
