@@ -2,6 +2,7 @@
 //! and database against the real RabbitMQ and PostgreSQL.
 
 mod architecture;
+mod batches;
 mod card;
 mod carddata;
 mod delivery;

@@ -16,6 +16,7 @@ pub mod bench;
 pub mod create_once;
 pub mod db;
 pub mod deadletter;
+pub mod fault;
 pub mod handler;
 pub mod http;
 pub mod inbox;

@@ -22,6 +22,8 @@ pub struct Metrics {
     pub jobs: IntCounterVec,
     /// `simflow_job_handling_seconds{worker}` from delivery to settle.
     pub handling_seconds: HistogramVec,
+    /// `simflow_batch_jobs{worker}`: jobs per committed transaction (group commit).
+    pub batch_jobs: HistogramVec,
     /// `simflow_job_retries_total{worker}`: jobs sent to a retry queue.
     pub retries: IntCounterVec,
     /// `simflow_dead_letters_total{worker,reason}`.
@@ -57,6 +59,15 @@ impl Metrics {
             .buckets(vec![
                 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
             ]),
+            &["worker"],
+        )
+        .expect("valid metric");
+        let batch_jobs = HistogramVec::new(
+            HistogramOpts::new(
+                "simflow_batch_jobs",
+                "Jobs per committed transaction (group commit).",
+            )
+            .buckets(vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0]),
             &["worker"],
         )
         .expect("valid metric");
@@ -111,6 +122,7 @@ impl Metrics {
         for collector in [
             Box::new(jobs.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(handling_seconds.clone()),
+            Box::new(batch_jobs.clone()),
             Box::new(retries.clone()),
             Box::new(dead_letters.clone()),
             Box::new(inbox_hits.clone()),
@@ -126,6 +138,7 @@ impl Metrics {
             registry,
             jobs,
             handling_seconds,
+            batch_jobs,
             retries,
             dead_letters,
             inbox_hits,

@@ -101,6 +101,7 @@ impl<H: Handler> Worker<H> {
     /// On shutdown it stops consuming, lets in-flight jobs settle (up to the grace period) and
     /// returns.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        crate::fault::check();
         let name = self.inner.handler.name();
         let reporting = Reporting {
             component: name,
@@ -412,7 +413,14 @@ impl<H: Handler> Inner<H> {
             }
         };
         match transaction.commit().await {
-            Ok(()) => verdicts,
+            Ok(()) => {
+                self.metrics
+                    .batch_jobs
+                    .with_label_values(&[self.name()])
+                    .observe(count as f64);
+                crate::fault::after_commit(count);
+                verdicts
+            }
             Err(error) => all_transient(error),
         }
     }

@@ -1,0 +1,170 @@
+//! Group commit through the real broker and database: jobs that arrive together share a
+//! transaction, a refused job inside a batch is refused alone, and a worker that dies after a
+//! batch commits but before it publishes or acks loses nothing and does nothing twice.
+
+use std::collections::BTreeMap;
+use std::os::unix::process::ExitStatusExt;
+use std::time::Duration;
+
+use simflow_cli::pipeline::WorkerKind;
+use simflow_runtime::amqp::{EventWatch, JobRoute};
+use simflow_schemas::common::CardSelection;
+use simflow_schemas::transfer::TransferCreate;
+use simflow_tests::TestEnv;
+use simflow_tests::process::SimflowProcess;
+use uuid::Uuid;
+
+use crate::support::count;
+
+fn create(source: &str) -> TransferCreate {
+    TransferCreate {
+        transfer_id: Uuid::new_v4(),
+        staff_id: "S0601".into(),
+        source_warehouse: source.into(),
+        target_warehouse: "13ZDF16".into(),
+        card_type: "USIM128K_NORMAL".into(),
+        cards: CardSelection::Quantity { quantity: 1 },
+    }
+}
+
+/// Publishes the jobs (before any worker runs, so they are waiting together); returns their
+/// message ids.
+async fn publish_all(env: &TestEnv, jobs: &[TransferCreate]) -> anyhow::Result<Vec<String>> {
+    let mut ids = Vec::with_capacity(jobs.len());
+    for job in jobs {
+        let id = Uuid::new_v4().to_string();
+        env.client.publish_job(job, &id, JobRoute::Default).await?;
+        ids.push(id);
+    }
+    Ok(ids)
+}
+
+/// Reads answers until every id has one, then a little longer; returns every answer's routing
+/// key by job id (a second answer to one job would show as two keys).
+async fn answers(
+    watch: &mut EventWatch,
+    ids: &[String],
+) -> anyhow::Result<BTreeMap<String, Vec<String>>> {
+    let mut seen: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while ids.iter().any(|id| !seen.contains_key(id)) {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let event = watch.next(left).await?;
+        if let Some(job) = event.correlation_id {
+            seen.entry(job).or_default().push(event.routing_key);
+        }
+    }
+    for event in watch.drain(Duration::from_millis(800)).await {
+        if let Some(job) = event.correlation_id {
+            seen.entry(job).or_default().push(event.routing_key);
+        }
+    }
+    Ok(seen)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_job_inside_a_batch_is_refused_alone_and_every_other_job_commits()
+-> anyhow::Result<()> {
+    let env = TestEnv::new().await?;
+    env.receive_cards(
+        "130041",
+        "USIM128K_NORMAL",
+        "DU06",
+        898_601_100_000_000_000,
+        40,
+    )
+    .await?;
+    let mut watch = env.watch().await?;
+    let jobs: Vec<TransferCreate> = (0..30)
+        .map(|index| create(if index % 3 == 1 { "999999" } else { "130041" }))
+        .collect();
+    let ids = publish_all(&env, &jobs).await?;
+    let workers = env.start_workers(&[WorkerKind::Transfer]);
+    let seen = answers(&mut watch, &ids).await?;
+    for (index, id) in ids.iter().enumerate() {
+        let expected = if index % 3 == 1 {
+            "transfer.rejected"
+        } else {
+            "transfer.created"
+        };
+        assert_eq!(
+            seen[id],
+            vec![expected.to_owned()],
+            "job {index}: one answer"
+        );
+    }
+    assert_eq!(
+        count(
+            &env,
+            "SELECT count(*) FROM inventory.cards WHERE transfer_id IS NOT NULL"
+        )
+        .await,
+        20
+    );
+    let batches = workers.metrics.batch_jobs.with_label_values(&["transfer"]);
+    assert_eq!(
+        batches.get_sample_sum() as u64,
+        30,
+        "every job committed once"
+    );
+    assert!(
+        batches.get_sample_count() < 30,
+        "jobs that waited together shared transactions ({} transactions)",
+        batches.get_sample_count()
+    );
+    workers.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_that_dies_between_commit_and_ack_loses_nothing_and_does_nothing_twice()
+-> anyhow::Result<()> {
+    let env = TestEnv::new().await?;
+    env.receive_cards(
+        "130041",
+        "USIM128K_NORMAL",
+        "DU06",
+        898_601_100_000_000_000,
+        50,
+    )
+    .await?;
+    let mut watch = env.watch().await?;
+    let jobs: Vec<TransferCreate> = (0..40).map(|_| create("130041")).collect();
+    let ids = publish_all(&env, &jobs).await?;
+
+    let fault = [("SIMFLOW_FAULT".to_owned(), "abort-after-commit".to_owned())];
+    let mut dying = SimflowProcess::start_with(&env.settings, &["worker", "transfer"], &fault)?;
+    let status = tokio::time::timeout(Duration::from_secs(60), dying.wait()).await??;
+    assert_eq!(status.signal(), Some(6), "it aborted ({status})");
+    let committed = count(&env, "SELECT count(*) FROM inventory.transfers").await;
+    assert!(committed > 0, "a batch committed before the abort");
+    assert!(
+        watch.drain(Duration::from_millis(500)).await.is_empty(),
+        "nothing was published before the abort"
+    );
+
+    let mut second = SimflowProcess::start(&env.settings, &["worker", "transfer"])?;
+    let seen = answers(&mut watch, &ids).await?;
+    for id in &ids {
+        assert_eq!(
+            seen[id],
+            vec!["transfer.created".to_owned()],
+            "one answer for {id}"
+        );
+    }
+    second.terminate()?;
+    assert!(second.wait().await?.success());
+    assert_eq!(
+        count(&env, "SELECT count(*) FROM inventory.transfers").await,
+        40
+    );
+    assert_eq!(
+        count(
+            &env,
+            "SELECT count(*) FROM inventory.cards WHERE transfer_id IS NOT NULL"
+        )
+        .await,
+        40,
+        "the committed batch was not done again"
+    );
+    Ok(())
+}

@@ -1,0 +1,43 @@
+//! Fault injection for the end-to-end tests, by environment variable, read once.
+//!
+//! `SIMFLOW_FAULT=abort-after-commit`: the process aborts right after its first batch commits,
+//! before anything of that batch is published or acknowledged — the window group commit must
+//! survive (the broker redelivers, the inbox answers). Unset, as in production, nothing here
+//! does anything. No other value is accepted: a typo aborts at start-up rather than silently
+//! testing nothing.
+
+use std::sync::LazyLock;
+
+/// The environment variable.
+pub const FAULT_VARIABLE: &str = "SIMFLOW_FAULT";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fault {
+    AbortAfterCommit,
+}
+
+static FAULT: LazyLock<Option<Fault>> =
+    LazyLock::new(|| match std::env::var(FAULT_VARIABLE).ok().as_deref() {
+        None | Some("") => None,
+        Some("abort-after-commit") => Some(Fault::AbortAfterCommit),
+        Some(other) => {
+            eprintln!("{FAULT_VARIABLE}={other:?} is not a fault this build knows");
+            std::process::abort();
+        }
+    });
+
+/// Reads the variable now (at start-up), so a wrong value stops the process before it works.
+pub fn check() {
+    LazyLock::force(&FAULT);
+}
+
+/// Called after a batch's transaction committed.
+pub(crate) fn after_commit(jobs: usize) {
+    if *FAULT == Some(Fault::AbortAfterCommit) {
+        tracing::error!(
+            jobs,
+            "fault injected: aborting after a commit, before publishing and acking"
+        );
+        std::process::abort();
+    }
+}
