@@ -277,8 +277,20 @@ async fn a_database_outage_of_a_few_seconds_is_retried_and_the_jobs_complete() -
             .await?;
         ids.push(message_id);
     }
-    // Longer than the quick in-process tries, so the jobs must go through the retry queues.
-    tokio::time::sleep(Duration::from_secs(8)).await;
+    // Until every job has used its quick in-process tries and gone to a retry queue.
+    env.eventually(
+        "every job to reach a retry queue",
+        Duration::from_secs(60),
+        || async {
+            Ok(workers
+                .metrics
+                .retries
+                .with_label_values(&["transfer"])
+                .get()
+                >= 3)
+        },
+    )
+    .await?;
     server.start_again()?;
     for message_id in &ids {
         let answer = watch.next_for(message_id, Duration::from_secs(30)).await?;

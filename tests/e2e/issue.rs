@@ -345,7 +345,16 @@ async fn an_uncommitted_batch_expires_and_holds_nothing_afterwards() -> anyhow::
     assert_eq!(rejection_code(&blocked), "CARDS_NOT_AVAILABLE");
     assert_eq!(blocked.body["problems"][0]["reason"]["code"], "CARD_HELD");
 
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    env.eventually("the hold to lapse", Duration::from_secs(30), || async {
+        let lapsed: bool = sqlx::query_scalar(
+            "SELECT expires_at < now() FROM inventory.issue_batches WHERE batch_id = $1",
+        )
+        .bind(first)
+        .fetch_one(&env.pool)
+        .await?;
+        Ok(lapsed)
+    })
+    .await?;
     let late = send(
         &env,
         &mut watch,

@@ -6,6 +6,7 @@
 
 use std::time::Duration;
 
+use simflow_reader::ReaderError;
 use simflow_runtime::amqp::{EventWatch, JobRoute, ReceivedEvent};
 use simflow_runtime::outlet::OutletConnection;
 use simflow_schemas::card::CardReadRequest;
@@ -347,7 +348,14 @@ async fn a_read_through_the_node_answers_with_the_decks_reader_errors() -> anyho
         },
     );
     let inserted = mute.insert(reader.vpcd_addr());
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    let name = reader.name.clone();
+    let shown_mute = tokio::task::spawn_blocking(move || {
+        simflow_reader::Reader::open(&name)
+            .map(|reader| reader.wait_for_card(Duration::from_secs(10)))
+            .is_ok_and(|state| matches!(state, Err(ReaderError::CardUnusable { .. })))
+    })
+    .await?;
+    assert!(shown_mute, "pcscd shows the mute card as mute");
     let answer = read_at(&mut world, "HX01").await?;
     assert_eq!(answer["problem"]["message_zh"], "请更换白卡！", "{answer}");
     inserted.remove().await;
@@ -689,7 +697,12 @@ async fn an_expired_script_is_refused_by_the_node_and_the_card_left_blank() -> a
         &request(order_id, "HX01", &world.cards[0], FIRST_MSISDN),
     )
     .await?;
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Wait until the script's own deadline has passed (the broker's TTL is longer).
+    let left = (envelope.not_after - chrono::Utc::now())
+        .to_std()
+        .unwrap_or_default();
+    tokio::time::sleep(left + Duration::from_millis(100)).await;
+    assert!(chrono::Utc::now() > envelope.not_after);
     let sim = sim(&world.cards[0], Faults::default());
     let _inserted = insert(&sim, &reader).await;
     let node = world.start_node(world.node_settings("HX01", &reader.name, &dir.0)?);
