@@ -151,3 +151,160 @@ pub async fn raw_round_trip(
         elapsed,
     })
 }
+
+/// The raw broker limit of a job that is answered: like [`raw_round_trip`], but a responder
+/// consumes each message (with `prefetch`), publishes one persistent answer with a confirm to
+/// a reply queue, then acks; a second consumer takes the answers. That is the broker traffic
+/// of one simflow job and its outcome event, with no database and no rules.
+pub async fn raw_request_reply(
+    uri: &SecretString,
+    body_size: usize,
+    count: usize,
+    prefetch: u16,
+    window: usize,
+) -> anyhow::Result<RawRun> {
+    let connection = amqp::connect(uri, "simflow-bench-raw-reply").await?;
+    let suffix = uuid::Uuid::new_v4().simple().to_string();
+    let requests = format!("simflow.bench.requests.{suffix}");
+    let replies = format!("simflow.bench.replies.{suffix}");
+    let setup = connection.create_channel().await?;
+    let mut arguments = FieldTable::default();
+    arguments.insert("x-queue-type".into(), amqp::text_value("quorum"));
+    for queue in [&requests, &replies] {
+        setup
+            .queue_declare(
+                queue.as_str().into(),
+                lapin::options::QueueDeclareOptions {
+                    durable: true,
+                    ..Default::default()
+                },
+                arguments.clone(),
+            )
+            .await?;
+    }
+
+    // The responder: answer with a confirm, then ack, for up to `prefetch` at once.
+    let respond = connection.create_channel().await?;
+    respond
+        .basic_qos(prefetch, BasicQosOptions { global: false })
+        .await?;
+    respond
+        .confirm_select(ConfirmSelectOptions::default())
+        .await?;
+    let mut incoming = respond
+        .basic_consume(
+            requests.as_str().into(),
+            "".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    let reply_queue = replies.clone();
+    let responder = tokio::spawn(async move {
+        let mut answered = 0usize;
+        let mut in_flight = tokio::task::JoinSet::new();
+        while answered < count {
+            let Some(delivery) = incoming.next().await else {
+                break;
+            };
+            let delivery = delivery?;
+            let channel = respond.clone();
+            let reply_queue = reply_queue.clone();
+            in_flight.spawn(async move {
+                let confirm = channel
+                    .basic_publish(
+                        "".into(),
+                        reply_queue.as_str().into(),
+                        BasicPublishOptions {
+                            mandatory: true,
+                            ..Default::default()
+                        },
+                        &delivery.data,
+                        base_properties("bench.reply.v1", "reply"),
+                    )
+                    .await?
+                    .await?;
+                anyhow::ensure!(confirm.is_ack(), "the broker nacked a reply");
+                delivery.acker.ack(BasicAckOptions::default()).await?;
+                anyhow::Ok(())
+            });
+            answered += 1;
+            while let Some(done) = in_flight.try_join_next() {
+                done??;
+            }
+        }
+        while let Some(done) = in_flight.join_next().await {
+            done??;
+        }
+        anyhow::Ok(())
+    });
+
+    let collect = connection.create_channel().await?;
+    collect
+        .basic_qos(1000, BasicQosOptions { global: false })
+        .await?;
+    let mut answers = collect
+        .basic_consume(
+            replies.as_str().into(),
+            "".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    let collector = tokio::spawn(async move {
+        let mut received = 0usize;
+        while received < count {
+            let Some(answer) = answers.next().await else {
+                break;
+            };
+            answer?.acker.ack(BasicAckOptions::default()).await?;
+            received += 1;
+        }
+        anyhow::Ok(received)
+    });
+
+    let publish = connection.create_channel().await?;
+    publish
+        .confirm_select(ConfirmSelectOptions::default())
+        .await?;
+    let body = vec![b'x'; body_size];
+    let started = Instant::now();
+    let publishes = futures_util::stream::iter(0..count).map(|index| {
+        let publish = publish.clone();
+        let body = &body;
+        let queue = requests.as_str();
+        async move {
+            publish
+                .basic_publish(
+                    "".into(),
+                    queue.into(),
+                    BasicPublishOptions {
+                        mandatory: true,
+                        ..Default::default()
+                    },
+                    body,
+                    base_properties("bench.request.v1", &index.to_string()),
+                )
+                .await?
+                .await
+        }
+    });
+    let mut confirms = publishes.buffer_unordered(window.max(1));
+    while let Some(confirm) = confirms.next().await {
+        anyhow::ensure!(confirm?.is_ack(), "the broker nacked a request");
+    }
+    let received = collector.await??;
+    let elapsed = started.elapsed();
+    responder.await??;
+    anyhow::ensure!(received == count, "answered {received} of {count}");
+    for queue in [&requests, &replies] {
+        setup
+            .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
+            .await?;
+    }
+    let _ = connection.close(200, "bench done".into()).await;
+    Ok(RawRun {
+        messages: count,
+        elapsed,
+    })
+}
