@@ -1,6 +1,6 @@
 //! The list of every message type: its `type` name, where it travels, and how to decode it.
 //!
-//! One declaration ([`contract!`] below) is the registry. From it come the [`Message`] impls,
+//! One declaration (`contract!`, below) is the registry. From it come the [`Message`] impls,
 //! [`all`], one closed enum per consuming queue ([`TransferJob`], [`IssueJob`], …, each a
 //! [`JobSet`]) and the routing key of every outcome event ([`Event`]). A consumer calls
 //! [`JobSet::decode`] with the AMQP `type` property and the body; an unknown type, a type that
