@@ -99,7 +99,7 @@ async fn read_at(world: &mut WriteWorld, outlet: &str) -> anyhow::Result<serde_j
                 staff_id: "C0601".into(),
             },
             &Uuid::new_v4().to_string(),
-            JobRoute::Outlet(outlet),
+            JobRoute::Default,
         )
         .await?;
     let mut events = collect(&mut world.watch, 1, WRITE, |event| {
@@ -808,7 +808,8 @@ async fn replaying_a_missing_script_after_the_import_writes_the_card() -> anyhow
     world.import_card_data(&world.cards.clone()).await?;
     simflow_runtime::deadletter::replay(
         world.env.client.connection(),
-        "simflow.writecard.dlq",
+        &world.env.pool,
+        simflow_schemas::topology::JobQueue::WriteCard,
         &simflow_runtime::deadletter::Selection::MessageId(message_id),
     )
     .await?;

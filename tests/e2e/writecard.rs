@@ -9,6 +9,7 @@ use std::time::Duration;
 use simflow_runtime::amqp::JobRoute;
 use simflow_runtime::deadletter::{self, Selection};
 use simflow_schemas::registry::OutletWorkJob;
+use simflow_schemas::topology::JobQueue;
 use simflow_schemas::writecard::{
     CardWriteState, OrderCancel, OrderPresubmit, WriteOutcome, WriteRequest, WriteResult,
 };
@@ -163,7 +164,8 @@ async fn a_missing_card_data_file_is_dead_lettered_and_the_replay_after_import_r
     world.import_card_data(&world.cards.clone()).await?;
     deadletter::replay(
         world.env.client.connection(),
-        "simflow.writecard.dlq",
+        &world.env.pool,
+        JobQueue::WriteCard,
         &Selection::MessageId(message_id.clone()),
     )
     .await?;

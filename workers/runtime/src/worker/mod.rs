@@ -184,6 +184,7 @@ impl<H: Handler> Inner<H> {
         tracing::info!(worker = name, queue = %H::QUEUE.queue_name(), "consuming");
         let settler = Settler {
             publisher,
+            pool: self.pool.clone(),
             queue: H::QUEUE,
             worker: name,
             settings: Arc::clone(&self.settings),
