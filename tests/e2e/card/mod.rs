@@ -4,13 +4,18 @@
 //! Reader calls are blocking, so tests run them with `spawn_blocking` on a multi-thread runtime
 //! (the soft SIM answers on the runtime meanwhile), as the outlet node will.
 
+mod commands;
 mod errors;
+mod families;
 mod faults;
+mod files;
+mod independent;
 mod personalise;
 
 use simflow_card::encoding::Adm1;
 use simflow_card::profile::{self, CardFamily, Challenge, Personalisation, Script, SysmoIsimSja2};
 use simflow_reader::{Reader, ReaderError};
+use simflow_softsim::{CardImage, InsertedCard, SoftSim};
 use simflow_tests::pcsc::{self, ReaderLease};
 use std::time::Duration;
 
@@ -86,9 +91,60 @@ pub fn challenge(keys: &TestKeys) -> Challenge {
 
 /// The SJA2 write script for a card.
 pub fn write_script(p: &Personalisation, challenge: &Challenge) -> Script {
-    SysmoIsimSja2::default()
+    write_script_for(&SysmoIsimSja2::default(), p, challenge)
+}
+
+/// The write script of `family` for a card.
+pub fn write_script_for(
+    family: &dyn CardFamily,
+    p: &Personalisation,
+    challenge: &Challenge,
+) -> Script {
+    family
         .build_write_script(p, challenge)
         .expect("script builds")
+}
+
+/// A blank of `family` with a fresh ICCID and generated keys, in the leased reader; with the
+/// personalisation and challenge its write script is built from.
+pub struct BlankInReader {
+    pub sim: SoftSim,
+    pub card: InsertedCard,
+    pub keys: TestKeys,
+    pub p: Personalisation,
+    pub challenge: Challenge,
+}
+
+impl BlankInReader {
+    /// Insert a blank of `family` (shipped as `image` says beyond ICCID and ADM1).
+    pub fn insert(
+        family: &str,
+        reader: &pcsc::VirtualReader,
+        image: impl FnOnce(&mut CardImage),
+    ) -> Self {
+        let iccid = test_iccid();
+        let keys = TestKeys::generate();
+        let mut card_image = CardImage::blank_of(family, &iccid, TEST_ADM1);
+        image(&mut card_image);
+        let sim = SoftSim::new(card_image).expect("image");
+        let card = sim.insert(reader.vpcd_addr());
+        let p = personalisation(&iccid, &keys, TEST_ADM1);
+        let challenge = challenge(&keys);
+        BlankInReader {
+            sim,
+            card,
+            keys,
+            p,
+            challenge,
+        }
+    }
+
+    /// This card's write script in its own family.
+    pub fn script(&self) -> Script {
+        let family =
+            profile::family_by_name(self.sim.snapshot().family.as_str()).expect("a known family");
+        write_script_for(family.as_ref(), &self.p, &self.challenge)
+    }
 }
 
 /// Open the reader, wait for the card and connect, as the outlet does.
