@@ -6,7 +6,6 @@
 
 use super::*;
 use simflow_card::profile::{SysmoIsimSja2, SysmoUsimSjs1};
-use simflow_outlet::card::{CardWork, write_card};
 use simflow_schemas::writecard::{CardWriteState, WriteOutcome};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -20,22 +19,7 @@ async fn a_script_for_one_family_never_runs_on_a_card_of_the_other() {
     for (card_family, script_family) in pairs {
         let blank = BlankInReader::insert(card_family, &reader, |_| {});
         let script = write_script_for(script_family, &blank.p, &blank.challenge);
-        let work = CardWork {
-            reader: reader.name.clone(),
-            card_wait: CARD_WAIT,
-            reinsert_wait: CARD_WAIT,
-            status: simflow_outlet::Status::new(Default::default(), false),
-        };
-        let (outcome, marked) = blocking(move || {
-            let stop = simflow_runtime::shutdown::CancellationToken::new();
-            let mut marked = false;
-            let outcome = write_card(&work, &script, false, &stop, &mut || {
-                marked = true;
-                Ok(())
-            });
-            (outcome, marked)
-        })
-        .await;
+        let (outcome, marked) = node_writes(&reader.name, script).await;
         let Ok(WriteOutcome::Failed { card_state, reason }) = outcome else {
             panic!("a {card_family} took a script for another family: {outcome:?}");
         };

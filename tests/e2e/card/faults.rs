@@ -1,8 +1,9 @@
 //! Unhappy cards: pulled mid-write, already written, wrong ADM, mute.
 
 use super::*;
-use simflow_card::profile::{AuthCheck, StepKind, WrittenState};
+use simflow_card::profile::{AuthCheck, StepKind, SysmoIsimSja2, WrittenState};
 use simflow_reader::ClerkMessage;
+use simflow_schemas::writecard::WriteOutcome;
 use simflow_softsim::{CardImage, CardState, Faults, SoftSim};
 
 /// A blank of `family` pulled right after the script step `(kind, target)` (a clerk puts it
@@ -200,4 +201,60 @@ async fn a_mute_card_is_refused_with_please_use_another_blank_card() {
     println!("mute card: {error}");
     assert_eq!(error.code(), "CARD_UNUSABLE", "{error}");
     assert_eq!(error.clerk_message().zh(), "请更换白卡！");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_answer_is_refused_with_please_use_another_blank_card() {
+    let lease = lease(1).await;
+    let reader = lease.reader().clone();
+    let faults = Faults {
+        garble_apdu: Some(2),
+        ..Faults::default()
+    };
+    let sim =
+        SoftSim::with_faults(CardImage::blank(&test_iccid(), TEST_ADM1), faults).expect("image");
+    let _card = sim.insert(reader.vpcd_addr());
+    let error = blocking(move || connect(&reader.name)?.identify_blank())
+        .await
+        .expect_err("the EF.ICCID answer has no status word");
+    assert_eq!(error.code(), "CARD_UNUSABLE", "{error}");
+    assert_eq!(error.clerk_message().zh(), "请更换白卡！");
+    assert_eq!(error.clerk_message().en(), "Please use another blank card.");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_answer_mid_write_never_leaves_a_half_written_card() {
+    let lease = lease(1).await;
+    let reader = lease.reader().clone();
+    let keys = TestKeys::generate();
+    let iccid = test_iccid();
+    let p = personalisation(&iccid, &keys, TEST_ADM1);
+    let challenge = challenge(&keys);
+    let script = write_script(&p, &challenge);
+    // The answer to the first update of the ISIM (after identification and the steps before).
+    let garbled = script
+        .steps
+        .iter()
+        .position(|step| step.target == "ADF.ISIM/EF.IMPI")
+        .expect("the script writes EF.IMPI");
+    let identification = SysmoIsimSja2::default().identify_script().len();
+    let faults = Faults {
+        garble_apdu: Some((identification + garbled + 1) as u64),
+        ..Faults::default()
+    };
+    let sim = SoftSim::with_faults(CardImage::blank(&iccid, TEST_ADM1), faults).expect("image");
+    let _card = sim.insert(reader.vpcd_addr());
+    let (outcome, marked) = node_writes(&reader.name, script).await;
+    // The node lost the card's answer, read the card back, found only this script's data and
+    // ran the script again: written once, with this subscription, and the key proven.
+    let Ok(WriteOutcome::Written { auth_answer, .. }) = outcome else {
+        panic!("the write was left half done: {outcome:?}");
+    };
+    assert!(marked);
+    let answer = hex::decode(auth_answer).expect("hex");
+    assert_eq!(
+        profile::check_auth_answer(&keys.ki, &keys.opc, &challenge, &answer),
+        Ok(AuthCheck::Authenticated)
+    );
+    assert_eq!(sim.snapshot().imsi().as_deref(), Some(p.imsi.as_str()));
 }

@@ -147,6 +147,39 @@ impl BlankInReader {
     }
 }
 
+/// The outlet node's card work on this reader (no console), for driving
+/// `simflow_outlet::card` directly.
+pub fn card_work(reader: &str) -> simflow_outlet::card::CardWork {
+    simflow_outlet::card::CardWork {
+        reader: reader.to_string(),
+        card_wait: CARD_WAIT,
+        reinsert_wait: CARD_WAIT,
+        status: simflow_outlet::Status::new(Default::default(), false),
+    }
+}
+
+/// Run the outlet node's write of `script` (not recovering) on the card in `reader`; the
+/// outcome and whether the journal was asked to record that writing starts.
+pub async fn node_writes(
+    reader: &str,
+    script: Script,
+) -> (
+    Result<simflow_schemas::writecard::WriteOutcome, simflow_outlet::card::Interrupted>,
+    bool,
+) {
+    let work = card_work(reader);
+    blocking(move || {
+        let stop = simflow_runtime::shutdown::CancellationToken::new();
+        let mut marked = false;
+        let outcome = simflow_outlet::card::write_card(&work, &script, false, &stop, &mut || {
+            marked = true;
+            Ok(())
+        });
+        (outcome, marked)
+    })
+    .await
+}
+
 /// Open the reader, wait for the card and connect, as the outlet does.
 pub fn connect(reader_name: &str) -> Result<Reader, ReaderError> {
     let mut reader = Reader::open(reader_name)?;

@@ -231,6 +231,10 @@ pub struct Faults {
     /// thread, because vpcd waits without a timeout, so we do not model that.)
     #[serde(default)]
     pub mute: bool,
+    /// Answer the APDU with this number (counted over all insertions, from 1) with one byte, no
+    /// status word, after carrying it out: a malformed answer, once.
+    #[serde(default)]
+    pub garble_apdu: Option<u64>,
 }
 
 mod optional_millis {

@@ -45,6 +45,9 @@ struct Args {
     /// Give the card an ADM1 that differs from the image's.
     #[arg(long)]
     wrong_adm: bool,
+    /// Answer the APDU with this number (from 1) with one byte: a malformed answer, once.
+    #[arg(long)]
+    garble_apdu: Option<u64>,
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -76,6 +79,7 @@ async fn main() -> anyhow::Result<()> {
         wrong_adm: args.wrong_adm,
         update_delay: args.update_delay_ms.map(Duration::from_millis),
         mute: args.mute,
+        garble_apdu: args.garble_apdu,
     };
     let mut sim = SoftSim::with_faults(image.clone(), faults).context("building the card")?;
     if args.no_quickack {
