@@ -541,11 +541,7 @@ async fn a_card_type_mapped_to_the_sjs1_is_written_with_an_sjs1_script() -> anyh
     ))?;
     let inserted = insert(&sim, &reader).await;
     let node = world.start_node(world.node_settings("HX01", &reader.name, &dir.0)?);
-    world
-        .env
-        .client
-        .publish_job(&envelope, &message_id, JobRoute::Outlet("HX01"))
-        .await?;
+    deliver_to_hx01(&world, &envelope, &message_id).await?;
     let outcome = write_outcome(&mut world.watch, order_id).await?;
     assert_eq!(outcome.routing_key, "card.written", "{}", outcome.body);
     let (imsi, _) = order_numbers(&world, order_id).await?;
@@ -652,6 +648,20 @@ async fn journal_steps(path: &std::path::Path) -> anyhow::Result<Vec<String>> {
     Ok(steps)
 }
 
+/// Put a captured script on HX01's queue again, under its message id.
+async fn deliver_to_hx01(
+    world: &WriteWorld,
+    envelope: &WriteScriptEnvelope,
+    message_id: &str,
+) -> anyhow::Result<()> {
+    world
+        .env
+        .client
+        .publish_job(envelope, message_id, JobRoute::Outlet("HX01"))
+        .await?;
+    Ok(())
+}
+
 /// The envelope the central worker routes for `job`, taken off the outlet's queue.
 async fn capture_script(
     world: &WriteWorld,
@@ -686,21 +696,13 @@ async fn a_duplicate_script_is_answered_from_the_journal() -> anyhow::Result<()>
     let sim = sim(&world.cards[0], Faults::default());
     let inserted = insert(&sim, &reader).await;
     let node = world.start_node(world.node_settings("HX01", &reader.name, &dir.0)?);
-    world
-        .env
-        .client
-        .publish_job(&envelope, &message_id, JobRoute::Outlet("HX01"))
-        .await?;
+    deliver_to_hx01(&world, &envelope, &message_id).await?;
     let first = write_outcome(&mut world.watch, order_id).await?;
     assert_eq!(first.routing_key, "card.written", "{}", first.body);
     let apdus = sim.counters().total;
     inserted.remove().await;
     // Again, with the card gone: the stored answer, no card needed.
-    world
-        .env
-        .client
-        .publish_job(&envelope, &message_id, JobRoute::Outlet("HX01"))
-        .await?;
+    deliver_to_hx01(&world, &envelope, &message_id).await?;
     let again = write_outcome(&mut world.watch, order_id).await?;
     assert_eq!(again.routing_key, "card.written");
     assert_eq!(
@@ -747,11 +749,7 @@ async fn an_expired_script_is_refused_by_the_node_and_the_card_left_blank() -> a
     let sim = sim(&world.cards[0], Faults::default());
     let _inserted = insert(&sim, &reader).await;
     let node = world.start_node(world.node_settings("HX01", &reader.name, &dir.0)?);
-    world
-        .env
-        .client
-        .publish_job(&envelope, &message_id, JobRoute::Outlet("HX01"))
-        .await?;
+    deliver_to_hx01(&world, &envelope, &message_id).await?;
     let outcome = write_outcome(&mut world.watch, order_id).await?;
     assert_eq!(outcome.routing_key, "card.write_failed");
     assert_eq!(outcome.body["reason"]["code"], "SCRIPT_EXPIRED");

@@ -13,6 +13,18 @@ fn raw(reader: &mut Reader, apdu: &str) -> Response {
     reader.transmit_raw(&bytes).expect("the card answers")
 }
 
+/// Send each APDU (hex) as it is; the status words.
+async fn status_words(reader: Reader, apdus: Vec<String>) -> Vec<u16> {
+    blocking(move || {
+        let mut reader = reader;
+        apdus
+            .iter()
+            .map(|apdu| raw(&mut reader, apdu).sw())
+            .collect()
+    })
+    .await
+}
+
 /// Digits as a PIN block (ASCII, FF-padded), hex.
 fn pin_block(digits: &str) -> String {
     hex::encode(Adm1::from_digits(digits).expect("digits").bytes())
@@ -170,10 +182,10 @@ async fn pin1_is_asked_for_when_enabled_counts_its_tries_and_unblocks_with_puk1(
         image.factory.puk1 = Some(puk);
     })
     .await;
-    let sws: Vec<u16> = blocking(move || {
-        let mut reader = reader;
-        let wrong_verify = format!("0020000108{}", pin_block(&wrong));
-        [
+    let wrong_verify = format!("0020000108{}", pin_block(&wrong));
+    let sws = status_words(
+        reader,
+        vec![
             "00a4040c07a0000000871002".to_string(),
             "00b0870009".into(),
             "0020000100".into(),
@@ -186,11 +198,8 @@ async fn pin1_is_asked_for_when_enabled_counts_its_tries_and_unblocks_with_puk1(
             format!("0020000108{}", pin_block(&pin1)),
             format!("002c000110{}{}", pin_block(&puk1), pin_block(&pin1)),
             "00b0870009".into(),
-        ]
-        .iter()
-        .map(|apdu| raw(&mut reader, apdu).sw())
-        .collect()
-    })
+        ],
+    )
     .await;
     assert_eq!(
         sws,
@@ -212,9 +221,9 @@ async fn pin1_is_asked_for_when_enabled_counts_its_tries_and_unblocks_with_puk1(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_access_rules_of_ef_arr_are_enforced() {
     let (_lease, _blank, reader) = sja2_in_reader(|_| {}).await;
-    let sws: Vec<u16> = blocking(move || {
-        let mut reader = reader;
-        [
+    let sws = status_words(
+        reader,
+        vec![
             "00a4040c07a0000000871002".to_string(),
             "00d6860002ffff".into(),
             "00a4000c02af20".into(),
@@ -224,11 +233,8 @@ async fn the_access_rules_of_ef_arr_are_enforced() {
             "00d6860002ffff".into(),
             "00a4080c022fe2".into(),
             "00d600000affffffffffffffffffff".into(),
-        ]
-        .iter()
-        .map(|apdu| raw(&mut reader, apdu).sw())
-        .collect()
-    })
+        ],
+    )
     .await;
     assert_eq!(
         sws,

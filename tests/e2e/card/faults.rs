@@ -17,12 +17,9 @@ async fn a_pulled_card_resumes(
 ) {
     let lease = lease(1).await;
     let reader = lease.reader().clone();
-    let keys = TestKeys::generate();
-    let iccid = test_iccid();
-    let p = personalisation(&iccid, &keys, TEST_ADM1);
-    let challenge = challenge(&keys);
+    let sub = Subscription::new();
     let family_impl = profile::family_by_name(family).expect("known family");
-    let script = write_script_for(family_impl.as_ref(), &p, &challenge);
+    let script = write_script_for(family_impl.as_ref(), &sub.p, &sub.challenge);
     let step = script
         .steps
         .iter()
@@ -36,7 +33,7 @@ async fn a_pulled_card_resumes(
         reinsert_after: Some(Duration::from_secs(2)),
         ..Faults::default()
     };
-    let image = CardImage::blank_of(family, &iccid, TEST_ADM1);
+    let image = CardImage::blank_of(family, &sub.iccid, TEST_ADM1);
     let sim = SoftSim::with_faults(image, faults).expect("image");
     let mut card = sim.insert(reader.vpcd_addr());
 
@@ -84,10 +81,10 @@ async fn a_pulled_card_resumes(
     );
     let answer = &responses.last().expect("answered").data;
     assert_eq!(
-        profile::check_auth_answer(&keys.ki, &keys.opc, &challenge, answer),
+        profile::check_auth_answer(&sub.keys.ki, &sub.keys.opc, &sub.challenge, answer),
         Ok(AuthCheck::Authenticated)
     );
-    assert_eq!(sim.snapshot().imsi().as_deref(), Some(p.imsi.as_str()));
+    assert_eq!(sim.snapshot().imsi().as_deref(), Some(sub.p.imsi.as_str()));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -226,11 +223,8 @@ async fn a_malformed_answer_is_refused_with_please_use_another_blank_card() {
 async fn a_malformed_answer_mid_write_never_leaves_a_half_written_card() {
     let lease = lease(1).await;
     let reader = lease.reader().clone();
-    let keys = TestKeys::generate();
-    let iccid = test_iccid();
-    let p = personalisation(&iccid, &keys, TEST_ADM1);
-    let challenge = challenge(&keys);
-    let script = write_script(&p, &challenge);
+    let sub = Subscription::new();
+    let script = write_script(&sub.p, &sub.challenge);
     // The answer to the first update of the ISIM (after identification and the steps before).
     let garbled = script
         .steps
@@ -242,7 +236,7 @@ async fn a_malformed_answer_mid_write_never_leaves_a_half_written_card() {
         garble_apdu: Some((identification + garbled + 1) as u64),
         ..Faults::default()
     };
-    let sim = SoftSim::with_faults(CardImage::blank(&iccid, TEST_ADM1), faults).expect("image");
+    let sim = SoftSim::with_faults(CardImage::blank(&sub.iccid, TEST_ADM1), faults).expect("image");
     let _card = sim.insert(reader.vpcd_addr());
     let (outcome, marked) = node_writes(&reader.name, script).await;
     // The node lost the card's answer, read the card back, found only this script's data and
@@ -253,8 +247,8 @@ async fn a_malformed_answer_mid_write_never_leaves_a_half_written_card() {
     assert!(marked);
     let answer = hex::decode(auth_answer).expect("hex");
     assert_eq!(
-        profile::check_auth_answer(&keys.ki, &keys.opc, &challenge, &answer),
+        profile::check_auth_answer(&sub.keys.ki, &sub.keys.opc, &sub.challenge, &answer),
         Ok(AuthCheck::Authenticated)
     );
-    assert_eq!(sim.snapshot().imsi().as_deref(), Some(p.imsi.as_str()));
+    assert_eq!(sim.snapshot().imsi().as_deref(), Some(sub.p.imsi.as_str()));
 }

@@ -14,35 +14,10 @@ enum At {
     App(&'static [u8], u16),
 }
 
-/// A file as the real card's FCP shows it: structure, size (record length × count for
-/// records), SFI, and the security attribute (`Some(record)` of an EF.ARR, `None`: compact).
-#[derive(Debug, Clone, Copy)]
-struct Expected {
-    name: &'static str,
-    at: At,
-    file_type: FileType,
-    size: u32,
-    sfi: Option<u8>,
-    arr_record: Option<u8>,
-}
-
-const fn file(
-    name: &'static str,
-    at: At,
-    file_type: FileType,
-    size: u32,
-    sfi: Option<u8>,
-    arr_record: Option<u8>,
-) -> Expected {
-    Expected {
-        name,
-        at,
-        file_type,
-        size,
-        sfi,
-        arr_record,
-    }
-}
+/// A file as the real card's FCP shows it: its name, where it is, structure, size (record
+/// length × count for records), SFI, and the record of the EF.ARR it references (`None`: compact
+/// rules instead).
+type Expected = (&'static str, At, FileType, u32, Option<u8>, Option<u8>);
 
 use FileType::{Cyclic as C, LinearFixed as L, Transparent as T};
 
@@ -50,7 +25,7 @@ const USIM: &[u8] = &SJA2_USIM_AID;
 const ISIM: &[u8] = &SJA2_ISIM_AID;
 
 const SJA2_FILES: &[Expected] = &[
-    file(
+    (
         "MF/EF.ICCID",
         At::Path(&[0x2FE2]),
         T,
@@ -58,7 +33,7 @@ const SJA2_FILES: &[Expected] = &[
         Some(0x02),
         Some(2),
     ),
-    file(
+    (
         "MF/EF.DIR",
         At::Path(&[0x2F00]),
         L,
@@ -66,7 +41,7 @@ const SJA2_FILES: &[Expected] = &[
         Some(0x1E),
         Some(4),
     ),
-    file(
+    (
         "MF/EF.ARR",
         At::Path(&[0x2F06]),
         L,
@@ -74,8 +49,8 @@ const SJA2_FILES: &[Expected] = &[
         Some(0x06),
         Some(4),
     ),
-    file("MF/EF.PL", At::Path(&[0x2F05]), T, 10, Some(0x05), Some(5)),
-    file(
+    ("MF/EF.PL", At::Path(&[0x2F05]), T, 10, Some(0x05), Some(5)),
+    (
         "DF.GSM/EF.IMSI",
         At::Path(&[0x7F20, 0x6F07]),
         T,
@@ -83,7 +58,7 @@ const SJA2_FILES: &[Expected] = &[
         None,
         Some(3),
     ),
-    file(
+    (
         "DF.GSM/EF.Kc",
         At::Path(&[0x7F20, 0x6F20]),
         T,
@@ -91,7 +66,7 @@ const SJA2_FILES: &[Expected] = &[
         None,
         Some(4),
     ),
-    file(
+    (
         "DF.GSM/EF.PLMNsel",
         At::Path(&[0x7F20, 0x6F30]),
         T,
@@ -99,7 +74,7 @@ const SJA2_FILES: &[Expected] = &[
         None,
         Some(4),
     ),
-    file(
+    (
         "DF.GSM/EF.SST",
         At::Path(&[0x7F20, 0x6F38]),
         T,
@@ -107,7 +82,7 @@ const SJA2_FILES: &[Expected] = &[
         None,
         Some(7),
     ),
-    file(
+    (
         "DF.GSM/EF.ACM",
         At::Path(&[0x7F20, 0x6F39]),
         C,
@@ -115,7 +90,7 @@ const SJA2_FILES: &[Expected] = &[
         None,
         Some(5),
     ),
-    file(
+    (
         "DF.GSM/EF.GID1",
         At::Path(&[0x7F20, 0x6F3E]),
         T,
@@ -123,7 +98,7 @@ const SJA2_FILES: &[Expected] = &[
         None,
         Some(7),
     ),
-    file(
+    (
         "DF.GSM/EF.GID2",
         At::Path(&[0x7F20, 0x6F3F]),
         T,
@@ -131,7 +106,7 @@ const SJA2_FILES: &[Expected] = &[
         None,
         Some(7),
     ),
-    file(
+    (
         "DF.GSM/EF.SPN",
         At::Path(&[0x7F20, 0x6F46]),
         T,
@@ -139,7 +114,7 @@ const SJA2_FILES: &[Expected] = &[
         None,
         Some(6),
     ),
-    file(
+    (
         "DF.GSM/EF.ACC",
         At::Path(&[0x7F20, 0x6F78]),
         T,
@@ -147,7 +122,7 @@ const SJA2_FILES: &[Expected] = &[
         None,
         Some(7),
     ),
-    file(
+    (
         "DF.GSM/EF.FPLMN",
         At::Path(&[0x7F20, 0x6F7B]),
         T,
@@ -155,7 +130,7 @@ const SJA2_FILES: &[Expected] = &[
         None,
         Some(4),
     ),
-    file(
+    (
         "DF.GSM/EF.LOCI",
         At::Path(&[0x7F20, 0x6F7E]),
         T,
@@ -163,7 +138,7 @@ const SJA2_FILES: &[Expected] = &[
         None,
         Some(4),
     ),
-    file(
+    (
         "DF.GSM/EF.AD",
         At::Path(&[0x7F20, 0x6FAD]),
         T,
@@ -171,7 +146,7 @@ const SJA2_FILES: &[Expected] = &[
         None,
         Some(6),
     ),
-    file(
+    (
         "DF.GSM/EF.PLMNwAcT",
         At::Path(&[0x7F20, 0x6F60]),
         T,
@@ -179,7 +154,7 @@ const SJA2_FILES: &[Expected] = &[
         None,
         Some(4),
     ),
-    file(
+    (
         "DF.GSM/EF.OPLMNwAcT",
         At::Path(&[0x7F20, 0x6F61]),
         T,
@@ -187,7 +162,7 @@ const SJA2_FILES: &[Expected] = &[
         None,
         Some(7),
     ),
-    file(
+    (
         "DF.GSM/EF.HPLMNwAcT",
         At::Path(&[0x7F20, 0x6F62]),
         T,
@@ -195,7 +170,7 @@ const SJA2_FILES: &[Expected] = &[
         None,
         Some(7),
     ),
-    file(
+    (
         "DF.GSM/EF.ARR",
         At::Path(&[0x7F20, 0x6F06]),
         L,
@@ -203,7 +178,7 @@ const SJA2_FILES: &[Expected] = &[
         None,
         Some(6),
     ),
-    file(
+    (
         "DF.TELECOM/EF.MSISDN",
         At::Path(&[0x7F10, 0x6F40]),
         L,
@@ -211,7 +186,7 @@ const SJA2_FILES: &[Expected] = &[
         None,
         Some(5),
     ),
-    file(
+    (
         "DF.TELECOM/EF.SMSP",
         At::Path(&[0x7F10, 0x6F42]),
         L,
@@ -219,7 +194,7 @@ const SJA2_FILES: &[Expected] = &[
         None,
         Some(5),
     ),
-    file(
+    (
         "DF.TELECOM/EF.ARR",
         At::Path(&[0x7F10, 0x6F06]),
         L,
@@ -227,7 +202,7 @@ const SJA2_FILES: &[Expected] = &[
         None,
         Some(6),
     ),
-    file(
+    (
         "DF.SYSTEM/EF.SIM_AUTH_KEY",
         At::Path(&[0xA515, 0x6F20]),
         T,
@@ -235,7 +210,7 @@ const SJA2_FILES: &[Expected] = &[
         None,
         None,
     ),
-    file(
+    (
         "ADF.USIM/EF.IMSI",
         At::App(USIM, 0x6F07),
         T,
@@ -243,7 +218,7 @@ const SJA2_FILES: &[Expected] = &[
         Some(0x07),
         Some(3),
     ),
-    file(
+    (
         "ADF.USIM/EF.LI",
         At::App(USIM, 0x6F05),
         T,
@@ -251,7 +226,7 @@ const SJA2_FILES: &[Expected] = &[
         Some(0x02),
         Some(2),
     ),
-    file(
+    (
         "ADF.USIM/EF.Keys",
         At::App(USIM, 0x6F08),
         T,
@@ -259,7 +234,7 @@ const SJA2_FILES: &[Expected] = &[
         Some(0x08),
         Some(4),
     ),
-    file(
+    (
         "ADF.USIM/EF.KeysPS",
         At::App(USIM, 0x6F09),
         T,
@@ -267,7 +242,7 @@ const SJA2_FILES: &[Expected] = &[
         Some(0x09),
         Some(4),
     ),
-    file(
+    (
         "ADF.USIM/EF.UST",
         At::App(USIM, 0x6F38),
         T,
@@ -275,7 +250,7 @@ const SJA2_FILES: &[Expected] = &[
         Some(0x04),
         Some(3),
     ),
-    file(
+    (
         "ADF.USIM/EF.EST",
         At::App(USIM, 0x6F56),
         T,
@@ -283,7 +258,7 @@ const SJA2_FILES: &[Expected] = &[
         Some(0x05),
         Some(7),
     ),
-    file(
+    (
         "ADF.USIM/EF.SPN",
         At::App(USIM, 0x6F46),
         T,
@@ -291,7 +266,7 @@ const SJA2_FILES: &[Expected] = &[
         None,
         Some(6),
     ),
-    file(
+    (
         "ADF.USIM/EF.ACC",
         At::App(USIM, 0x6F78),
         T,
@@ -299,7 +274,7 @@ const SJA2_FILES: &[Expected] = &[
         Some(0x06),
         Some(3),
     ),
-    file(
+    (
         "ADF.USIM/EF.FPLMN",
         At::App(USIM, 0x6F7B),
         T,
@@ -307,7 +282,7 @@ const SJA2_FILES: &[Expected] = &[
         Some(0x0D),
         Some(4),
     ),
-    file(
+    (
         "ADF.USIM/EF.LOCI",
         At::App(USIM, 0x6F7E),
         T,
@@ -315,7 +290,7 @@ const SJA2_FILES: &[Expected] = &[
         Some(0x0B),
         Some(4),
     ),
-    file(
+    (
         "ADF.USIM/EF.AD",
         At::App(USIM, 0x6FAD),
         T,
@@ -323,7 +298,7 @@ const SJA2_FILES: &[Expected] = &[
         Some(0x03),
         Some(6),
     ),
-    file(
+    (
         "ADF.USIM/EF.PLMNwAcT",
         At::App(USIM, 0x6F60),
         T,
@@ -331,7 +306,7 @@ const SJA2_FILES: &[Expected] = &[
         Some(0x0A),
         Some(4),
     ),
-    file(
+    (
         "ADF.USIM/EF.OPLMNwAcT",
         At::App(USIM, 0x6F61),
         T,
@@ -339,7 +314,7 @@ const SJA2_FILES: &[Expected] = &[
         Some(0x11),
         Some(3),
     ),
-    file(
+    (
         "ADF.USIM/EF.HPLMNwAcT",
         At::App(USIM, 0x6F62),
         T,
@@ -347,7 +322,7 @@ const SJA2_FILES: &[Expected] = &[
         Some(0x13),
         Some(3),
     ),
-    file(
+    (
         "ADF.USIM/EF.EHPLMN",
         At::App(USIM, 0x6FD9),
         T,
@@ -355,7 +330,7 @@ const SJA2_FILES: &[Expected] = &[
         Some(0x1D),
         Some(3),
     ),
-    file(
+    (
         "ADF.USIM/EF.ARR",
         At::App(USIM, 0x6F06),
         L,
@@ -363,7 +338,7 @@ const SJA2_FILES: &[Expected] = &[
         Some(0x17),
         Some(6),
     ),
-    file(
+    (
         "ADF.USIM/EF.USIM_AUTH_KEY",
         At::App(USIM, 0xAF20),
         T,
@@ -371,7 +346,7 @@ const SJA2_FILES: &[Expected] = &[
         None,
         None,
     ),
-    file(
+    (
         "ADF.USIM/EF.USIM_AUTH_KEY_2G",
         At::App(USIM, 0xAF22),
         T,
@@ -379,7 +354,7 @@ const SJA2_FILES: &[Expected] = &[
         None,
         None,
     ),
-    file(
+    (
         "ADF.ISIM/EF.IMPI",
         At::App(ISIM, 0x6F02),
         T,
@@ -387,7 +362,7 @@ const SJA2_FILES: &[Expected] = &[
         Some(0x02),
         Some(3),
     ),
-    file(
+    (
         "ADF.ISIM/EF.DOMAIN",
         At::App(ISIM, 0x6F03),
         T,
@@ -395,7 +370,7 @@ const SJA2_FILES: &[Expected] = &[
         Some(0x05),
         Some(3),
     ),
-    file(
+    (
         "ADF.ISIM/EF.IMPU",
         At::App(ISIM, 0x6F04),
         L,
@@ -403,7 +378,7 @@ const SJA2_FILES: &[Expected] = &[
         Some(0x04),
         Some(3),
     ),
-    file(
+    (
         "ADF.ISIM/EF.IST",
         At::App(ISIM, 0x6F07),
         T,
@@ -411,7 +386,7 @@ const SJA2_FILES: &[Expected] = &[
         Some(0x07),
         Some(3),
     ),
-    file(
+    (
         "ADF.ISIM/EF.AD",
         At::App(ISIM, 0x6FAD),
         T,
@@ -419,7 +394,7 @@ const SJA2_FILES: &[Expected] = &[
         Some(0x03),
         Some(2),
     ),
-    file(
+    (
         "ADF.ISIM/EF.ARR",
         At::App(ISIM, 0x6F06),
         L,
@@ -427,7 +402,7 @@ const SJA2_FILES: &[Expected] = &[
         Some(0x06),
         Some(2),
     ),
-    file(
+    (
         "ADF.ISIM/EF.ISIM_AUTH_KEY",
         At::App(ISIM, 0xAF20),
         T,
@@ -438,9 +413,9 @@ const SJA2_FILES: &[Expected] = &[
 ];
 
 const SJS1_FILES: &[Expected] = &[
-    file("MF/EF.ICCID", At::Path(&[0x2FE2]), T, 10, None, Some(4)),
-    file("MF/EF.DIR", At::Path(&[0x2F00]), L, 76, Some(0x1E), Some(4)),
-    file(
+    ("MF/EF.ICCID", At::Path(&[0x2FE2]), T, 10, None, Some(4)),
+    ("MF/EF.DIR", At::Path(&[0x2F00]), L, 76, Some(0x1E), Some(4)),
+    (
         "DF.GSM/EF.Ki",
         At::Path(&[0x7F20, 0x00FF]),
         T,
@@ -448,7 +423,7 @@ const SJS1_FILES: &[Expected] = &[
         None,
         None,
     ),
-    file(
+    (
         "DF.GSM/EF.OPc",
         At::Path(&[0x7F20, 0x00F7]),
         T,
@@ -456,7 +431,7 @@ const SJS1_FILES: &[Expected] = &[
         None,
         None,
     ),
-    file(
+    (
         "DF.GSM/EF.IMSI",
         At::Path(&[0x7F20, 0x6F07]),
         T,
@@ -464,7 +439,7 @@ const SJS1_FILES: &[Expected] = &[
         None,
         Some(3),
     ),
-    file(
+    (
         "DF.GSM/EF.HPLMNwAcT",
         At::Path(&[0x7F20, 0x6F62]),
         T,
@@ -472,7 +447,7 @@ const SJS1_FILES: &[Expected] = &[
         None,
         Some(7),
     ),
-    file(
+    (
         "ADF.USIM/EF.IMSI",
         At::App(USIM, 0x6F07),
         T,
@@ -480,7 +455,7 @@ const SJS1_FILES: &[Expected] = &[
         Some(0x07),
         Some(3),
     ),
-    file(
+    (
         "ADF.USIM/EF.UST",
         At::App(USIM, 0x6F38),
         T,
@@ -488,7 +463,7 @@ const SJS1_FILES: &[Expected] = &[
         Some(0x04),
         Some(3),
     ),
-    file(
+    (
         "ADF.USIM/EF.FPLMN",
         At::App(USIM, 0x6F7B),
         T,
@@ -496,7 +471,7 @@ const SJS1_FILES: &[Expected] = &[
         Some(0x0D),
         Some(4),
     ),
-    file(
+    (
         "ADF.USIM/EF.HPLMNwAcT",
         At::App(USIM, 0x6F62),
         T,
@@ -540,7 +515,7 @@ async fn every_file_answers_its_real_fcp(family: &str, files: &'static [Expected
         let mut fcps = Vec::new();
         for expected in files {
             let mut answer = None;
-            for apdu in select_commands(expected.at) {
+            for apdu in select_commands(expected.1) {
                 answer = Some(reader.transmit(&apdu)?);
             }
             let answer = answer.expect("a SELECT");
@@ -562,21 +537,20 @@ async fn every_file_answers_its_real_fcp(family: &str, files: &'static [Expected
     })
     .await
     .expect("the reader works");
-    for (expected, sw, fcp, rule) in fcps {
-        let name = expected.name;
+    for ((name, _, file_type, size, sfi, arr_record), sw, fcp, rule) in fcps {
         assert_eq!(sw, 0x9000, "{family} {name} selects");
         let fcp = fcp.unwrap_or_else(|| panic!("{family} {name}: no FCP"));
-        assert_eq!(fcp.file_type, expected.file_type, "{name}");
-        assert_eq!(fcp.size, Some(expected.size), "{name}");
-        assert_eq!(fcp.sfi, expected.sfi, "{name}");
+        assert_eq!(fcp.file_type, *file_type, "{name}");
+        assert_eq!(fcp.size, Some(*size), "{name}");
+        assert_eq!(fcp.sfi, *sfi, "{name}");
         assert_eq!(
             fcp.arr_reference.as_ref().map(|reference| reference[2]),
-            expected.arr_record,
+            *arr_record,
             "{name}"
         );
         assert_eq!(
             fcp.compact_security.is_some(),
-            expected.arr_record.is_none(),
+            arr_record.is_none(),
             "{name}: compact rules exactly where no EF.ARR is referenced"
         );
         if let Some(rule) = rule {

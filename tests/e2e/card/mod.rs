@@ -105,6 +105,30 @@ pub fn write_script_for(
         .expect("script builds")
 }
 
+/// A fresh card's subscription: a new ICCID, generated keys, the personalisation and the
+/// challenge its write script is built from.
+pub struct Subscription {
+    pub iccid: String,
+    pub keys: TestKeys,
+    pub p: Personalisation,
+    pub challenge: Challenge,
+}
+
+impl Subscription {
+    pub fn new() -> Self {
+        let iccid = test_iccid();
+        let keys = TestKeys::generate();
+        let p = personalisation(&iccid, &keys, TEST_ADM1);
+        let challenge = challenge(&keys);
+        Subscription {
+            iccid,
+            keys,
+            p,
+            challenge,
+        }
+    }
+}
+
 /// A blank of `family` with a fresh ICCID and generated keys, in the leased reader; with the
 /// personalisation and challenge its write script is built from.
 pub struct BlankInReader {
@@ -122,20 +146,17 @@ impl BlankInReader {
         reader: &pcsc::VirtualReader,
         image: impl FnOnce(&mut CardImage),
     ) -> Self {
-        let iccid = test_iccid();
-        let keys = TestKeys::generate();
-        let mut card_image = CardImage::blank_of(family, &iccid, TEST_ADM1);
+        let sub = Subscription::new();
+        let mut card_image = CardImage::blank_of(family, &sub.iccid, TEST_ADM1);
         image(&mut card_image);
         let sim = SoftSim::new(card_image).expect("image");
         let card = sim.insert(reader.vpcd_addr());
-        let p = personalisation(&iccid, &keys, TEST_ADM1);
-        let challenge = challenge(&keys);
         BlankInReader {
             sim,
             card,
-            keys,
-            p,
-            challenge,
+            keys: sub.keys,
+            p: sub.p,
+            challenge: sub.challenge,
         }
     }
 

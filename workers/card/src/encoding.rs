@@ -401,15 +401,22 @@ pub fn encode_plmn_with_act_list(
     Ok(out)
 }
 
-/// EF.AD (4 bytes): normal operation, no additional information, the MNC length.
-pub fn encode_ad(mnc_len: usize) -> Result<[u8; 4]> {
-    if !(2..=3).contains(&mnc_len) {
-        return Err(EncodingError::WrongLength {
+/// Check that an MNC has 2 or 3 digits.
+pub fn check_mnc_len(mnc_len: usize) -> Result<()> {
+    if (2..=3).contains(&mnc_len) {
+        Ok(())
+    } else {
+        Err(EncodingError::WrongLength {
             field: "MNC",
             expected: "2 or 3 digits",
             got: mnc_len,
-        });
+        })
     }
+}
+
+/// EF.AD (4 bytes): normal operation, no additional information, the MNC length.
+pub fn encode_ad(mnc_len: usize) -> Result<[u8; 4]> {
+    check_mnc_len(mnc_len)?;
     Ok([0x00, 0x00, 0x00, mnc_len as u8])
 }
 

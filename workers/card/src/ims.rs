@@ -8,7 +8,7 @@
 //! length.
 //! This module does not know where the files live (see the card families in [`crate::profile`]).
 
-use crate::encoding::{EncodingError, split_imsi};
+use crate::encoding::{EncodingError, check_mnc_len, split_imsi};
 
 /// Tag of the NAI / URI TLV in EF.IMPI, EF.DOMAIN and EF.IMPU (TS 31.103 §4.2.2–4.2.4).
 const URI_TLV_TAG: u8 = 0x80;
@@ -27,13 +27,7 @@ pub struct ImsIdentities {
 impl ImsIdentities {
     /// The identities TS 23.003 §13.2–13.4 derives from an IMSI whose MNC has `mnc_len` digits.
     pub fn derive(imsi: &str, mnc_len: usize) -> Result<Self, EncodingError> {
-        if !(2..=3).contains(&mnc_len) {
-            return Err(EncodingError::WrongLength {
-                field: "MNC",
-                expected: "2 or 3 digits",
-                got: mnc_len,
-            });
-        }
+        check_mnc_len(mnc_len)?;
         let (mcc, mnc) = split_imsi(imsi, mnc_len)?;
         let domain = format!("ims.mnc{mnc:0>3}.mcc{mcc}.3gppnetwork.org");
         let impi = format!("{imsi}@{domain}");

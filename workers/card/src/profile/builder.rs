@@ -31,6 +31,24 @@ pub struct UsimLayout {
     pub ehplmn_len: Option<usize>,
 }
 
+impl UsimLayout {
+    /// The layout sysmocom's cards share: 34-byte EF.MSISDN and 52-byte EF.SMSP records, SPN shown
+    /// in the home network, the home PLMN with every access technology, 60-byte PLMN-with-AcT
+    /// files and a four-entry EF.FPLMN; `ehplmn_len` when the card has EF.EHPLMN.
+    pub fn sysmocom(usim_aid: &[u8], ehplmn_len: Option<usize>) -> Self {
+        UsimLayout {
+            usim_aid: usim_aid.to_vec(),
+            msisdn_record_len: 34,
+            smsp_record_len: 52,
+            spn_display_condition: 0x01,
+            hplmn_access_technologies: 0xFFFF,
+            plmn_with_act_len: 60,
+            fplmn_len: 12,
+            ehplmn_len,
+        }
+    }
+}
+
 /// Whether a read-back tells whose subscription the card holds (see
 /// [`super::classify_written_state`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

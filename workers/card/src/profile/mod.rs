@@ -319,87 +319,60 @@ pub struct Identity {
     pub imsi: Option<String>,
 }
 
-fn plain_step(index: u16, kind: StepKind, target: &str, command: Command) -> Step {
-    Step {
-        index,
-        kind,
-        target: target.to_string(),
-        apdu: command.to_bytes(),
-        expect_sw: crate::apdu::sw::OK,
-        expect_data: None,
-        secret: false,
-        evidence: true,
-    }
+/// Identification steps, numbered in order, with no expected data.
+fn identification(steps: Vec<(StepKind, &str, Command)>) -> Vec<Step> {
+    steps
+        .into_iter()
+        .enumerate()
+        .map(|(index, (kind, target, command))| Step {
+            index: index as u16,
+            kind,
+            target: target.to_string(),
+            apdu: command.to_bytes(),
+            expect_sw: crate::apdu::sw::OK,
+            expect_data: None,
+            secret: false,
+            evidence: true,
+        })
+        .collect()
+}
+
+/// Identification that reads EF.ICCID with `read_iccid` after selecting the MF (and `extra`
+/// before it), then selects the USIM by its partial AID and reads EF.IMSI by SFI 07.
+fn identification_with(extra: Option<Command>, read_iccid: Command) -> Vec<Step> {
+    let mut steps = vec![(StepKind::Select, "MF", Command::select_by_fid_quiet(0x3F00))];
+    steps.extend(extra.map(|select| (StepKind::Select, "MF/EF.ICCID", select)));
+    steps.extend([
+        (StepKind::ReadBack, "MF/EF.ICCID", read_iccid),
+        (
+            StepKind::Select,
+            "ADF.USIM",
+            Command::select_by_aid_quiet(&USIM_AID_PREFIX),
+        ),
+        (
+            StepKind::ReadBack,
+            "ADF.USIM/EF.IMSI",
+            Command::read_binary(BinaryTarget::Sfi(0x07), 0, 9),
+        ),
+    ]);
+    identification(steps)
 }
 
 /// Identification that works on any UICC with a USIM, also where EF.ICCID has no SFI: select the
 /// MF and EF.ICCID and read it, select the USIM by its partial AID, read EF.IMSI by SFI 07
 /// (five APDUs).
 pub fn identify_script() -> Vec<Step> {
-    vec![
-        plain_step(
-            0,
-            StepKind::Select,
-            "MF",
-            Command::select_by_fid_quiet(0x3F00),
-        ),
-        plain_step(
-            1,
-            StepKind::Select,
-            "MF/EF.ICCID",
-            Command::select_by_fid_quiet(0x2FE2),
-        ),
-        plain_step(
-            2,
-            StepKind::ReadBack,
-            "MF/EF.ICCID",
-            Command::read_binary(BinaryTarget::Current, 0, 10),
-        ),
-        plain_step(
-            3,
-            StepKind::Select,
-            "ADF.USIM",
-            Command::select_by_aid_quiet(&USIM_AID_PREFIX),
-        ),
-        plain_step(
-            4,
-            StepKind::ReadBack,
-            "ADF.USIM/EF.IMSI",
-            Command::read_binary(BinaryTarget::Sfi(0x07), 0, 9),
-        ),
-    ]
+    identification_with(
+        Some(Command::select_by_fid_quiet(0x2FE2)),
+        Command::read_binary(BinaryTarget::Current, 0, 10),
+    )
 }
 
 /// Identification by short file identifiers (four APDUs), for families whose EF.ICCID has SFI 02:
 /// select the MF, read EF.ICCID by SFI 02, select the USIM by its partial AID, read EF.IMSI by
 /// SFI 07.
 pub fn identify_by_sfi() -> Vec<Step> {
-    vec![
-        plain_step(
-            0,
-            StepKind::Select,
-            "MF",
-            Command::select_by_fid_quiet(0x3F00),
-        ),
-        plain_step(
-            1,
-            StepKind::ReadBack,
-            "MF/EF.ICCID",
-            Command::read_binary(BinaryTarget::Sfi(0x02), 0, 10),
-        ),
-        plain_step(
-            2,
-            StepKind::Select,
-            "ADF.USIM",
-            Command::select_by_aid_quiet(&USIM_AID_PREFIX),
-        ),
-        plain_step(
-            3,
-            StepKind::ReadBack,
-            "ADF.USIM/EF.IMSI",
-            Command::read_binary(BinaryTarget::Sfi(0x07), 0, 9),
-        ),
-    ]
+    identification_with(None, Command::read_binary(BinaryTarget::Sfi(0x02), 0, 10))
 }
 
 /// The identification for a card with this ATR: its family's, or the one that works anywhere.

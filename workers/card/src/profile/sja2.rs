@@ -115,16 +115,7 @@ pub struct Sja2Layout {
 impl Default for Sja2Layout {
     fn default() -> Self {
         Sja2Layout {
-            usim: UsimLayout {
-                usim_aid: SJA2_USIM_AID.to_vec(),
-                msisdn_record_len: 34,
-                smsp_record_len: 52,
-                spn_display_condition: 0x01,
-                hplmn_access_technologies: 0xFFFF,
-                plmn_with_act_len: 60,
-                fplmn_len: 12,
-                ehplmn_len: Some(12),
-            },
+            usim: UsimLayout::sysmocom(&SJA2_USIM_AID, Some(12)),
             isim: Some(IsimLayout {
                 isim_aid: SJA2_ISIM_AID.to_vec(),
                 impi_len: 128,

@@ -40,16 +40,7 @@ pub struct SysmoUsimSjs1 {
 impl Default for SysmoUsimSjs1 {
     fn default() -> Self {
         SysmoUsimSjs1 {
-            layout: UsimLayout {
-                usim_aid: SJS1_USIM_AID.to_vec(),
-                msisdn_record_len: 34,
-                smsp_record_len: 52,
-                spn_display_condition: 0x01,
-                hplmn_access_technologies: 0xFFFF,
-                plmn_with_act_len: 60,
-                fplmn_len: 12,
-                ehplmn_len: None,
-            },
+            layout: UsimLayout::sysmocom(&SJS1_USIM_AID, None),
             options: FamilyOptions::default(),
         }
     }

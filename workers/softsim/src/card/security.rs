@@ -89,9 +89,6 @@ pub(crate) struct Codes {
     pub(crate) pin1_enabled: bool,
 }
 
-/// What a VERIFY or UNBLOCK did, as a status word and whether a code became verified.
-pub(crate) type Outcome = u16;
-
 impl Security {
     pub(crate) fn new(codes: &Codes) -> Self {
         Security {
@@ -152,7 +149,7 @@ impl Security {
 
     /// VERIFY (TS 102 221 §11.1.9): with no data, the status; otherwise a try.
     /// 9000 / 63Cx (x tries left) / 6983 blocked / 6A88 unknown key reference.
-    pub(crate) fn verify(&mut self, reference: u8, candidate: &[u8]) -> Outcome {
+    pub(crate) fn verify(&mut self, reference: u8, candidate: &[u8]) -> u16 {
         let verified = self.is_verified(reference);
         let Some(code) = self.code_mut(reference) else {
             return sw::REFERENCED_DATA_NOT_FOUND;
@@ -183,7 +180,7 @@ impl Security {
     }
 
     /// UNBLOCK PIN (TS 102 221 §11.1.13): the PUK, then the new PIN (8 bytes each).
-    pub(crate) fn unblock(&mut self, reference: u8, data: &[u8]) -> Outcome {
+    pub(crate) fn unblock(&mut self, reference: u8, data: &[u8]) -> u16 {
         let (puk, pin) = match reference {
             key::PIN1 => (&mut self.puk1, &mut self.pin1),
             key::PIN2 => (&mut self.puk2, &mut self.pin2),

@@ -101,6 +101,17 @@ fn run(card: &mut CardModel, steps: &[profile::Step]) -> Result<Vec<Response>, (
     Ok(responses)
 }
 
+/// Run a script built with `challenge(0x21)`: every step answers as it expects, and the card's
+/// answer to the challenge proves the test keys.
+fn personalise_and_authenticate(card: &mut CardModel, script: &Script) {
+    let responses = run(card, &script.steps).expect("every step answers as expected");
+    let answer = &responses.last().expect("authenticate answered").data;
+    assert_eq!(
+        profile::check_auth_answer(&K, &OPC, &challenge(0x21), answer),
+        Ok(AuthCheck::Authenticated)
+    );
+}
+
 #[test]
 fn a_blank_card_identifies_as_blank() {
     let mut card = blank_card();
@@ -128,12 +139,7 @@ fn a_finished_card_identifies_as_written() {
 fn the_sja2_script_personalises_the_card_and_proves_the_key() {
     let mut card = blank_card();
     let script = script(ADM, 0x21);
-    let responses = run(&mut card, &script.steps).expect("every step answers as expected");
-    let answer = &responses.last().expect("authenticate answered").data;
-    assert_eq!(
-        profile::check_auth_answer(&K, &OPC, &challenge(0x21), answer),
-        Ok(AuthCheck::Authenticated)
-    );
+    personalise_and_authenticate(&mut card, &script);
     assert_eq!(
         card.counters().total as usize,
         script.steps.len() + 1,
@@ -333,12 +339,7 @@ fn the_sjs1_script_personalises_an_sjs1_and_its_keys_live_in_df_gsm() {
     let script = SysmoUsimSjs1::default()
         .build_write_script(&personalisation(ADM), &challenge(0x21))
         .expect("script");
-    let responses = run(&mut card, &script.steps).expect("every step answers as expected");
-    let answer = &responses.last().expect("authenticate answered").data;
-    assert_eq!(
-        profile::check_auth_answer(&K, &OPC, &challenge(0x21), answer),
-        Ok(AuthCheck::Authenticated)
-    );
+    personalise_and_authenticate(&mut card, &script);
     let snapshot = card.snapshot();
     assert_eq!(snapshot.family, "sysmoUSIM-SJS1");
     assert_eq!(snapshot.file("DF.GSM/EF.Ki"), Some(&K[..]));

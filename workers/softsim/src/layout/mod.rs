@@ -11,7 +11,7 @@ pub(crate) mod sja2;
 pub(crate) mod sjs1;
 
 use crate::card::auth::KeySource;
-use crate::card::fs::{Ef, EntrySpec, FileSecurity, FileSystem, Structure};
+use crate::card::fs::{Ef, EntrySpec, FileSecurity, FileSystem, MF, Structure};
 use crate::image::{CardImage, ImageError};
 use simflow_card::encoding;
 
@@ -128,6 +128,22 @@ pub(crate) struct Table {
     pub(crate) key_contents: fn(&[u8; 16], &[u8; 16]) -> KeyContents,
 }
 
+impl Table {
+    pub(crate) const fn new(
+        name: &'static str,
+        build: fn(&CardImage) -> Built,
+        defaults: fn() -> FactoryDefaults,
+        key_contents: fn(&[u8; 16], &[u8; 16]) -> KeyContents,
+    ) -> Table {
+        Table {
+            name,
+            build,
+            defaults,
+            key_contents,
+        }
+    }
+}
+
 /// Every family the software SIM can be.
 const TABLES: [Table; 2] = [sja2::TABLE, sjs1::TABLE];
 
@@ -211,6 +227,17 @@ pub(crate) fn add_files(fs: &mut FileSystem, df: usize, specs: &[Spec]) {
             Ef { structure, data },
         );
     }
+}
+
+/// Add a DF under the MF whose own rules are the MF EF.ARR's record 1, with `specs` in it.
+pub(crate) fn add_classic_df(fs: &mut FileSystem, name: &str, fid: u16, specs: &[Spec]) -> usize {
+    let security = FileSecurity::Arr {
+        arr_fid: 0x2F06,
+        record: 1,
+    };
+    let df = fs.add_df(Some(MF), name, fid, None, security);
+    add_files(fs, df, specs);
+    df
 }
 
 /// List the targets of `links` in `df` too; a link whose label is in `separate` becomes a

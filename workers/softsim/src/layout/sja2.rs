@@ -11,12 +11,8 @@
 //!   (EF.AD by default: Osmocom OS#5830).
 //! - The files listed are those a handset, pySim-read and our script use, not all 300.
 
-use super::{
-    Built, Content, FactoryDefaults, FamilyModel, KeyContents, Link, Sec, Shape, Spec, Table, ef,
-};
+use super::*;
 use crate::card::auth::KeySource;
-use crate::card::fs::{FileSecurity, FileSystem, MF};
-use crate::image::CardImage;
 use simflow_card::profile::{
     AUTH_KEY_CFG_MILENAGE_OPC, SJA2_ISIM_AID, SJA2_USIM_AID, SysmoIsimSja2,
 };
@@ -24,12 +20,7 @@ use simflow_card::profile::{
 pub(crate) const NAME: &str = SysmoIsimSja2::NAME;
 
 /// This family's table.
-pub(crate) const TABLE: Table = Table {
-    name: NAME,
-    build,
-    defaults: factory_defaults,
-    key_contents: key_file_contents,
-};
+pub(crate) const TABLE: Table = Table::new(NAME, build, factory_defaults, key_file_contents);
 
 use Sec::{Compact, Rec};
 use Shape::{C, L, T};
@@ -38,6 +29,17 @@ use Shape::{C, L, T};
 const ADM_READ_UPDATE: &[u8] = &[0x03, 0x1A, 0x1A];
 /// Compact rule of a DF that states nothing.
 const DF_OPEN: &[u8] = &[0x00];
+
+/// A sysmocom key file: cfg ‖ K ‖ OP(c), read and updated with ADM1.
+const fn key_file(label: &'static str, fid: u16) -> Spec {
+    ef(label, fid, T(33), None, Compact(ADM_READ_UPDATE))
+}
+
+/// sysmocom's SQN configuration file (AF30) as a real SJA2 ships it.
+const fn sqn_file(label: &'static str) -> Spec {
+    ef(label, 0xAF30, T(206), None, Compact(ADM_READ_UPDATE))
+        .with(Content::Hex("d50300020000000000020000"))
+}
 
 const MF_ARR: &[&str] = &[
     "800101a40683010a950108800106900080016097008401d4a40683010a950108",
@@ -103,13 +105,7 @@ const TELECOM_FILES: &[Spec] = &[
 ];
 
 const SYSTEM_FILES: &[Spec] = &[
-    ef(
-        "EF.SIM_AUTH_KEY",
-        0x6F20,
-        T(33),
-        None,
-        Compact(ADM_READ_UPDATE),
-    ),
+    key_file("EF.SIM_AUTH_KEY", 0x6F20),
     ef(
         "EF.MILENAGE_CFG",
         0x6F21,
@@ -160,21 +156,8 @@ const USIM_FILES: &[Spec] = &[
     ef("EF.OPLMNwAcT", 0x6F61, T(60), Some(0x11), Rec(3)).with(UNUSED_PLMN_WITH_ACT),
     ef("EF.HPLMNwAcT", 0x6F62, T(60), Some(0x13), Rec(3)).with(UNUSED_PLMN_WITH_ACT),
     ef("EF.EHPLMN", 0x6FD9, T(12), Some(0x1D), Rec(3)),
-    ef(
-        "EF.USIM_AUTH_KEY",
-        0xAF20,
-        T(33),
-        None,
-        Compact(ADM_READ_UPDATE),
-    ),
-    ef(
-        "EF.USIM_SQN",
-        0xAF30,
-        T(206),
-        None,
-        Compact(ADM_READ_UPDATE),
-    )
-    .with(Content::Hex("d50300020000000000020000")),
+    key_file("EF.USIM_AUTH_KEY", 0xAF20),
+    sqn_file("EF.USIM_SQN"),
 ];
 
 const USIM_LINKS: &[Link] = &[Link {
@@ -236,28 +219,9 @@ const ISIM_FILES: &[Spec] = &[
     ef("EF.AD", 0x6FAD, T(3), Some(0x03), Rec(2)),
     ef("EF.IST", 0x6F07, T(3), Some(0x07), Rec(3)).with(Content::Hex("190200")),
     ef("EF.P-CSCF", 0x6F09, L(128, 8), None, Rec(3)).with(Content::Records(&["80"])),
-    ef(
-        "EF.ISIM_AUTH_KEY",
-        0xAF20,
-        T(33),
-        None,
-        Compact(ADM_READ_UPDATE),
-    ),
-    ef(
-        "EF.ISIM_AUTH_KEY_2G",
-        0xAF22,
-        T(33),
-        None,
-        Compact(ADM_READ_UPDATE),
-    ),
-    ef(
-        "EF.ISIM_SQN",
-        0xAF30,
-        T(206),
-        None,
-        Compact(ADM_READ_UPDATE),
-    )
-    .with(Content::Hex("d50300020000000000020000")),
+    key_file("EF.ISIM_AUTH_KEY", 0xAF20),
+    key_file("EF.ISIM_AUTH_KEY_2G", 0xAF22),
+    sqn_file("EF.ISIM_SQN"),
 ];
 
 /// The key files of a written card (and their factory configuration byte).
@@ -279,12 +243,7 @@ pub(crate) fn build(image: &CardImage) -> Built {
         FileSecurity::Compact(vec![0x26, 0x1A, 0x00, 0x00]),
     );
     super::add_files(&mut fs, mf, MF_FILES);
-    let by_mf_arr = || FileSecurity::Arr {
-        arr_fid: 0x2F06,
-        record: 1,
-    };
-    let telecom = fs.add_df(Some(MF), "DF.TELECOM", 0x7F10, None, by_mf_arr());
-    super::add_files(&mut fs, telecom, TELECOM_FILES);
+    super::add_classic_df(&mut fs, "DF.TELECOM", 0x7F10, TELECOM_FILES);
     let system = fs.add_df(
         Some(MF),
         "DF.SYSTEM",
@@ -302,8 +261,7 @@ pub(crate) fn build(image: &CardImage) -> Built {
     );
     super::add_files(&mut fs, usim, USIM_FILES);
     super::add_links(&mut fs, usim, USIM_LINKS, &[]);
-    let gsm = fs.add_df(Some(MF), "DF.GSM", 0x7F20, None, by_mf_arr());
-    super::add_files(&mut fs, gsm, GSM_FILES);
+    let gsm = super::add_classic_df(&mut fs, "DF.GSM", 0x7F20, GSM_FILES);
     let separate = image
         .factory
         .separate_gsm_files

@@ -9,23 +9,14 @@
 //! EF.OPc (compact rule 03 1A 1A, as on the SJA2's key files).
 
 use super::sja2::{CLASSIC_ARR, UNUSED_PLMN_WITH_ACT, USIM_ARR};
-use super::{
-    Built, Content, FactoryDefaults, FamilyModel, KeyContents, Link, Sec, Shape, Spec, Table, ef,
-};
+use super::*;
 use crate::card::auth::KeySource;
-use crate::card::fs::{FileSecurity, FileSystem, MF};
-use crate::image::CardImage;
 use simflow_card::profile::{OPC_FILE_HOLDS_OPC, SJS1_USIM_AID, SysmoUsimSjs1};
 
 pub(crate) const NAME: &str = SysmoUsimSjs1::NAME;
 
 /// This family's table.
-pub(crate) const TABLE: Table = Table {
-    name: NAME,
-    build,
-    defaults: factory_defaults,
-    key_contents: key_file_contents,
-};
+pub(crate) const TABLE: Table = Table::new(NAME, build, factory_defaults, key_file_contents);
 
 use Sec::{Compact, Rec};
 use Shape::{C, L, T};
@@ -132,14 +123,8 @@ pub(crate) fn build(_image: &CardImage) -> Built {
     let mut fs = FileSystem::default();
     let mf = fs.add_df(None, "MF", 0x3F00, None, FileSecurity::Compact(vec![0x00]));
     super::add_files(&mut fs, mf, MF_FILES);
-    let by_mf_arr = || FileSecurity::Arr {
-        arr_fid: 0x2F06,
-        record: 1,
-    };
-    let telecom = fs.add_df(Some(MF), "DF.TELECOM", 0x7F10, None, by_mf_arr());
-    super::add_files(&mut fs, telecom, TELECOM_FILES);
-    let gsm = fs.add_df(Some(MF), "DF.GSM", 0x7F20, None, by_mf_arr());
-    super::add_files(&mut fs, gsm, GSM_FILES);
+    super::add_classic_df(&mut fs, "DF.TELECOM", 0x7F10, TELECOM_FILES);
+    super::add_classic_df(&mut fs, "DF.GSM", 0x7F20, GSM_FILES);
     let usim = fs.add_df(
         Some(MF),
         "ADF.USIM",
