@@ -5,6 +5,8 @@
 //!
 //! Host-side time runs from the first identification APDU to the card's answer to the
 //! authentication challenge (connecting and waiting for the card are not part of it).
+//! The bench holds the first virtual reader with the test harness's lease lock, so test runs
+//! sharing the machine's pcscd wait for it rather than insert cards beside its own.
 //! Only what this run measures is printed as a measurement. Peer figures it cannot measure here
 //! (pySim is not installable on these machines) are printed as cited, with their source.
 
@@ -198,8 +200,11 @@ fn print_family(name: &str, measured: &Measured) {
 /// Runs the benchmark.
 pub async fn run(args: CardBenchArgs) -> anyhow::Result<()> {
     let readers = vreaders::virtual_readers()?;
-    let reader = readers.first().context("no virtual reader")?;
+    let reader = readers.first().context("no virtual reader")?.clone();
     anyhow::ensure!(args.cards > 0, "--cards must be at least 1");
+    let locked = reader.clone();
+    let _lease = tokio::task::spawn_blocking(move || vreaders::lock(&locked)).await??;
+    let reader = &reader;
     println!(
         "bench card: {} cards per family through pcscd + vpcd ({:?}), soft SIM",
         args.cards, reader.name
