@@ -170,6 +170,8 @@ const SJA2_FILES: &[Expected] = &[
         None,
         Some(7),
     ),
+    // The export does not list DF.GSM's and DF.TELECOM's EF.ARR, which their files reference:
+    // these two are the soft SIM's (see `layout/sja2.rs`), checked to exist and to be rules.
     (
         "DF.GSM/EF.ARR",
         At::Path(&[0x7F20, 0x6F06]),
