@@ -74,11 +74,16 @@ pub async fn wait_empty(reader: &VirtualReader) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Holds `reader` against test processes sharing the machine's pcscd: the same exclusive lock on
-/// `lease-<port>.lock` in the state directory that their reader leases take (released when the
-/// returned file is dropped). Blocking; waits while a test holds the reader.
+/// Holds `reader` against test processes sharing the machine's pcscd (see [`lock_port`]).
 pub fn lock(reader: &VirtualReader) -> anyhow::Result<std::fs::File> {
-    let path = state_dir().join(format!("lease-{}.lock", reader.vpcd.port()));
+    lock_port(&state_dir(), reader.vpcd.port())
+}
+
+/// The exclusive lock on `lease-<port>.lock` in `state_dir` that every user of the virtual reader
+/// with vpcd port `port` takes (test reader leases, the card bench), released when the returned
+/// file is dropped. Blocking; waits while another process holds it.
+pub fn lock_port(state_dir: &std::path::Path, port: u16) -> anyhow::Result<std::fs::File> {
+    let path = state_dir.join(format!("lease-{port}.lock"));
     let file = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)
