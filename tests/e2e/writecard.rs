@@ -200,7 +200,11 @@ async fn a_missing_card_data_file_is_dead_lettered_and_the_replay_after_import_r
     let plaintext = world.outlets[0].keys.open(&envelope.sealed_script)?;
     let script: simflow_card::profile::Script = serde_json::from_slice(&plaintext)?;
     assert_eq!(script.iccid, world.cards[0].iccid);
-    assert!(script.steps.len() < 30, "{} steps", script.steps.len());
+    assert_eq!(
+        script.family, "sysmoISIM-SJA2",
+        "the default family of the card type"
+    );
+    assert!(script.steps.len() <= 47, "{} steps", script.steps.len());
     let reserved: Vec<String> =
         sqlx::query_scalar("SELECT state FROM writecard.msisdns WHERE msisdn = $1")
             .bind((FIRST_MSISDN + 7).to_string())
