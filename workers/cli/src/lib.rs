@@ -9,6 +9,9 @@ pub mod commands;
 pub mod pipeline;
 pub mod scratch;
 
+#[cfg(test)]
+mod settings_tests;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 

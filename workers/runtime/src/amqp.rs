@@ -445,8 +445,10 @@ pub struct ReceivedEvent {
     pub message_type: String,
     /// The `message_id` property.
     pub message_id: String,
-    /// The `correlation_id` property (the job's message id).
+    /// The `correlation_id` property (the publisher's, or the job's message id).
     pub correlation_id: Option<String>,
+    /// The `x-simflow-job-message-id` header: the message id of the job this answers.
+    pub job_message_id: Option<String>,
     /// The JSON body.
     pub body: serde_json::Value,
 }
@@ -470,17 +472,59 @@ impl ReceivedEvent {
 pub struct Client {
     connection: Connection,
     publisher: Publisher,
+    /// Why the broker blocks this connection's publishes, while it does.
+    blocked: std::sync::Arc<std::sync::Mutex<Option<String>>>,
 }
 
 impl Client {
-    /// Connects.
+    /// Connects, and follows the broker's blocked/unblocked notifications (a memory or disk
+    /// alarm makes every publish wait).
     pub async fn connect(uri: &secrecy::SecretString, name: &str) -> Result<Client, lapin::Error> {
         let connection = connect(uri, name).await?;
         let publisher = Publisher::open(&connection).await?;
+        let blocked = std::sync::Arc::new(std::sync::Mutex::new(None));
+        let mut events = connection.events_listener();
+        let noted = std::sync::Arc::clone(&blocked);
+        tokio::spawn(async move {
+            while let Some(event) = events.next().await {
+                let state = match event {
+                    lapin::Event::ConnectionBlocked(reason) => Some(reason),
+                    lapin::Event::ConnectionUnblocked => None,
+                    _ => continue,
+                };
+                if let Ok(mut blocked) = noted.lock() {
+                    *blocked = state;
+                }
+            }
+        });
         Ok(Client {
             connection,
             publisher,
+            blocked,
         })
+    }
+
+    /// Why the broker is blocking this client's publishes, if it is (e.g. `low on memory`).
+    pub fn blocked(&self) -> Option<String> {
+        self.blocked.lock().ok().and_then(|blocked| blocked.clone())
+    }
+
+    /// Runs a publish for at most `limit`; when it takes longer, says what it waited for: a
+    /// broker that blocks publishers (memory or disk alarm), or a confirm that never came.
+    pub async fn within<T>(
+        &self,
+        limit: Duration,
+        publish: impl std::future::Future<Output = Result<T, PublishError>>,
+    ) -> anyhow::Result<T> {
+        match tokio::time::timeout(limit, publish).await {
+            Ok(result) => Ok(result?),
+            Err(_) => match self.blocked() {
+                Some(reason) => anyhow::bail!(
+                    "the broker is blocking publishers ({reason}: a memory or disk alarm); nothing was confirmed within {limit:?}"
+                ),
+                None => anyhow::bail!("the broker did not confirm the publish within {limit:?}"),
+            },
+        }
     }
 
     /// The confirm-mode publisher.
@@ -554,6 +598,47 @@ impl Client {
             .await
     }
 
+    /// Publishes a message with any envelope (what a careless or hostile publisher sends:
+    /// forged headers, other content types, no message id), mandatory and confirmed.
+    pub async fn publish_any(&self, message: &AnyMessage<'_>) -> Result<(), PublishError> {
+        let mut properties = BasicProperties::default();
+        if let Some(id) = message.message_id {
+            properties = properties.with_message_id(id.into());
+        }
+        if let Some(kind) = message.message_type {
+            properties = properties.with_type(kind.into());
+        }
+        if let Some(id) = message.correlation_id {
+            properties = properties.with_correlation_id(id.into());
+        }
+        if let Some(content_type) = message.content_type {
+            properties = properties.with_content_type(content_type.into());
+        }
+        if let Some(encoding) = message.content_encoding {
+            properties = properties.with_content_encoding(encoding.into());
+        }
+        let headers: Vec<(&str, AMQPValue)> = message
+            .headers
+            .iter()
+            .map(|(name, value)| {
+                let value = match value {
+                    AnyHeader::Text(text) => text_value(text),
+                    AnyHeader::Int(number) => AMQPValue::LongLongInt(*number),
+                };
+                (*name, value)
+            })
+            .collect();
+        let properties = with_headers(properties, &headers, &[]);
+        self.publisher
+            .publish(
+                message.exchange,
+                message.routing_key,
+                message.body,
+                properties,
+            )
+            .await
+    }
+
     /// Binds a fresh exclusive queue to the events exchange and streams what arrives.
     pub async fn watch_events(&self, binding_keys: &[&str]) -> Result<EventWatch, lapin::Error> {
         let channel = self.connection.create_channel().await?;
@@ -600,6 +685,38 @@ impl Client {
     pub async fn close(self) {
         let _ = self.connection.close(200, "bye".into()).await;
     }
+}
+
+/// A message with any envelope, for [`Client::publish_any`].
+#[derive(Debug, Clone, Default)]
+pub struct AnyMessage<'a> {
+    /// The exchange.
+    pub exchange: &'a str,
+    /// The routing key.
+    pub routing_key: &'a str,
+    /// `message_id`, if any.
+    pub message_id: Option<&'a str>,
+    /// `type`, if any.
+    pub message_type: Option<&'a str>,
+    /// `correlation_id`, if any.
+    pub correlation_id: Option<&'a str>,
+    /// `content_type`, if any.
+    pub content_type: Option<&'a str>,
+    /// `content_encoding`, if any.
+    pub content_encoding: Option<&'a str>,
+    /// Application headers.
+    pub headers: Vec<(&'a str, AnyHeader)>,
+    /// The body.
+    pub body: &'a [u8],
+}
+
+/// A header value of an [`AnyMessage`].
+#[derive(Debug, Clone)]
+pub enum AnyHeader {
+    /// A string.
+    Text(String),
+    /// An integer.
+    Int(i64),
 }
 
 /// Where a job is published.
@@ -697,6 +814,7 @@ impl EventWatch {
                 .correlation_id()
                 .as_ref()
                 .map(|t| t.as_str().to_owned()),
+            job_message_id: header_str(properties, JOB_MESSAGE_ID_HEADER),
             body: serde_json::from_slice(&delivery.data).unwrap_or(serde_json::Value::Null),
         })
     }

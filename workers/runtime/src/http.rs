@@ -1,5 +1,9 @@
-//! The `/metrics` and `/healthz` endpoint every simflow process serves.
+//! The `/metrics`, `/livez`, `/readyz` and `/healthz` endpoints every simflow process serves.
 //!
+//! `/livez` answers 200 while the process serves at all (restart it when this fails);
+//! `/readyz` answers 200 only when every health component is ready (database reachable and
+//! migrated, each worker consuming from a broker that is not blocking publishers) and 503 with
+//! each component's reason otherwise; `/healthz` is `/readyz` (kept for existing probes).
 //! It only reads shared state; it never touches the broker or the database itself.
 
 use std::net::SocketAddr;
@@ -27,6 +31,13 @@ async fn render_metrics(State(state): State<AppState>) -> impl IntoResponse {
     )
 }
 
+async fn render_live() -> impl IntoResponse {
+    (
+        StatusCode::OK,
+        axum::Json(serde_json::json!({ "live": true })),
+    )
+}
+
 async fn render_health(State(state): State<AppState>) -> impl IntoResponse {
     let status = if state.health.is_healthy() {
         StatusCode::OK
@@ -35,6 +46,7 @@ async fn render_health(State(state): State<AppState>) -> impl IntoResponse {
     };
     let body = serde_json::json!({
         "healthy": status == StatusCode::OK,
+        "ready": status == StatusCode::OK,
         "components": state.health.snapshot(),
     });
     (status, axum::Json(body))
@@ -54,6 +66,8 @@ pub async fn serve(
     let app = Router::new()
         .route("/metrics", get(render_metrics))
         .route("/healthz", get(render_health))
+        .route("/readyz", get(render_health))
+        .route("/livez", get(render_live))
         .with_state(AppState { metrics, health });
     let task = tokio::spawn(async move {
         let served = axum::serve(listener, app)

@@ -37,6 +37,9 @@ pub struct Metrics {
     pub connected: IntGaugeVec,
     /// `simflow_broker_reconnects_total{worker}`.
     pub reconnects: IntCounterVec,
+    /// `simflow_broker_blocked{worker}`: 1 while the broker blocks publishers (memory or disk
+    /// alarm).
+    pub broker_blocked: IntGaugeVec,
 }
 
 impl Metrics {
@@ -119,6 +122,14 @@ impl Metrics {
             &["worker"],
         )
         .expect("valid metric");
+        let broker_blocked = IntGaugeVec::new(
+            Opts::new(
+                "simflow_broker_blocked",
+                "1 while the broker blocks the worker's publishes (memory or disk alarm).",
+            ),
+            &["worker"],
+        )
+        .expect("valid metric");
         for collector in [
             Box::new(jobs.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(handling_seconds.clone()),
@@ -129,6 +140,7 @@ impl Metrics {
             Box::new(last_job.clone()),
             Box::new(connected.clone()),
             Box::new(reconnects.clone()),
+            Box::new(broker_blocked.clone()),
         ] {
             registry
                 .register(collector)
@@ -145,6 +157,7 @@ impl Metrics {
             last_job,
             connected,
             reconnects,
+            broker_blocked,
         }
     }
 

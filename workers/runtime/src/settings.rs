@@ -28,6 +28,15 @@ pub struct AmqpSettings {
     pub management_user: String,
     /// Management API password.
     pub management_password: SecretString,
+    /// The largest message body a worker accepts, in bytes; larger ones are dead-lettered as
+    /// `MESSAGE_TOO_LARGE`. Keep the broker's `max_message_size` at this value
+    /// (deploy/rabbitmq) so the broker refuses bigger ones at publish.
+    #[serde(default = "default_max_message_bytes")]
+    pub max_message_bytes: usize,
+}
+
+fn default_max_message_bytes() -> usize {
+    1024 * 1024
 }
 
 /// Database settings.
@@ -46,10 +55,32 @@ pub struct DatabaseSettings {
 pub struct TopologySettings {
     /// Broker delivery limit of work queues.
     pub delivery_limit: u32,
-    /// Retry levels in milliseconds, shortest first.
+    /// Retry levels in milliseconds, shortest first (from the environment: `1000,5000`).
+    #[serde(deserialize_with = "numbers_or_comma_separated")]
     pub retry_delays_ms: Vec<u64>,
     /// TTL of outlet work in milliseconds.
     pub outlet_message_ttl_ms: u64,
+}
+
+/// A list of numbers from a file (`[1000, 5000]`) or from the environment (`"1000,5000"`).
+fn numbers_or_comma_separated<'de, D>(deserializer: D) -> Result<Vec<u64>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Numbers {
+        List(Vec<u64>),
+        Text(String),
+    }
+    match Numbers::deserialize(deserializer)? {
+        Numbers::List(numbers) => Ok(numbers),
+        Numbers::Text(text) => text
+            .split(',')
+            .map(|part| part.trim().parse::<u64>())
+            .collect::<Result<_, _>>()
+            .map_err(|error| serde::de::Error::custom(format!("{text:?}: {error}"))),
+    }
 }
 
 /// Worker behaviour.
@@ -152,6 +183,20 @@ impl Settings {
     /// Loads the layers: built-in defaults, `/etc/simflow/simflow.toml`, `config/local.toml`,
     /// the optional `extra` file, then `SIMFLOW__SECTION__KEY` environment variables.
     pub fn load(extra: Option<&Path>) -> anyhow::Result<Settings> {
+        Settings::load_with_environment(extra, None)
+    }
+
+    /// Like [`Settings::load`], with the environment variables given as a map instead of read
+    /// from the process (`None`: the process environment). Tests use it: setting variables in
+    /// a running test process is `unsafe` in edition 2024.
+    ///
+    /// Values from the environment stay strings until the field they fill asks for a number:
+    /// `SIMFLOW__WRITECARD__SMSP='+8613800100500'` is the text `+8613800100500`, never the
+    /// integer 8613800100500, and an MCC/MNC `001` keeps its zeros.
+    pub fn load_with_environment(
+        extra: Option<&Path>,
+        environment: Option<std::collections::HashMap<String, String>>,
+    ) -> anyhow::Result<Settings> {
         let mut builder = config::Config::builder()
             .add_source(config::File::from_str(DEFAULTS, config::FileFormat::Toml))
             .add_source(config::File::with_name("/etc/simflow/simflow.toml").required(false))
@@ -164,9 +209,8 @@ impl Settings {
                 config::Environment::with_prefix("SIMFLOW")
                     .prefix_separator("__")
                     .separator("__")
-                    .list_separator(",")
-                    .with_list_parse_key("topology.retry_delays_ms")
-                    .try_parsing(true),
+                    .try_parsing(false)
+                    .source(environment),
             )
             .build()
             .context("reading configuration")?;
@@ -251,6 +295,9 @@ impl Settings {
     pub fn validate(&self) -> anyhow::Result<()> {
         if self.amqp.prefetch == 0 {
             bail!("amqp.prefetch must be at least 1");
+        }
+        if self.amqp.max_message_bytes < 1024 {
+            bail!("amqp.max_message_bytes must be at least 1024");
         }
         if !self.amqp.uri.expose_secret().starts_with("amqp") {
             bail!("amqp.uri must be an amqp:// or amqps:// URI");

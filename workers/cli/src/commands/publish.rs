@@ -32,6 +32,9 @@ pub struct PublishArgs {
     pub wait: Option<u64>,
 }
 
+/// How long a publish may wait for the broker's confirm when no `--wait` is given.
+const PUBLISH_LIMIT_SECONDS: u64 = 30;
+
 /// Publishes the job.
 pub async fn run(settings: &Settings, args: PublishArgs) -> anyhow::Result<()> {
     let mut body = Vec::new();
@@ -61,13 +64,17 @@ pub async fn run(settings: &Settings, args: PublishArgs) -> anyhow::Result<()> {
         Some(_) => Some(client.watch_events(&["#"]).await?),
         None => None,
     };
+    let limit = Duration::from_secs(args.wait.unwrap_or(PUBLISH_LIMIT_SECONDS).max(1));
     client
-        .publish_raw(
-            &exchange,
-            &routing_key,
-            Some(&args.message_type),
-            &message_id,
-            &body,
+        .within(
+            limit,
+            client.publish_raw(
+                &exchange,
+                &routing_key,
+                Some(&args.message_type),
+                &message_id,
+                &body,
+            ),
         )
         .await?;
     println!("published {} as {message_id}", args.message_type);

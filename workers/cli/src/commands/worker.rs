@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use clap::Args;
 use simflow_runtime::metrics::{Health, Metrics};
+use simflow_runtime::readiness;
 use simflow_runtime::{Settings, Shutdown};
 
 use crate::pipeline::{self, WorkerKind};
@@ -30,7 +31,8 @@ pub async fn run(settings: Settings, args: WorkerArgs) -> anyhow::Result<()> {
     // cleanly (the workers start with the token already cancelled and stop at once).
     let shutdown = Shutdown::new();
     shutdown.on_signals()?;
-    let pool = pipeline::migrate_all(&settings).await?;
+    // Serve health first: while the database is down the process stays up and says why it is
+    // not ready, instead of exiting and being restarted in a loop.
     let metrics = Arc::new(Metrics::new());
     let health = Health::default();
     let (address, http) = simflow_runtime::http::serve(
@@ -40,9 +42,19 @@ pub async fn run(settings: Settings, args: WorkerArgs) -> anyhow::Result<()> {
         shutdown.token(),
     )
     .await?;
-    eprintln!("simflow worker: serving /metrics and /healthz on http://{address}");
+    eprintln!("simflow worker: serving /metrics, /livez and /readyz on http://{address}");
+    let token = shutdown.token();
+    let Some(pool) =
+        readiness::until_database_ready(&health, &token, || pipeline::migrate_all(&settings)).await
+    else {
+        // Shutdown before the database came: nothing was started.
+        let _ = http.await;
+        return Ok(());
+    };
+    let watch = readiness::watch_database(pool.clone(), health.clone(), shutdown.token());
     let mut workers = pipeline::start(&settings, &pool, &kinds, metrics, health, shutdown.token())?;
     workers.wait().await?;
+    let _ = watch.await;
     let _ = http.await;
     pool.close().await;
     Ok(())

@@ -86,12 +86,53 @@ impl Refused {
     }
 }
 
-/// Checks the envelope and decodes the body into the queue's job enum, with the context the
-/// handler gets.
+/// The limits every body meets before it is decoded: at most `max_body_bytes`, JSON (no
+/// `content_type` counts as JSON), not compressed or otherwise encoded.
+fn check_body(delivery: &Delivery, max_body_bytes: usize) -> Result<(), Refused> {
+    if delivery.data.len() > max_body_bytes {
+        return Err(Refused::new(
+            reasons::MESSAGE_TOO_LARGE,
+            format!(
+                "{} bytes; the limit is {max_body_bytes}",
+                delivery.data.len()
+            ),
+        ));
+    }
+    let properties = &delivery.properties;
+    if let Some(content_type) = properties.content_type().as_ref() {
+        let media_type = content_type
+            .as_str()
+            .split(';')
+            .next()
+            .unwrap_or_default()
+            .trim();
+        if !media_type.eq_ignore_ascii_case("application/json") {
+            return Err(Refused::new(
+                reasons::CONTENT_TYPE_UNSUPPORTED,
+                format!("content_type {:?}", content_type.as_str()),
+            ));
+        }
+    }
+    if let Some(encoding) = properties.content_encoding().as_ref() {
+        let encoding = encoding.as_str().trim();
+        if !(encoding.is_empty() || encoding.eq_ignore_ascii_case("identity")) {
+            return Err(Refused::new(
+                reasons::CONTENT_ENCODING_UNSUPPORTED,
+                format!("content_encoding {encoding:?}"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Checks the envelope and the body's size, type and encoding, and decodes the body into the
+/// queue's job enum, with the context the handler gets.
 pub(crate) fn open<J: JobSet>(
     delivery: &Delivery,
     envelope: &Envelope,
+    max_body_bytes: usize,
 ) -> Result<(JobContext, J), Refused> {
+    check_body(delivery, max_body_bytes)?;
     let Some(message_id) = envelope.message_id.clone() else {
         return Err(Refused::new(
             reasons::MISSING_MESSAGE_ID,

@@ -196,6 +196,9 @@ impl<H: Handler> Inner<H> {
         let max_wait = Duration::from_millis(self.settings.worker.batch_max_wait_ms);
         let mut buffer: Vec<Received> = Vec::with_capacity(limit);
         let mut in_flight = JoinSet::new();
+        // The broker blocks publishers on a memory or disk alarm: jobs would wait on their
+        // outcomes' confirms, so the worker is not ready and says why.
+        let mut broker_events = std::pin::pin!(connection.events_listener());
         let ended = 'consuming: loop {
             // A batch leaves when it is full, or when a slot is free and it has waited long
             // enough (at once, by default).
@@ -227,6 +230,19 @@ impl<H: Handler> Inner<H> {
                     break Ended::Shutdown;
                 }
                 Some(_) = in_flight.join_next(), if !in_flight.is_empty() => {}
+                Some(event) = broker_events.next() => match event {
+                    lapin::Event::ConnectionBlocked(reason) => {
+                        tracing::warn!(worker = name, reason, "the broker blocks publishers");
+                        self.health.set(name, false, &format!("not ready: the broker is blocking publishers: {reason}"));
+                        self.metrics.broker_blocked.with_label_values(&[name]).set(1);
+                    }
+                    lapin::Event::ConnectionUnblocked => {
+                        tracing::info!(worker = name, "the broker takes publishes again");
+                        self.health.set(name, true, "consuming");
+                        self.metrics.broker_blocked.with_label_values(&[name]).set(0);
+                    }
+                    _ => {}
+                },
                 () = tokio::time::sleep_until(linger) => {}
                 next = consumer.next(), if buffer.len() < limit => {
                     let mut next = next;
@@ -278,7 +294,11 @@ impl<H: Handler> Inner<H> {
         let mut waiting = Vec::with_capacity(batch.len());
         for Received { delivery, at } in batch {
             let envelope = Envelope::read(&delivery);
-            match envelope::open::<H::Job>(&delivery, &envelope) {
+            match envelope::open::<H::Job>(
+                &delivery,
+                &envelope,
+                self.settings.amqp.max_message_bytes,
+            ) {
                 Ok((context, job)) => {
                     let subject_id = context.subject_id.clone();
                     jobs.push(BatchJob {

@@ -345,6 +345,7 @@ impl Settler {
         if let Err(error) = deadletter::mark(&self.pool, self.worker, &key, &reason.code).await {
             tracing::warn!(%error, "cannot mark the dead letter; a redelivery would be dead-lettered again (replay drops second copies)");
         }
+        crate::fault::after_dead_letter();
         self.metrics
             .dead_letters
             .with_label_values(&[self.worker, &reason.code])

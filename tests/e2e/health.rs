@@ -1,0 +1,107 @@
+//! Honest health: a worker started while its database is down stays up, says it is not ready
+//! and why, and starts working once the database comes (migrating it first).
+
+use std::time::Duration;
+
+use simflow_runtime::amqp::JobRoute;
+use simflow_schemas::common::CardSelection;
+use simflow_schemas::transfer::TransferCreate;
+use simflow_tests::TestEnv;
+use simflow_tests::pg::PrivateServer;
+use simflow_tests::process::SimflowProcess;
+use uuid::Uuid;
+
+use crate::support::ANSWER;
+
+async fn probe(address: &str, path: &str) -> anyhow::Result<(u16, serde_json::Value)> {
+    let response = reqwest::get(format!("http://{address}{path}")).await?;
+    let status = response.status().as_u16();
+    Ok((status, response.json().await.unwrap_or_default()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_without_its_database_stays_up_says_why_and_works_once_it_comes()
+-> anyhow::Result<()> {
+    let env = TestEnv::new().await?;
+    let server = tokio::task::spawn_blocking(PrivateServer::start).await??;
+    server.stop()?;
+    let mut settings = env.settings.clone();
+    settings.database.url = server.url("simflow").into();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    settings.http.listen = format!("127.0.0.1:{port}");
+    let address = settings.http.listen.clone();
+    let mut worker = SimflowProcess::start(&settings, &["worker", "transfer"])?;
+
+    env.eventually(
+        "the worker to serve health",
+        Duration::from_secs(60),
+        || async {
+            Ok(probe(&address, "/livez")
+                .await
+                .is_ok_and(|(status, _)| status == 200))
+        },
+    )
+    .await?;
+    // A few seconds of outage: it stays up and not ready, with the reason.
+    for _ in 0..3 {
+        let (status, body) = probe(&address, "/readyz").await?;
+        assert_eq!(status, 503, "{body}");
+        let why = body["components"]["database"]["state"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        assert!(
+            why.starts_with("not ready") || why.starts_with("connecting"),
+            "{why}"
+        );
+        assert_eq!(probe(&address, "/livez").await?.0, 200);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+
+    server.start_again()?;
+    env.eventually(
+        "the worker to be ready",
+        Duration::from_secs(60),
+        || async { Ok(probe(&address, "/readyz").await?.0 == 200) },
+    )
+    .await?;
+    // It migrated the new database itself; give it cards and a job.
+    let pool = simflow_runtime::db::lazy_pool(&settings.database)?;
+    {
+        let mut connection = pool.acquire().await?;
+        simflow_cli::commands::seed::load_org(
+            &mut connection,
+            &simflow_tests::workspace_root().join("config/org"),
+        )
+        .await?;
+        let receipt = simflow_inventory::org::Receipt {
+            warehouse: "130041".into(),
+            card_type: "USIM128K_NORMAL".into(),
+            department_id: "DU06".into(),
+            first_body: 898_601_100_000_000_000,
+            count: 1,
+        };
+        simflow_inventory::org::receive_blank_cards(&mut connection, &receipt, "test").await?;
+    }
+    pool.close().await;
+    let mut watch = env.watch().await?;
+    let id = Uuid::new_v4().to_string();
+    let job = TransferCreate {
+        transfer_id: Uuid::new_v4(),
+        staff_id: "S0601".into(),
+        source_warehouse: "130041".into(),
+        target_warehouse: "13ZDF16".into(),
+        card_type: "USIM128K_NORMAL".into(),
+        cards: CardSelection::Quantity { quantity: 1 },
+    };
+    env.client.publish_job(&job, &id, JobRoute::Default).await?;
+    assert_eq!(
+        watch.next_for(&id, ANSWER).await?.routing_key,
+        "transfer.created"
+    );
+    worker.terminate()?;
+    assert!(worker.wait().await?.success());
+    Ok(())
+}
