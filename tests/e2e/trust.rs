@@ -433,7 +433,9 @@ async fn bodies_that_are_not_plain_json_of_a_sensible_size_are_refused_with_thei
     let mut watch = env.watch().await?;
     let body = job_body();
     let large = vec![b' '; env.settings.amqp.max_message_bytes + 1];
-    let cases: [(&str, Option<&str>, Option<&str>, &[u8]); 3] = [
+    // (reason code, content_type, content_encoding, body)
+    type Case<'a> = (&'a str, Option<&'a str>, Option<&'a str>, &'a [u8]);
+    let cases: [Case; 3] = [
         (
             "CONTENT_TYPE_UNSUPPORTED",
             Some("application/xml"),
