@@ -1,9 +1,6 @@
 //! `simflow worker`: run workers until SIGTERM or SIGINT, then finish in-flight jobs and exit 0.
 
-use std::sync::Arc;
-
 use clap::Args;
-use simflow_runtime::metrics::{Health, Metrics};
 use simflow_runtime::{Settings, Shutdown};
 
 use crate::pipeline::{self, WorkerKind};
@@ -31,19 +28,21 @@ pub async fn run(settings: Settings, args: WorkerArgs) -> anyhow::Result<()> {
     let shutdown = Shutdown::new();
     shutdown.on_signals()?;
     let pool = pipeline::migrate_all(&settings).await?;
-    let metrics = Arc::new(Metrics::new());
-    let health = Health::default();
-    let (address, http) = simflow_runtime::http::serve(
-        &settings.http.listen,
-        Arc::clone(&metrics),
-        health.clone(),
+    let observed = pipeline::observe(&settings, shutdown.token()).await?;
+    eprintln!(
+        "simflow worker: serving /metrics and /healthz on http://{}",
+        observed.address
+    );
+    let mut workers = pipeline::start(
+        &settings,
+        &pool,
+        &kinds,
+        observed.metrics,
+        observed.health,
         shutdown.token(),
-    )
-    .await?;
-    eprintln!("simflow worker: serving /metrics and /healthz on http://{address}");
-    let mut workers = pipeline::start(&settings, &pool, &kinds, metrics, health, shutdown.token())?;
+    )?;
     workers.wait().await?;
-    let _ = http.await;
+    let _ = observed.http.await;
     pool.close().await;
     Ok(())
 }
