@@ -8,6 +8,7 @@
 pub mod commands;
 pub mod pipeline;
 pub mod scratch;
+pub mod world;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

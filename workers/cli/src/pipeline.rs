@@ -187,6 +187,23 @@ pub fn start(
     })
 }
 
+/// Starts the given workers with metrics, health and a shutdown token of their own (the demo,
+/// the benchmarks and the tests read them from [`RunningWorkers`]).
+pub fn start_own(
+    settings: &Settings,
+    pool: &PgPool,
+    kinds: &[WorkerKind],
+) -> anyhow::Result<RunningWorkers> {
+    start(
+        settings,
+        pool,
+        kinds,
+        Arc::new(Metrics::new()),
+        Health::default(),
+        CancellationToken::new(),
+    )
+}
+
 /// A process's metrics registry and health state, served on `/metrics` and `/healthz`.
 #[derive(Debug)]
 pub struct Observed {
