@@ -56,6 +56,19 @@ if (( rust_minor < 94 )); then
     exit 1
 fi
 
+# The gates of the test command: cargo-deny (licences, bans, sources, advisories). Built from
+# crates.io once (a few minutes); rustfmt and clippy come with the toolchain.
+cargo_home="${CARGO_HOME:-$HOME/.cargo}"
+if ! command -v cargo-deny >/dev/null 2>&1 && [[ ! -x "$cargo_home/bin/cargo-deny" ]]; then
+    log "installing cargo-deny (cargo install, a few minutes)"
+    cargo install --locked --quiet cargo-deny >&2
+fi
+for component in rustfmt clippy; do
+    if ! rustup component list --installed 2>/dev/null | grep -q "^$component"; then
+        rustup component add "$component" >&2 || true
+    fi
+done
+
 # --- PostgreSQL -----------------------------------------------------------------------------------
 if pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then
     log "PostgreSQL is running on 127.0.0.1:5432: reusing it"

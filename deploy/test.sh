@@ -14,6 +14,28 @@ deploy/setup.sh
 if [[ "$pcscd_was_running" == no ]]; then
     trap 'deploy/pcsc/stop.sh "$pcsc_dir" || true' EXIT
 fi
+
+# The gates: formatting, lints, docs, dependencies. Each stops the run with its own message.
+echo "test.sh: gate: cargo fmt --check" >&2
+cargo fmt --all --check
+echo "test.sh: gate: cargo clippy -D warnings" >&2
+cargo clippy --locked --workspace --all-targets -- -D warnings
+echo "test.sh: gate: cargo doc with warnings denied" >&2
+RUSTDOCFLAGS="-D warnings" cargo doc --locked --workspace --no-deps --quiet
+echo "test.sh: gate: cargo deny" >&2
+PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
+cargo deny --locked check licenses bans sources
+# The advisory database comes from GitHub; where GitHub is unreachable (this project's CI
+# machines reach only the package registries) the advisories are checked where it is.
+if timeout 10 git ls-remote https://github.com/rustsec/advisory-db HEAD >/dev/null 2>&1; then
+    cargo deny --locked check advisories
+else
+    echo "test.sh: gate: cargo deny check advisories skipped: github.com (the RustSec advisory database) is unreachable from this machine" >&2
+fi
+
 cargo build --locked --workspace --all-targets
-# The e2e tests wait on the network more than on the CPU: run more of them at once than cores.
+# The fast tier first: every business rule against PostgreSQL, no broker, seconds.
+cargo test --locked -p simflow-tests --test rules
+# Then everything (the e2e tests wait on the network more than on the CPU: run more of them at
+# once than cores).
 cargo test --locked --workspace -- --test-threads "${SIMFLOW_TEST_THREADS:-6}"

@@ -5,7 +5,10 @@
 
 use serde_json::{Map, Value, json};
 
-use crate::topology::{ArgValue, OUTLET_QUEUE_PREFIX, TopologyParams, central_topology};
+use crate::topology::{
+    ArgValue, OUTLET_QUEUE_PREFIX, TopologyParams, UPSTREAM_PERMISSIONS, UPSTREAM_USER,
+    central_topology,
+};
 
 /// The vhost the definitions describe.
 pub const VHOST: &str = "/";
@@ -37,7 +40,7 @@ pub fn document(params: &TopologyParams) -> Value {
                 "durable": true,
                 "auto_delete": false,
                 "internal": false,
-                "arguments": {}
+                "arguments": arguments_json(&exchange.arguments)
             })
         })
         .collect();
@@ -73,6 +76,21 @@ pub fn document(params: &TopologyParams) -> Value {
         "rabbit_version": "3.10.8",
         "rabbitmq_version": "3.10.8",
         "vhosts": [{ "name": VHOST }],
+        // The upstream role. No password here: ops set one (or a client certificate) with
+        // `rabbitmqctl change_password simflow-upstream …`; until then it cannot log in.
+        "users": [{
+            "name": UPSTREAM_USER,
+            "password_hash": "",
+            "hashing_algorithm": "rabbit_password_hashing_sha256",
+            "tags": []
+        }],
+        "permissions": [{
+            "user": UPSTREAM_USER,
+            "vhost": VHOST,
+            "configure": UPSTREAM_PERMISSIONS.configure,
+            "write": UPSTREAM_PERMISSIONS.write,
+            "read": UPSTREAM_PERMISSIONS.read
+        }],
         "exchanges": exchanges,
         "queues": queues,
         "bindings": bindings,

@@ -1,6 +1,6 @@
 //! Why a job or a card was refused: a stable code and the clerk's text in Chinese and English.
 //!
-//! One type for every crate. Each crate declares only its own codes, with [`reasons!`], in one
+//! One type for every crate. Each crate declares only its own codes, with [`crate::reasons!`], in one
 //! module of its own (`reasons.rs`); a code is declared once in the workspace, so it has one
 //! Chinese and one English text everywhere (a test in `tests/e2e/architecture.rs` checks it).
 //! This module holds no codes itself.

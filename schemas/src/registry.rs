@@ -1,8 +1,9 @@
 //! The list of every message type: its `type` name, where it travels, and how to decode it.
 //!
-//! One declaration ([`contract!`] below) is the registry. From it come the [`Message`] impls,
-//! [`all`], one closed enum per consuming queue ([`TransferJob`], [`IssueJob`], …, each a
-//! [`JobSet`]) and the routing key of every outcome event ([`Event`]). A consumer calls
+//! One declaration (`contract!`, below) is the registry: from it come the [`Message`] impls
+//! (type name and where each message is published), [`all`] and the routing key of every
+//! outcome event ([`Event`]). A second (`job_sets!`) groups the consumed messages into one
+//! closed enum per consuming queue ([`TransferJob`], [`IssueJob`], …, each a [`JobSet`]). A consumer calls
 //! [`JobSet::decode`] with the AMQP `type` property and the body; an unknown type, a type that
 //! belongs to another queue, or a body that does not match its schema is an error, never a guess.
 
@@ -119,16 +120,12 @@ fn info<M: Message>(rust_name: &'static str) -> MessageInfo {
     }
 }
 
-/// The registry: every consumed message grouped by the enum of the queue that takes it, then
-/// every event with its routing keys.
+/// The registry: every message that is consumed (with where it is published), every event
+/// with its routing keys, and the two events every queue shares.
 macro_rules! contract {
     (
         consumed {$(
-            $(#[$enum_doc:meta])*
-            $set:ident: $role:expr => {$(
-                $(#[$variant_doc:meta])*
-                $variant:ident($ty:ty) = $name:literal, subject $subject:expr;
-            )*}
+            $ty:ty = $name:literal, $role:expr;
         )*}
         events {$(
             $event:ty = $event_name:literal, [$($key:literal),*] $(, by $route:expr)?;
@@ -137,10 +134,10 @@ macro_rules! contract {
             $shared:ty = $shared_name:literal, [$($shared_key:literal),*];
         )*}
     ) => {
-        $($(impl Message for $ty {
+        $(impl Message for $ty {
             const TYPE: &'static str = $name;
             const ROLE: MessageRole = $role;
-        })*)*
+        })*
 
         $(impl Message for $event {
             const TYPE: &'static str = $event_name;
@@ -167,7 +164,7 @@ macro_rules! contract {
         pub fn all() -> &'static [MessageInfo] {
             static ALL: std::sync::LazyLock<Vec<MessageInfo>> = std::sync::LazyLock::new(|| {
                 [
-                    $($(info::<$ty>(stringify!($ty)),)*)*
+                    $(info::<$ty>(stringify!($ty)),)*
                     $(info::<$shared>(stringify!($shared)),)*
                     $(info::<$event>(stringify!($event)),)*
                 ]
@@ -175,112 +172,83 @@ macro_rules! contract {
             });
             &ALL
         }
-
-        $(
-            $(#[$enum_doc])*
-            #[derive(Debug, Clone, PartialEq, Eq)]
-            pub enum $set {
-                $($(#[$variant_doc])* $variant($ty),)*
-            }
-
-            $(impl From<$ty> for $set {
-                fn from(message: $ty) -> $set {
-                    $set::$variant(message)
-                }
-            })*
-
-            impl JobSet for $set {
-                const TYPES: &'static [&'static str] = &[$($name),*];
-
-                fn decode(message_type: &str, body: &[u8]) -> Result<Self, DecodeError> {
-                    $(if message_type == $name {
-                        return serde_json::from_slice::<$ty>(body)
-                            .map($set::$variant)
-                            .map_err(|source| DecodeError::Malformed {
-                                message_type: message_type.to_owned(),
-                                source,
-                            });
-                    })*
-                    Err(not_here(message_type))
-                }
-
-                fn message_type(&self) -> &'static str {
-                    match self {
-                        $($set::$variant(_) => $name,)*
-                    }
-                }
-
-                fn subject_id(&self) -> String {
-                    match self {
-                        $($set::$variant(message) => {
-                            let subject: fn(&$ty) -> String = $subject;
-                            subject(message)
-                        })*
-                    }
-                }
-            }
-        )*
     };
+}
+
+/// One closed enum per consuming queue, over messages of the registry.
+macro_rules! job_sets {
+    ($(
+        $(#[$enum_doc:meta])*
+        $set:ident {$(
+            $(#[$variant_doc:meta])*
+            $variant:ident($ty:ty), subject $subject:expr;
+        )*}
+    )*) => {$(
+        $(#[$enum_doc])*
+        #[derive(Debug, Clone, PartialEq, Eq)]
+        pub enum $set {
+            $($(#[$variant_doc])* $variant($ty),)*
+        }
+
+        $(impl From<$ty> for $set {
+            fn from(message: $ty) -> $set {
+                $set::$variant(message)
+            }
+        })*
+
+        impl JobSet for $set {
+            const TYPES: &'static [&'static str] = &[$(<$ty as Message>::TYPE),*];
+
+            fn decode(message_type: &str, body: &[u8]) -> Result<Self, DecodeError> {
+                $(if message_type == <$ty as Message>::TYPE {
+                    return serde_json::from_slice::<$ty>(body)
+                        .map($set::$variant)
+                        .map_err(|source| DecodeError::Malformed {
+                            message_type: message_type.to_owned(),
+                            source,
+                        });
+                })*
+                Err(not_here(message_type))
+            }
+
+            fn message_type(&self) -> &'static str {
+                match self {
+                    $($set::$variant(_) => <$ty as Message>::TYPE,)*
+                }
+            }
+
+            fn subject_id(&self) -> String {
+                match self {
+                    $($set::$variant(message) => {
+                        let subject: fn(&$ty) -> String = $subject;
+                        subject(message)
+                    })*
+                }
+            }
+        }
+    )*};
 }
 
 contract! {
     consumed {
-        /// Jobs on `simflow.transfer`.
-        TransferJob: MessageRole::Job(JobQueue::Transfer) => {
-            /// Create a transfer and hold its cards.
-            Create(TransferCreate) = "transfer.create.v1", subject |m| m.transfer_id.to_string();
-            /// Approve a transfer out of its source warehouse.
-            ApproveOut(TransferApproveOut) = "transfer.approve_out.v1", subject |m| m.transfer_id.to_string();
-            /// Approve a transfer into its target warehouse.
-            ApproveIn(TransferApproveIn) = "transfer.approve_in.v1", subject |m| m.transfer_id.to_string();
-        }
-        /// Jobs on `simflow.issue`.
-        IssueJob: MessageRole::Job(JobQueue::Issue) => {
-            /// Check a batch issue and hold its cards.
-            Prepare(IssuePrepare) = "issue.prepare.v1", subject |m| m.batch_id.to_string();
-            /// Give a prepared batch to its agent.
-            Commit(IssueCommit) = "issue.commit.v1", subject |m| m.batch_id.to_string();
-        }
-        /// Jobs on `simflow.return`.
-        ReturnJob: MessageRole::Job(JobQueue::Return) => {
-            /// Return listed cards (or an uploaded list).
-            ByList(ReturnByList) = "return.by_list.v1", subject |m| m.return_id.to_string();
-            /// Look at a range before returning it.
-            Query(ReturnQuery) = "return.query.v1", subject |m| m.query_id.to_string();
-            /// Return a range of cards.
-            ByRange(ReturnByRange) = "return.by_range.v1", subject |m| m.return_id.to_string();
-        }
-        /// Jobs on `simflow.cardfile`.
-        CardFileJob: MessageRole::Job(JobQueue::CardFile) => {
-            /// Import a card data file.
-            Import(CardFileImport) = "cardfile.import.v1", subject |m| m.import_id.to_string();
-        }
-        /// Jobs on `simflow.writecard`.
-        WriteCardJob: MessageRole::Job(JobQueue::WriteCard) => {
-            /// Write a card for an order.
-            Request(WriteRequest) = "writecard.request.v1", subject |m| m.order_id.to_string();
-            /// Compute fees and the acceptance form.
-            Presubmit(OrderPresubmit) = "order.presubmit.v1", subject |m| m.order_id.to_string();
-            /// Open the line.
-            Submit(OrderSubmit) = "order.submit.v1", subject |m| m.order_id.to_string();
-            /// Cancel an order before submit.
-            Cancel(OrderCancel) = "order.cancel.v1", subject |m| m.order_id.to_string();
-        }
-        /// Work for an outlet's writer: what outlet nodes consume, and what the broker
-        /// dead-letters to `simflow.outlet-expired` when no writer took it in time.
-        OutletWorkJob: MessageRole::OutletWork => {
-            /// Read the card in the reader.
-            ReadRequest(CardReadRequest) = "card.read_request.v1", subject |m| m.request_id.to_string();
-            /// Write a card with a script sealed for this outlet.
-            WriteScript(WriteScriptEnvelope) = "writecard.script.v1", subject |m| m.script_id.to_string();
-        }
-        /// Answers of outlet nodes, on `simflow.outlet-results`.
-        OutletResultJob: MessageRole::OutletResult => {
-            /// What the reader found.
-            CardRead(OutletCardRead) = "outlet.card_read.v1", subject |m| m.request_id.to_string();
-            /// How a write ended.
-            WriteResult(WriteResult) = "writecard.result.v1", subject |m| m.script_id.to_string();
-        }
+        TransferCreate = "transfer.create.v1", MessageRole::Job(JobQueue::Transfer);
+        TransferApproveOut = "transfer.approve_out.v1", MessageRole::Job(JobQueue::Transfer);
+        TransferApproveIn = "transfer.approve_in.v1", MessageRole::Job(JobQueue::Transfer);
+        IssuePrepare = "issue.prepare.v1", MessageRole::Job(JobQueue::Issue);
+        IssueCommit = "issue.commit.v1", MessageRole::Job(JobQueue::Issue);
+        ReturnByList = "return.by_list.v1", MessageRole::Job(JobQueue::Return);
+        ReturnQuery = "return.query.v1", MessageRole::Job(JobQueue::Return);
+        ReturnByRange = "return.by_range.v1", MessageRole::Job(JobQueue::Return);
+        CardFileImport = "cardfile.import.v1", MessageRole::Job(JobQueue::CardFile);
+        WriteRequest = "writecard.request.v1", MessageRole::Job(JobQueue::WriteCard);
+        OrderPresubmit = "order.presubmit.v1", MessageRole::Job(JobQueue::WriteCard);
+        OrderSubmit = "order.submit.v1", MessageRole::Job(JobQueue::WriteCard);
+        OrderCancel = "order.cancel.v1", MessageRole::Job(JobQueue::WriteCard);
+        // Upstream asks the centre; the centre forwards it, unchanged, to the outlet's queue.
+        CardReadRequest = "card.read_request.v1", MessageRole::Job(JobQueue::WriteCard);
+        WriteScriptEnvelope = "writecard.script.v1", MessageRole::OutletWork;
+        OutletCardRead = "outlet.card_read.v1", MessageRole::OutletResult;
+        WriteResult = "writecard.result.v1", MessageRole::OutletResult;
     }
     events {
         TransferCreated = "transfer.created.v1", ["transfer.created"];
@@ -304,6 +272,67 @@ contract! {
     shared events {
         JobRejected = "job.rejected.v1", ["*.rejected"];
         JobFailed = "job.failed.v1", ["*.failed"];
+    }
+}
+
+job_sets! {
+    /// Jobs on `simflow.transfer`.
+    TransferJob {
+        /// Create a transfer and hold its cards.
+        Create(TransferCreate), subject |m| m.transfer_id.to_string();
+        /// Approve a transfer out of its source warehouse.
+        ApproveOut(TransferApproveOut), subject |m| m.transfer_id.to_string();
+        /// Approve a transfer into its target warehouse.
+        ApproveIn(TransferApproveIn), subject |m| m.transfer_id.to_string();
+    }
+    /// Jobs on `simflow.issue`.
+    IssueJob {
+        /// Check a batch issue and hold its cards.
+        Prepare(IssuePrepare), subject |m| m.batch_id.to_string();
+        /// Give a prepared batch to its agent.
+        Commit(IssueCommit), subject |m| m.batch_id.to_string();
+    }
+    /// Jobs on `simflow.return`.
+    ReturnJob {
+        /// Return listed cards (or an uploaded list).
+        ByList(ReturnByList), subject |m| m.return_id.to_string();
+        /// Look at a range before returning it.
+        Query(ReturnQuery), subject |m| m.query_id.to_string();
+        /// Return a range of cards.
+        ByRange(ReturnByRange), subject |m| m.return_id.to_string();
+    }
+    /// Jobs on `simflow.cardfile`.
+    CardFileJob {
+        /// Import a card data file.
+        Import(CardFileImport), subject |m| m.import_id.to_string();
+    }
+    /// Jobs on `simflow.writecard`.
+    WriteCardJob {
+        /// Write a card for an order.
+        Request(WriteRequest), subject |m| m.order_id.to_string();
+        /// Compute fees and the acceptance form.
+        Presubmit(OrderPresubmit), subject |m| m.order_id.to_string();
+        /// Open the line.
+        Submit(OrderSubmit), subject |m| m.order_id.to_string();
+        /// Cancel an order before submit.
+        Cancel(OrderCancel), subject |m| m.order_id.to_string();
+        /// Ask an outlet's reader to read the card in it (forwarded to the outlet).
+        ReadRequest(CardReadRequest), subject |m| m.request_id.to_string();
+    }
+    /// Work for an outlet's writer: what outlet nodes consume, and what the broker
+    /// dead-letters to `simflow.outlet-expired` when no writer took it in time.
+    OutletWorkJob {
+        /// Read the card in the reader (forwarded by the centre).
+        ReadRequest(CardReadRequest), subject |m| m.request_id.to_string();
+        /// Write a card with a script sealed for this outlet.
+        WriteScript(WriteScriptEnvelope), subject |m| m.script_id.to_string();
+    }
+    /// Answers of outlet nodes, on `simflow.outlet-results`.
+    OutletResultJob {
+        /// What the reader found.
+        CardRead(OutletCardRead), subject |m| m.request_id.to_string();
+        /// How a write ended.
+        WriteResult(WriteResult), subject |m| m.script_id.to_string();
     }
 }
 

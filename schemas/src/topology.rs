@@ -12,7 +12,17 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 /// Jobs from upstream systems: direct, routing key = the job queue's key (`transfer`, …).
+/// Only the queues upstream may feed are bound here ([`JobQueue::UPSTREAM`]).
 pub const JOBS_EXCHANGE: &str = "simflow.jobs";
+/// simflow's own way into every central queue (retries coming back, replays from the
+/// dead-letter queues): direct, routing key = the queue's key. Only simflow's own broker user
+/// may write to it, so a delivery that arrives through it carries headers simflow set.
+pub const INTERNAL_EXCHANGE: &str = "simflow.internal";
+/// Events no queue is bound for land here (the events exchange's alternate exchange), so an
+/// outcome is never unroutable; a bounded queue keeps the newest of them for ops.
+pub const UNROUTED_EVENTS: &str = "simflow.events.unrouted";
+/// How many unrouted events the unrouted queue keeps (oldest dropped first).
+pub const UNROUTED_EVENTS_KEPT: i64 = 10_000;
 /// Outcome events: topic, routing key = `<kind>.<event>` (`transfer.approved_in`, …).
 pub const EVENTS_EXCHANGE: &str = "simflow.events";
 /// Work for outlet writer nodes: direct, routing key = outlet code.
@@ -30,6 +40,30 @@ pub const OUTLET_QUEUE_PREFIX: &str = "simflow.outlet.";
 pub const OUTLET_RESULTS_KEY: &str = "outlet-results";
 /// Dead-letter routing key of every outlet queue (expired scripts and read requests).
 pub const OUTLET_EXPIRED_KEY: &str = "outlet-expired";
+
+/// A broker user's permissions in a vhost: regular expressions over resource names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Permissions {
+    /// Declare and delete.
+    pub configure: &'static str,
+    /// Publish to an exchange; bind a queue (write on the queue).
+    pub write: &'static str,
+    /// Consume from a queue; bind to an exchange (read on the exchange).
+    pub read: &'static str,
+}
+
+/// The broker user upstream systems (CRM, ESS, the counter app) connect as, in the definitions.
+pub const UPSTREAM_USER: &str = "simflow-upstream";
+
+/// What an upstream system may do: publish jobs to [`JOBS_EXCHANGE`] and nowhere else, and
+/// keep queues of its own (named `upstream.*`, or server-named `amq.gen-*`) bound to
+/// [`EVENTS_EXCHANGE`] to read its answers. It cannot reach [`INTERNAL_EXCHANGE`], the outlets',
+/// results', retry or dead-letter exchanges, nor any `simflow.*` queue.
+pub const UPSTREAM_PERMISSIONS: Permissions = Permissions {
+    configure: "^(upstream\\..*|amq\\.gen-.*)$",
+    write: "^(simflow\\.jobs|upstream\\..*|amq\\.gen-.*)$",
+    read: "^(simflow\\.events|upstream\\..*|amq\\.gen-.*)$",
+};
 
 /// A central queue that a worker consumes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -91,6 +125,21 @@ impl JobQueue {
         format!("dead.{}", self.key())
     }
 
+    /// The queues upstream systems feed through [`JOBS_EXCHANGE`]; the others are fed by
+    /// outlet nodes (results) or by the broker's dead-lettering (expired outlet work).
+    pub const UPSTREAM: [JobQueue; 5] = [
+        JobQueue::Transfer,
+        JobQueue::Issue,
+        JobQueue::Return,
+        JobQueue::CardFile,
+        JobQueue::WriteCard,
+    ];
+
+    /// Whether upstream systems may publish to this queue.
+    pub fn is_upstream(self) -> bool {
+        JobQueue::UPSTREAM.contains(&self)
+    }
+
     /// Looks a queue up by its key.
     pub fn from_key(key: &str) -> Option<JobQueue> {
         JobQueue::ALL.into_iter().find(|queue| queue.key() == key)
@@ -123,6 +172,9 @@ impl Default for TopologyParams {
         }
     }
 }
+
+/// An exchange argument: the alternate exchange that takes what no binding routes.
+pub const ALTERNATE_EXCHANGE_ARGUMENT: &str = "alternate-exchange";
 
 /// An exchange's type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -164,6 +216,19 @@ pub struct ExchangeSpec {
     pub name: String,
     /// Type.
     pub kind: ExchangeKind,
+    /// Arguments (the alternate exchange).
+    pub arguments: BTreeMap<String, ArgValue>,
+}
+
+impl ExchangeSpec {
+    /// An exchange without arguments.
+    pub fn new(name: &str, kind: ExchangeKind) -> ExchangeSpec {
+        ExchangeSpec {
+            name: name.to_owned(),
+            kind,
+            arguments: BTreeMap::new(),
+        }
+    }
 }
 
 /// A durable queue with its declare arguments.
@@ -260,31 +325,42 @@ fn millis(duration: Duration) -> i64 {
 
 /// Everything the central side owns: exchanges, work queues, dead-letter and retry queues.
 pub fn central_topology(params: &TopologyParams) -> Topology {
+    let mut events = ExchangeSpec::new(EVENTS_EXCHANGE, ExchangeKind::Topic);
+    events.arguments.insert(
+        ALTERNATE_EXCHANGE_ARGUMENT.to_owned(),
+        ArgValue::Str(UNROUTED_EVENTS.to_owned()),
+    );
     let mut topology = Topology {
         exchanges: vec![
-            ExchangeSpec {
-                name: JOBS_EXCHANGE.to_owned(),
-                kind: ExchangeKind::Direct,
-            },
-            ExchangeSpec {
-                name: EVENTS_EXCHANGE.to_owned(),
-                kind: ExchangeKind::Topic,
-            },
-            ExchangeSpec {
-                name: OUTLETS_EXCHANGE.to_owned(),
-                kind: ExchangeKind::Direct,
-            },
-            ExchangeSpec {
-                name: RESULTS_EXCHANGE.to_owned(),
-                kind: ExchangeKind::Direct,
-            },
-            ExchangeSpec {
-                name: DEAD_LETTER_EXCHANGE.to_owned(),
-                kind: ExchangeKind::Direct,
-            },
+            // The alternate exchange first: it must exist when the events exchange names it.
+            ExchangeSpec::new(UNROUTED_EVENTS, ExchangeKind::Fanout),
+            ExchangeSpec::new(JOBS_EXCHANGE, ExchangeKind::Direct),
+            ExchangeSpec::new(INTERNAL_EXCHANGE, ExchangeKind::Direct),
+            events,
+            ExchangeSpec::new(OUTLETS_EXCHANGE, ExchangeKind::Direct),
+            ExchangeSpec::new(RESULTS_EXCHANGE, ExchangeKind::Direct),
+            ExchangeSpec::new(DEAD_LETTER_EXCHANGE, ExchangeKind::Direct),
         ],
         ..Topology::default()
     };
+    let mut unrouted = quorum_arguments();
+    unrouted.insert(
+        "x-max-length".to_owned(),
+        ArgValue::Int(UNROUTED_EVENTS_KEPT),
+    );
+    unrouted.insert(
+        "x-overflow".to_owned(),
+        ArgValue::Str("drop-head".to_owned()),
+    );
+    topology.queues.push(QueueSpec {
+        name: UNROUTED_EVENTS.to_owned(),
+        arguments: unrouted,
+    });
+    topology.bindings.push(BindingSpec {
+        exchange: UNROUTED_EVENTS.to_owned(),
+        queue: UNROUTED_EVENTS.to_owned(),
+        routing_key: String::new(),
+    });
     for queue in JobQueue::ALL {
         topology.queues.push(QueueSpec {
             name: queue.queue_name(),
@@ -294,8 +370,15 @@ pub fn central_topology(params: &TopologyParams) -> Topology {
             name: queue.dead_letter_queue(),
             arguments: quorum_arguments(),
         });
+        if queue.is_upstream() {
+            topology.bindings.push(BindingSpec {
+                exchange: JOBS_EXCHANGE.to_owned(),
+                queue: queue.queue_name(),
+                routing_key: queue.key().to_owned(),
+            });
+        }
         topology.bindings.push(BindingSpec {
-            exchange: JOBS_EXCHANGE.to_owned(),
+            exchange: INTERNAL_EXCHANGE.to_owned(),
             queue: queue.queue_name(),
             routing_key: queue.key().to_owned(),
         });
@@ -317,13 +400,13 @@ pub fn central_topology(params: &TopologyParams) -> Topology {
     });
     for delay in &params.retry_delays {
         let name = retry_name(*delay);
-        topology.exchanges.push(ExchangeSpec {
-            name: name.clone(),
-            kind: ExchangeKind::Fanout,
-        });
+        topology
+            .exchanges
+            .push(ExchangeSpec::new(&name, ExchangeKind::Fanout));
         // No dead-letter routing key: an expired retry keeps the routing key it was published
-        // with, which is the key of the work queue it came from.
-        let mut arguments = dead_lettering_arguments(JOBS_EXCHANGE, None);
+        // with, which is the key of the work queue it came from; it comes back through the
+        // internal exchange, which upstream cannot write to.
+        let mut arguments = dead_lettering_arguments(INTERNAL_EXCHANGE, None);
         arguments.insert("x-message-ttl".to_owned(), ArgValue::Int(millis(*delay)));
         topology.queues.push(QueueSpec {
             name: name.clone(),
@@ -406,7 +489,7 @@ mod tests {
         assert_eq!(retry.arguments["x-message-ttl"], ArgValue::Int(5000));
         assert_eq!(
             retry.arguments["x-dead-letter-exchange"],
-            ArgValue::Str(JOBS_EXCHANGE.into())
+            ArgValue::Str(INTERNAL_EXCHANGE.into())
         );
         assert!(!retry.arguments.contains_key("x-dead-letter-routing-key"));
     }
@@ -433,6 +516,54 @@ mod tests {
                 queue.name
             );
         }
+    }
+
+    #[test]
+    fn upstream_reaches_only_the_upstream_queues_and_simflow_reaches_every_queue() {
+        let topology = central_topology(&TopologyParams::default());
+        let reached = |exchange: &str| -> Vec<String> {
+            topology
+                .bindings
+                .iter()
+                .filter(|binding| binding.exchange == exchange)
+                .map(|binding| binding.queue.clone())
+                .collect()
+        };
+        let upstream: Vec<String> = JobQueue::UPSTREAM.iter().map(|q| q.queue_name()).collect();
+        assert_eq!(reached(JOBS_EXCHANGE), upstream);
+        let every: Vec<String> = JobQueue::ALL.iter().map(|q| q.queue_name()).collect();
+        assert_eq!(reached(INTERNAL_EXCHANGE), every);
+        assert!(!reached(JOBS_EXCHANGE).contains(&JobQueue::OutletExpired.queue_name()));
+        assert!(!reached(JOBS_EXCHANGE).contains(&JobQueue::OutletResults.queue_name()));
+    }
+
+    #[test]
+    fn unrouted_events_land_in_a_bounded_queue() {
+        let topology = central_topology(&TopologyParams::default());
+        let events = topology
+            .exchanges
+            .iter()
+            .position(|exchange| exchange.name == EVENTS_EXCHANGE)
+            .expect("events exchange");
+        let alternate = topology
+            .exchanges
+            .iter()
+            .position(|exchange| exchange.name == UNROUTED_EVENTS)
+            .expect("alternate exchange");
+        assert!(alternate < events, "declared before the exchange naming it");
+        assert_eq!(
+            topology.exchanges[events].arguments[ALTERNATE_EXCHANGE_ARGUMENT],
+            ArgValue::Str(UNROUTED_EVENTS.into())
+        );
+        let queue = topology
+            .queues
+            .iter()
+            .find(|queue| queue.name == UNROUTED_EVENTS)
+            .expect("unrouted queue");
+        assert_eq!(
+            queue.arguments["x-max-length"],
+            ArgValue::Int(UNROUTED_EVENTS_KEPT)
+        );
     }
 
     #[test]

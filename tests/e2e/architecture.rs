@@ -211,3 +211,53 @@ fn the_outlet_node_reaches_cards_only_through_the_reader_crate_and_has_no_postgr
         }
     }
 }
+
+#[test]
+fn every_reason_code_is_declared_once_in_the_workspace_with_one_text() {
+    let crates: [(&str, &[simflow_schemas::Reason]); 4] = [
+        ("runtime", simflow_runtime::reasons::ALL),
+        ("inventory", simflow_inventory::reasons::ALL),
+        ("carddata", simflow_carddata::reasons::ALL),
+        ("writecard", simflow_writecard::reasons::ALL),
+    ];
+    let mut declared: BTreeMap<&str, &str> = BTreeMap::new();
+    for (owner, reasons) in crates {
+        for reason in reasons {
+            if let Some(first) = declared.insert(reason.code, owner) {
+                panic!(
+                    "{} is declared by both {first} and {owner}: reuse one",
+                    reason.code
+                );
+            }
+            assert!(
+                reason
+                    .code
+                    .bytes()
+                    .all(|byte| byte.is_ascii_uppercase() || byte.is_ascii_digit() || byte == b'_'),
+                "{} is a stable upper-case code",
+                reason.code
+            );
+            assert!(
+                !reason.zh.is_empty() && !reason.en.is_empty(),
+                "{}",
+                reason.code
+            );
+        }
+    }
+}
+
+#[test]
+fn only_the_schemas_crate_defines_a_reason_type() {
+    let root = workspace_root();
+    let mut offenders = Vec::new();
+    for file in rust_sources(&root.join("workers")) {
+        let text = std::fs::read_to_string(&file).unwrap_or_default();
+        if text.contains("pub struct Reason") || text.contains("struct Reason {") {
+            offenders.push(file.display().to_string());
+        }
+    }
+    assert!(
+        offenders.is_empty(),
+        "Reason types outside schemas: {offenders:?}"
+    );
+}

@@ -295,9 +295,11 @@ async fn a_job_that_outlives_its_retries_is_dead_lettered_and_replays_once_fixed
     );
 
     server.start_again()?;
+    let worker_db = simflow_runtime::db::lazy_pool(&settings.database)?;
     let report = deadletter::replay(
         env.client.connection(),
-        "simflow.transfer.dlq",
+        &worker_db,
+        JobQueue::Transfer,
         &Selection::MessageId(message_id.clone()),
     )
     .await?;

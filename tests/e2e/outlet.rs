@@ -6,6 +6,7 @@
 
 use std::time::Duration;
 
+use simflow_card::profile::{CardFamily, Script, SysmoIsimSja2, SysmoUsimSjs1};
 use simflow_reader::ReaderError;
 use simflow_runtime::amqp::{EventWatch, JobRoute, ReceivedEvent};
 use simflow_runtime::outlet::OutletConnection;
@@ -119,7 +120,7 @@ async fn read_at(world: &mut WriteWorld, outlet: &str) -> anyhow::Result<serde_j
                 staff_id: "C0601".into(),
             },
             &Uuid::new_v4().to_string(),
-            JobRoute::Outlet(outlet),
+            JobRoute::Default,
         )
         .await?;
     let mut events = collect(&mut world.watch, 1, WRITE, |event| {
@@ -461,15 +462,20 @@ fn start_node_process(
 /// card with another number, never a number on two cards.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_card_pulled_at_every_step_ends_written_or_untouched() -> anyhow::Result<()> {
-    const APDUS: u64 = 33;
-    let mut world = WriteWorld::new(APDUS, APDUS as usize, &["HX01"], |_| {}).await?;
+    let keys = crate::card::TestKeys::generate();
+    let p = crate::card::personalisation(&crate::card::test_iccid(), &keys, "12345678");
+    let sample = crate::card::write_script(&p, &crate::card::challenge(&keys));
+    let identification = SysmoIsimSja2::default().identify_script().len();
+    // Identification, every script step, and the GET RESPONSE of the AUTHENTICATE.
+    let apdus = (identification + sample.steps.len() + 1) as u64;
+    let mut world = WriteWorld::new(apdus, apdus as usize, &["HX01"], |_| {}).await?;
     let readers = lease(1).await;
     let reader = readers.reader().clone();
     let dir = ScratchDir::new("pulls")?;
     let node = world.start_node(world.node_settings("HX01", &reader.name, &dir.0)?);
     let mut imsis = std::collections::BTreeSet::new();
     let mut outcomes = Vec::new();
-    for pull_after in 1..=APDUS {
+    for pull_after in 1..=apdus {
         let card = world.cards[(pull_after - 1) as usize].clone();
         let sim = sim(
             &card,
@@ -519,10 +525,54 @@ async fn a_card_pulled_at_every_step_ends_written_or_untouched() -> anyhow::Resu
     // A pull during the identification (before anything is written) fails the write untouched;
     // from the first script APDU on, the node follows the card back and finishes it.
     for (pull_after, key) in &outcomes {
-        if *pull_after > 4 {
+        if *pull_after > identification as u64 {
             assert_eq!(key, "card.written", "pull after APDU {pull_after}");
         }
     }
+    node.stop().await?;
+    world.stop().await
+}
+
+/// A card type mapped to the sysmoUSIM-SJS1 at the centre: the script routed to the outlet is an
+/// SJS1 script, the node writes the SJS1 in the reader with it, and the centre accepts the card's
+/// answer to the challenge.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_card_type_mapped_to_the_sjs1_is_written_with_an_sjs1_script() -> anyhow::Result<()> {
+    let mut world = WriteWorld::new(1, 1, &["HX01"], |settings| {
+        let key = "writecard.card_families.USIM128K_NORMAL";
+        if let Ok(changed) = settings.with_value(key, SysmoUsimSjs1::NAME) {
+            *settings = changed;
+        }
+    })
+    .await?;
+    let readers = lease(1).await;
+    let reader = readers.reader().clone();
+    let dir = ScratchDir::new("sjs1")?;
+    let card = world.cards[0].clone();
+    let order_id = Uuid::new_v4();
+    let (message_id, envelope) = capture_script(
+        &world,
+        "HX01",
+        &request(order_id, "HX01", &card, FIRST_MSISDN),
+    )
+    .await?;
+    let plaintext = world.outlets[0].keys.open(&envelope.sealed_script)?;
+    let script: Script = serde_json::from_slice(&plaintext)?;
+    assert_eq!(script.family, SysmoUsimSjs1::NAME);
+    let sim = SoftSim::new(CardImage::blank_of(
+        SysmoUsimSjs1::NAME,
+        &card.iccid,
+        &card.adm1,
+    ))?;
+    let inserted = insert(&sim, &reader).await;
+    let node = world.start_node(world.node_settings("HX01", &reader.name, &dir.0)?);
+    deliver_to_hx01(&world, &envelope, &message_id).await?;
+    let outcome = write_outcome(&mut world.watch, order_id).await?;
+    assert_eq!(outcome.routing_key, "card.written", "{}", outcome.body);
+    let (imsi, _) = order_numbers(&world, order_id).await?;
+    assert_eq!(sim.snapshot().imsi().as_deref(), Some(imsi.as_str()));
+    assert_eq!(card_state(&world, &card.iccid).await?, "written");
+    inserted.remove().await;
     node.stop().await?;
     world.stop().await
 }
@@ -616,6 +666,20 @@ async fn journal_steps(path: &std::path::Path) -> anyhow::Result<Vec<String>> {
     Ok(steps)
 }
 
+/// Put a captured script on HX01's queue again, under its message id.
+async fn deliver_to_hx01(
+    world: &WriteWorld,
+    envelope: &WriteScriptEnvelope,
+    message_id: &str,
+) -> anyhow::Result<()> {
+    world
+        .env
+        .client
+        .publish_job(envelope, message_id, JobRoute::Outlet("HX01"))
+        .await?;
+    Ok(())
+}
+
 /// The envelope the central worker routes for `job`, taken off the outlet's queue.
 async fn capture_script(
     world: &WriteWorld,
@@ -643,21 +707,13 @@ async fn a_duplicate_script_is_answered_from_the_journal() -> anyhow::Result<()>
     let sim = sim(&world.cards[0], Faults::default());
     let inserted = insert(&sim, &reader).await;
     let node = world.start_node(world.node_settings("HX01", &reader.name, &dir.0)?);
-    world
-        .env
-        .client
-        .publish_job(&envelope, &message_id, JobRoute::Outlet("HX01"))
-        .await?;
+    deliver_to_hx01(&world, &envelope, &message_id).await?;
     let first = write_outcome(&mut world.watch, order_id).await?;
     assert_eq!(first.routing_key, "card.written", "{}", first.body);
     let apdus = sim.counters().total;
     inserted.remove().await;
     // Again, with the card gone: the stored answer, no card needed.
-    world
-        .env
-        .client
-        .publish_job(&envelope, &message_id, JobRoute::Outlet("HX01"))
-        .await?;
+    deliver_to_hx01(&world, &envelope, &message_id).await?;
     let again = write_outcome(&mut world.watch, order_id).await?;
     assert_eq!(again.routing_key, "card.written");
     assert_eq!(
@@ -702,11 +758,7 @@ async fn an_expired_script_is_refused_by_the_node_and_the_card_left_blank() -> a
     let sim = sim(&world.cards[0], Faults::default());
     let _inserted = insert(&sim, &reader).await;
     let node = world.start_node(world.node_settings("HX01", &reader.name, &dir.0)?);
-    world
-        .env
-        .client
-        .publish_job(&envelope, &message_id, JobRoute::Outlet("HX01"))
-        .await?;
+    deliver_to_hx01(&world, &envelope, &message_id).await?;
     let outcome = write_outcome(&mut world.watch, order_id).await?;
     assert_eq!(outcome.routing_key, "card.write_failed");
     assert_eq!(outcome.body["reason"]["code"], "SCRIPT_EXPIRED");
@@ -790,7 +842,8 @@ async fn replaying_a_missing_script_after_the_import_writes_the_card() -> anyhow
     world.import_card_data(&world.cards.clone()).await?;
     simflow_runtime::deadletter::replay(
         world.env.client.connection(),
-        "simflow.writecard.dlq",
+        &world.env.pool,
+        simflow_schemas::topology::JobQueue::WriteCard,
         &simflow_runtime::deadletter::Selection::MessageId(message_id),
     )
     .await?;

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use simflow_runtime::deadletter::{self, Selection};
 use simflow_schemas::registry::OutletWorkJob;
+use simflow_schemas::topology::JobQueue;
 use simflow_schemas::writecard::{
     CardWriteState, OrderCancel, OrderPresubmit, WriteOutcome, WriteRequest, WriteResult,
 };
@@ -153,7 +154,8 @@ async fn a_missing_card_data_file_is_dead_lettered_and_the_replay_after_import_r
     world.import_card_data(&world.cards.clone()).await?;
     deadletter::replay(
         world.env.client.connection(),
-        "simflow.writecard.dlq",
+        &world.env.pool,
+        JobQueue::WriteCard,
         &Selection::MessageId(message_id.clone()),
     )
     .await?;
@@ -188,7 +190,11 @@ async fn a_missing_card_data_file_is_dead_lettered_and_the_replay_after_import_r
     let plaintext = world.outlets[0].keys.open(&envelope.sealed_script)?;
     let script: simflow_card::profile::Script = serde_json::from_slice(&plaintext)?;
     assert_eq!(script.iccid, world.cards[0].iccid);
-    assert!(script.steps.len() < 30, "{} steps", script.steps.len());
+    assert_eq!(
+        script.family, "sysmoISIM-SJA2",
+        "the default family of the card type"
+    );
+    assert!(script.steps.len() <= 47, "{} steps", script.steps.len());
     let reserved: Vec<String> =
         sqlx::query_scalar("SELECT state FROM writecard.msisdns WHERE msisdn = $1")
             .bind((FIRST_MSISDN + 7).to_string())

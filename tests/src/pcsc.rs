@@ -8,7 +8,8 @@
 //! Tests in one binary run on parallel threads, so readers come from an in-process pool: a lease
 //! waits (it never fails) while all readers are busy, and gives its readers back on drop.
 //! Test binaries of other checkouts may share the one pcscd, so a leased reader is also held
-//! by an exclusive lock on `STATE_DIR/lease-<port>.lock`, released when the lease drops.
+//! by an exclusive lock on `STATE_DIR/lease-<port>.lock` (the one `simflow bench card` takes
+//! too), released when the lease drops.
 //! This module does not insert cards or talk PC/SC beyond checking a leased reader is empty.
 
 use anyhow::{Context, bail};
@@ -200,20 +201,9 @@ pub fn lease_readers(count: usize) -> anyhow::Result<ReaderLease> {
     Ok(lease)
 }
 
-/// Locks `reader` against other test processes, waiting while one holds it.
+/// Locks `reader` against other test processes (and the card bench), waiting while one holds it.
 fn lock_across_processes(reader: &VirtualReader) -> anyhow::Result<std::fs::File> {
-    let path = virtual_readers()?
-        .state_dir
-        .join(format!("lease-{}.lock", reader.port));
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .with_context(|| format!("opening {}", path.display()))?;
-    file.lock()
-        .with_context(|| format!("locking {}", path.display()))?;
-    Ok(file)
+    simflow_cli::commands::vreaders::lock_port(&virtual_readers()?.state_dir, reader.port)
 }
 
 /// Lease one reader (see [`lease_readers`]).

@@ -3,7 +3,7 @@
 //! One database per test process (`simflow_rules_<pid>`), migrated and seeded with the org data
 //! once; every test works inside a transaction of its own that is rolled back when it drops,
 //! so tests neither see nor disturb each other's rows. Cards come from ICCID ranges no other
-//! test of the process uses ([`Rules::receive_cards`]), because two uncommitted inserts of one
+//! test of the process uses ([`receive_cards`]), because two uncommitted inserts of one
 //! ICCID would wait on each other. Databases of earlier processes that are gone are dropped
 //! when the next one starts.
 //!

@@ -1,33 +1,40 @@
 //! Unhappy cards: pulled mid-write, already written, wrong ADM, mute.
 
 use super::*;
-use simflow_card::profile::{AuthCheck, StepKind, WrittenState};
+use simflow_card::profile::{AuthCheck, StepKind, SysmoIsimSja2, WrittenState};
 use simflow_reader::ClerkMessage;
+use simflow_schemas::writecard::WriteOutcome;
 use simflow_softsim::{CardImage, CardState, Faults, SoftSim};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_card_pulled_after_the_nth_apdu_is_reported_as_removed() {
+/// A blank of `family` pulled right after the script step `(kind, target)` (a clerk puts it
+/// back two seconds later): the reader reports the removal in the deck's words; the card that
+/// comes back still reads as blank, its evidence files are `written_before_pull`, and the same
+/// script run again from the start finishes it.
+async fn a_pulled_card_resumes(
+    family: &str,
+    pulled_after: (StepKind, &str),
+    written_before_pull: &[&str],
+) {
     let lease = lease(1).await;
     let reader = lease.reader().clone();
-    let iccid = test_iccid();
-    let keys = TestKeys::generate();
-    let p = personalisation(&iccid, &keys, TEST_ADM1);
-    let challenge = challenge(&keys);
-    let script = write_script(&p, &challenge);
-    // Identification takes 4 APDUs; pull right after the script's EF.MSISDN read-back.
-    let msisdn_readback = script
+    let sub = Subscription::new();
+    let family_impl = profile::family_by_name(family).expect("known family");
+    let script = write_script_for(family_impl.as_ref(), &sub.p, &sub.challenge);
+    let step = script
         .steps
         .iter()
-        .position(|step| step.kind == StepKind::ReadBack && step.target.ends_with("EF.MSISDN"))
-        .expect("script reads EF.MSISDN back");
+        .position(|step| (step.kind, step.target.as_str()) == pulled_after)
+        .expect("the script has the step");
+    let identification = family_impl.identify_script().len();
     let faults = Faults {
-        pull_after_apdus: Some(4 + msisdn_readback as u64 + 1),
+        pull_after_apdus: Some((identification + step + 1) as u64),
         // A clerk takes a second or two to put the card back; pcscd notices a removal at its
         // next poll (0.4 s), so a faster re-insertion would look like no removal at all.
         reinsert_after: Some(Duration::from_secs(2)),
         ..Faults::default()
     };
-    let sim = SoftSim::with_faults(CardImage::blank(&iccid, TEST_ADM1), faults).expect("image");
+    let image = CardImage::blank_of(family, &sub.iccid, TEST_ADM1);
+    let sim = SoftSim::with_faults(image, faults).expect("image");
     let mut card = sim.insert(reader.vpcd_addr());
 
     let name = reader.name.clone();
@@ -46,8 +53,6 @@ async fn a_card_pulled_after_the_nth_apdu_is_reported_as_removed() {
         "连接写卡器失败，请尝试重新插入白卡！"
     );
 
-    // The clerk re-inserts the card: it still reads as blank, the probe shows the leftovers,
-    // and running the same script from the start completes the write.
     card.wait_for(|state| state == CardState::Inserted).await;
     let name = reader.name.clone();
     let (identity, state, responses) = blocking(move || {
@@ -70,15 +75,41 @@ async fn a_card_pulled_after_the_nth_apdu_is_reported_as_removed() {
     assert_eq!(
         state,
         WrittenState::PartlyWritten {
-            written: vec!["DF.TELECOM/EF.MSISDN".into()],
+            written: written_before_pull.iter().map(|t| t.to_string()).collect(),
             matches_script: true
         }
     );
     let answer = &responses.last().expect("answered").data;
     assert_eq!(
-        profile::check_auth_answer(&keys.ki, &keys.opc, &challenge, answer),
+        profile::check_auth_answer(&sub.keys.ki, &sub.keys.opc, &sub.challenge, answer),
         Ok(AuthCheck::Authenticated)
     );
+    assert_eq!(sim.snapshot().imsi().as_deref(), Some(sub.p.imsi.as_str()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_sja2_pulled_after_its_isim_is_written_is_reported_as_removed_and_resumes() {
+    a_pulled_card_resumes(
+        "sysmoISIM-SJA2",
+        (StepKind::ReadBack, "ADF.ISIM/EF.IMPU"),
+        &[
+            "DF.TELECOM/EF.MSISDN",
+            "ADF.ISIM/EF.IMPI",
+            "ADF.ISIM/EF.DOMAIN",
+            "ADF.ISIM/EF.IMPU",
+        ],
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_sjs1_pulled_after_its_keys_are_written_is_reported_as_removed_and_resumes() {
+    a_pulled_card_resumes(
+        "sysmoUSIM-SJS1",
+        (StepKind::Update, "DF.GSM/EF.OPc"),
+        &["DF.TELECOM/EF.MSISDN"],
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -167,4 +198,57 @@ async fn a_mute_card_is_refused_with_please_use_another_blank_card() {
     println!("mute card: {error}");
     assert_eq!(error.code(), "CARD_UNUSABLE", "{error}");
     assert_eq!(error.clerk_message().zh(), "请更换白卡！");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_answer_is_refused_with_please_use_another_blank_card() {
+    let lease = lease(1).await;
+    let reader = lease.reader().clone();
+    let faults = Faults {
+        garble_apdu: Some(2),
+        ..Faults::default()
+    };
+    let sim =
+        SoftSim::with_faults(CardImage::blank(&test_iccid(), TEST_ADM1), faults).expect("image");
+    let _card = sim.insert(reader.vpcd_addr());
+    let error = blocking(move || connect(&reader.name)?.identify_blank())
+        .await
+        .expect_err("the EF.ICCID answer has no status word");
+    assert_eq!(error.code(), "CARD_UNUSABLE", "{error}");
+    assert_eq!(error.clerk_message().zh(), "请更换白卡！");
+    assert_eq!(error.clerk_message().en(), "Please use another blank card.");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_answer_mid_write_never_leaves_a_half_written_card() {
+    let lease = lease(1).await;
+    let reader = lease.reader().clone();
+    let sub = Subscription::new();
+    let script = write_script(&sub.p, &sub.challenge);
+    // The answer to the first update of the ISIM (after identification and the steps before).
+    let garbled = script
+        .steps
+        .iter()
+        .position(|step| step.target == "ADF.ISIM/EF.IMPI")
+        .expect("the script writes EF.IMPI");
+    let identification = SysmoIsimSja2::default().identify_script().len();
+    let faults = Faults {
+        garble_apdu: Some((identification + garbled + 1) as u64),
+        ..Faults::default()
+    };
+    let sim = SoftSim::with_faults(CardImage::blank(&sub.iccid, TEST_ADM1), faults).expect("image");
+    let _card = sim.insert(reader.vpcd_addr());
+    let (outcome, marked) = node_writes(&reader.name, script).await;
+    // The node lost the card's answer, read the card back, found only this script's data and
+    // ran the script again: written once, with this subscription, and the key proven.
+    let Ok(WriteOutcome::Written { auth_answer, .. }) = outcome else {
+        panic!("the write was left half done: {outcome:?}");
+    };
+    assert!(marked);
+    let answer = hex::decode(auth_answer).expect("hex");
+    assert_eq!(
+        profile::check_auth_answer(&sub.keys.ki, &sub.keys.opc, &sub.challenge, &answer),
+        Ok(AuthCheck::Authenticated)
+    );
+    assert_eq!(sim.snapshot().imsi().as_deref(), Some(sub.p.imsi.as_str()));
 }

@@ -4,13 +4,18 @@
 //! Reader calls are blocking, so tests run them with `spawn_blocking` on a multi-thread runtime
 //! (the soft SIM answers on the runtime meanwhile), as the outlet node will.
 
+mod commands;
 mod errors;
+mod families;
 mod faults;
+mod files;
+mod independent;
 mod personalise;
 
 use simflow_card::encoding::Adm1;
 use simflow_card::profile::{self, CardFamily, Challenge, Personalisation, Script, SysmoIsimSja2};
 use simflow_reader::{Reader, ReaderError};
+use simflow_softsim::{CardImage, InsertedCard, SoftSim};
 use simflow_tests::pcsc::{self, ReaderLease};
 use std::time::Duration;
 
@@ -86,9 +91,114 @@ pub fn challenge(keys: &TestKeys) -> Challenge {
 
 /// The SJA2 write script for a card.
 pub fn write_script(p: &Personalisation, challenge: &Challenge) -> Script {
-    SysmoIsimSja2::default()
+    write_script_for(&SysmoIsimSja2::default(), p, challenge)
+}
+
+/// The write script of `family` for a card.
+pub fn write_script_for(
+    family: &dyn CardFamily,
+    p: &Personalisation,
+    challenge: &Challenge,
+) -> Script {
+    family
         .build_write_script(p, challenge)
         .expect("script builds")
+}
+
+/// A fresh card's subscription: a new ICCID, generated keys, the personalisation and the
+/// challenge its write script is built from.
+pub struct Subscription {
+    pub iccid: String,
+    pub keys: TestKeys,
+    pub p: Personalisation,
+    pub challenge: Challenge,
+}
+
+impl Subscription {
+    pub fn new() -> Self {
+        let iccid = test_iccid();
+        let keys = TestKeys::generate();
+        let p = personalisation(&iccid, &keys, TEST_ADM1);
+        let challenge = challenge(&keys);
+        Subscription {
+            iccid,
+            keys,
+            p,
+            challenge,
+        }
+    }
+}
+
+/// A blank of `family` with a fresh ICCID and generated keys, in the leased reader; with the
+/// personalisation and challenge its write script is built from.
+pub struct BlankInReader {
+    pub sim: SoftSim,
+    pub card: InsertedCard,
+    pub keys: TestKeys,
+    pub p: Personalisation,
+    pub challenge: Challenge,
+}
+
+impl BlankInReader {
+    /// Insert a blank of `family` (shipped as `image` says beyond ICCID and ADM1).
+    pub fn insert(
+        family: &str,
+        reader: &pcsc::VirtualReader,
+        image: impl FnOnce(&mut CardImage),
+    ) -> Self {
+        let sub = Subscription::new();
+        let mut card_image = CardImage::blank_of(family, &sub.iccid, TEST_ADM1);
+        image(&mut card_image);
+        let sim = SoftSim::new(card_image).expect("image");
+        let card = sim.insert(reader.vpcd_addr());
+        BlankInReader {
+            sim,
+            card,
+            keys: sub.keys,
+            p: sub.p,
+            challenge: sub.challenge,
+        }
+    }
+
+    /// This card's write script in its own family.
+    pub fn script(&self) -> Script {
+        let family =
+            profile::family_by_name(self.sim.snapshot().family.as_str()).expect("a known family");
+        write_script_for(family.as_ref(), &self.p, &self.challenge)
+    }
+}
+
+/// The outlet node's card work on this reader (no console), for driving
+/// `simflow_outlet::card` directly.
+pub fn card_work(reader: &str) -> simflow_outlet::card::CardWork {
+    simflow_outlet::card::CardWork {
+        reader: reader.to_string(),
+        card_wait: CARD_WAIT,
+        reinsert_wait: CARD_WAIT,
+        status: simflow_outlet::Status::new(Default::default(), false),
+    }
+}
+
+/// Run the outlet node's write of `script` (not recovering) on the card in `reader`; the
+/// outcome and whether the journal was asked to record that writing starts.
+pub async fn node_writes(
+    reader: &str,
+    script: Script,
+) -> (
+    Result<simflow_schemas::writecard::WriteOutcome, simflow_outlet::card::Interrupted>,
+    bool,
+) {
+    let work = card_work(reader);
+    blocking(move || {
+        let stop = simflow_runtime::shutdown::CancellationToken::new();
+        let mut marked = false;
+        let outcome = simflow_outlet::card::write_card(&work, &script, false, &stop, &mut || {
+            marked = true;
+            Ok(())
+        });
+        (outcome, marked)
+    })
+    .await
 }
 
 /// Open the reader, wait for the card and connect, as the outlet does.

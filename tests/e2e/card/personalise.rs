@@ -1,8 +1,7 @@
 //! Happy paths: identify a blank card, personalise it, verify it; two readers at once.
 
 use super::*;
-use simflow_card::profile::{AuthCheck, WrittenState};
-use simflow_softsim::{CardImage, SoftSim};
+use simflow_card::profile::{AuthCheck, SysmoUsimSjs1, WrittenState};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_blank_soft_sim_is_identified_through_pcscd() {
@@ -29,17 +28,36 @@ async fn a_blank_soft_sim_is_identified_through_pcscd() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_sja2_script_personalises_a_blank_card_in_under_30_apdus_and_verifies() {
+async fn a_blank_sjs1_is_identified_by_select_through_pcscd() {
     let lease = lease(1).await;
     let reader = lease.reader().clone();
-    let iccid = test_iccid();
-    let keys = TestKeys::generate();
-    let sim = SoftSim::new(CardImage::blank(&iccid, TEST_ADM1)).expect("image");
-    let _card = sim.insert(reader.vpcd_addr());
-    let p = personalisation(&iccid, &keys, TEST_ADM1);
-    let challenge = challenge(&keys);
-    let script = write_script(&p, &challenge);
-    assert!(script.steps.len() < 30);
+    let blank = BlankInReader::insert(SysmoUsimSjs1::NAME, &reader, |_| {});
+    let (identity, atr, apdus) = blocking(move || {
+        let mut reader = connect(&reader.name)?;
+        let identity = reader.identify_blank()?;
+        Ok::<_, ReaderError>((identity, reader.atr().to_vec(), reader.apdu_count()))
+    })
+    .await
+    .expect("identifies");
+    assert_eq!(identity.iccid, blank.p.iccid);
+    assert_eq!(
+        profile::detect_family(&atr).map(|family| family.name()),
+        Some(SysmoUsimSjs1::NAME)
+    );
+    assert_eq!(
+        apdus, 5,
+        "EF.ICCID has no SFI here: SELECT, then READ BINARY"
+    );
+}
+
+/// Identify a blank of `family` through pcscd, write it, probe it; check the APDUs on the wire,
+/// the answer to the challenge and the card's files.
+async fn a_blank_personalises_in(family: &str, wire_apdus: u64) {
+    let lease = lease(1).await;
+    let reader = lease.reader().clone();
+    let blank = BlankInReader::insert(family, &reader, |_| {});
+    let script = blank.script();
+    assert_eq!(script.family, family);
 
     let script_for_reader = script.clone();
     let (responses, apdus, probe) = blocking(move || {
@@ -58,20 +76,34 @@ async fn the_sja2_script_personalises_a_blank_card_in_under_30_apdus_and_verifie
     .expect("the script runs");
 
     println!(
-        "SJA2 personalisation through pcscd: {} script steps, {apdus} APDUs on the wire (T=0 GET RESPONSE included)",
+        "{family} personalisation through pcscd: {} script steps, {apdus} APDUs on the wire (T=0 GET RESPONSE included)",
         script.steps.len()
     );
     assert_eq!(apdus as usize, script.steps.len() + 1);
+    assert_eq!(apdus, wire_apdus);
     let answer = &responses.last().expect("authenticate answered").data;
     assert_eq!(
-        profile::check_auth_answer(&keys.ki, &keys.opc, &challenge, answer),
+        profile::check_auth_answer(&blank.keys.ki, &blank.keys.opc, &blank.challenge, answer),
         Ok(AuthCheck::Authenticated)
     );
     assert_eq!(
         profile::classify_written_state(&script, &probe),
         Ok(WrittenState::WrittenByThisScript)
     );
-    assert_eq!(sim.snapshot().imsi().as_deref(), Some(p.imsi.as_str()));
+    assert_eq!(
+        blank.sim.snapshot().imsi().as_deref(),
+        Some(blank.p.imsi.as_str())
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sja2_script_personalises_a_blank_sja2_in_48_apdus_and_verifies() {
+    a_blank_personalises_in(SysmoIsimSja2::NAME, 48).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sjs1_script_personalises_a_blank_sjs1_in_32_apdus_and_verifies() {
+    a_blank_personalises_in(SysmoUsimSjs1::NAME, 32).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

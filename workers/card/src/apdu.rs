@@ -222,6 +222,21 @@ impl Command {
             ..Command::new(0x00, ins::GET_RESPONSE, 0x00, 0x00)
         }
     }
+
+    /// GET RESPONSE for the `len` bytes a command with class `cla` left waiting: on the same
+    /// logical channel (a UICC class keeps its channel bits, the proprietary bit cleared), or
+    /// in class A0 after a classic SIM's `9F xx`.
+    pub fn get_response_after(cla: u8, len: u8) -> Self {
+        let cla = match cla {
+            0xA0 => 0xA0,
+            cla if cla & 0x40 == 0x40 => cla & 0x4F,
+            cla => cla & 0x03,
+        };
+        Command {
+            cla,
+            ..Command::get_response(len)
+        }
+    }
 }
 
 fn binary_p1_p2(target: BinaryTarget, offset: u16) -> (u8, u8) {
@@ -316,7 +331,7 @@ impl fmt::Debug for Response {
 pub enum Status {
     /// 9000, or 91xx (success with a proactive command pending).
     Ok,
-    /// 61xx: `xx` bytes wait for GET RESPONSE (T=0).
+    /// 61xx (or 9Fxx from a classic SIM): `xx` bytes wait for GET RESPONSE (T=0).
     ResponseAvailable(u8),
     /// 6Cxx: wrong Le, the card has exactly `xx` bytes; repeat with that Le.
     WrongLe(u8),
@@ -344,7 +359,7 @@ impl Status {
         let [sw1, sw2] = sw.to_be_bytes();
         match (sw1, sw2) {
             (0x90, 0x00) | (0x91, _) => Status::Ok,
-            (0x61, n) => Status::ResponseAvailable(n),
+            (0x61, n) | (0x9F, n) => Status::ResponseAvailable(n),
             (0x6C, n) => Status::WrongLe(n),
             (0x63, n) if n & 0xF0 == 0xC0 => Status::VerifyFailed {
                 tries_left: n & 0x0F,
@@ -373,6 +388,7 @@ pub mod sw {
     pub const FILE_NOT_FOUND: u16 = 0x6A82;
     pub const RECORD_NOT_FOUND: u16 = 0x6A83;
     pub const INCORRECT_P1_P2: u16 = 0x6A86;
+    pub const REFERENCED_DATA_NOT_FOUND: u16 = 0x6A88;
     pub const WRONG_P1_P2: u16 = 0x6B00;
     pub const INS_NOT_SUPPORTED: u16 = 0x6D00;
     pub const CLA_NOT_SUPPORTED: u16 = 0x6E00;
@@ -463,6 +479,7 @@ mod tests {
         assert_eq!(classify(&[0x90, 0x00]), Ok(Status::Ok));
         assert_eq!(classify(&[0x91, 0x10]), Ok(Status::Ok));
         assert_eq!(classify(&[0x61, 0x35]), Ok(Status::ResponseAvailable(0x35)));
+        assert_eq!(classify(&[0x9F, 0x16]), Ok(Status::ResponseAvailable(0x16)));
         assert_eq!(classify(&[0x6C, 0x09]), Ok(Status::WrongLe(9)));
         assert_eq!(
             classify(&[0x63, 0xC2]),
@@ -476,6 +493,17 @@ mod tests {
         let response = Response::from_bytes(&[1, 2, 3, 0x90, 0x00]).expect("valid response");
         assert_eq!(response.data, vec![1, 2, 3]);
         assert_eq!(response.to_bytes(), vec![1, 2, 3, 0x90, 0x00]);
+    }
+
+    #[test]
+    fn get_response_stays_on_the_commands_channel_and_class() {
+        assert_eq!(Command::get_response_after(0x00, 0x10).to_bytes()[0], 0x00);
+        assert_eq!(Command::get_response_after(0x81, 0x10).to_bytes()[0], 0x01);
+        assert_eq!(Command::get_response_after(0x43, 0x10).to_bytes()[0], 0x43);
+        assert_eq!(
+            hex::encode(Command::get_response_after(0xA0, 0x0C).to_bytes()),
+            "a0c000000c"
+        );
     }
 
     #[test]

@@ -335,15 +335,88 @@ pub fn encode_plmn_with_act(mcc: &str, mnc: &str, access_technologies: u16) -> R
     Ok([plmn[0], plmn[1], plmn[2], act1, act2])
 }
 
-/// EF.AD (4 bytes): normal operation, no additional information, the MNC length.
-pub fn encode_ad(mnc_len: usize) -> Result<[u8; 4]> {
-    if !(2..=3).contains(&mnc_len) {
+/// Size of one PLMN identity in a PLMN list file.
+pub const PLMN_LEN: usize = 3;
+
+/// Size of one entry of a PLMN-with-access-technology file (PLMN + 2 bytes of AcT).
+pub const PLMN_WITH_ACT_LEN: usize = 5;
+
+fn check_list_fits(
+    field: &'static str,
+    entries: usize,
+    entry_len: usize,
+    file_len: usize,
+) -> Result<()> {
+    if !file_len.is_multiple_of(entry_len) || entries * entry_len > file_len {
         return Err(EncodingError::WrongLength {
+            field,
+            expected: "whole entries that fit the file",
+            got: entries * entry_len,
+        });
+    }
+    Ok(())
+}
+
+/// A PLMN list file of `file_len` bytes (EF.EHPLMN, EF.FPLMN, EF.PLMNsel): the PLMN identities in
+/// order, unused entries FFFFFF. An empty list clears the file.
+pub fn encode_plmn_list(plmns: &[(&str, &str)], file_len: usize) -> Result<Vec<u8>> {
+    check_list_fits("PLMN list", plmns.len(), PLMN_LEN, file_len)?;
+    let mut out = Vec::with_capacity(file_len);
+    for (mcc, mnc) in plmns {
+        out.extend(encode_plmn(mcc, mnc)?);
+    }
+    out.resize(file_len, 0xFF);
+    Ok(out)
+}
+
+/// The PLMNs of a PLMN list file, skipping unused entries.
+pub fn decode_plmn_list(bytes: &[u8]) -> Result<Vec<(String, String)>> {
+    if !bytes.len().is_multiple_of(PLMN_LEN) {
+        return Err(EncodingError::Malformed {
+            field: "PLMN list",
+            reason: "not whole 3-byte entries",
+        });
+    }
+    Ok(bytes
+        .chunks(PLMN_LEN)
+        .filter_map(|entry| decode_plmn([entry[0], entry[1], entry[2]]))
+        .collect())
+}
+
+/// A PLMN-with-access-technology file of `file_len` bytes (EF.HPLMNwAcT, EF.PLMNwAcT,
+/// EF.OPLMNwAcT): the given entries, then unused entries FFFFFF0000 as cards ship them
+/// (60 bytes, twelve entries, on a sysmoISIM-SJA2).
+pub fn encode_plmn_with_act_list(
+    entries: &[[u8; PLMN_WITH_ACT_LEN]],
+    file_len: usize,
+) -> Result<Vec<u8>> {
+    check_list_fits("PLMNwAcT list", entries.len(), PLMN_WITH_ACT_LEN, file_len)?;
+    let mut out = Vec::with_capacity(file_len);
+    for entry in entries {
+        out.extend_from_slice(entry);
+    }
+    while out.len() < file_len {
+        out.extend([0xFF, 0xFF, 0xFF, 0x00, 0x00]);
+    }
+    Ok(out)
+}
+
+/// Check that an MNC has 2 or 3 digits.
+pub fn check_mnc_len(mnc_len: usize) -> Result<()> {
+    if (2..=3).contains(&mnc_len) {
+        Ok(())
+    } else {
+        Err(EncodingError::WrongLength {
             field: "MNC",
             expected: "2 or 3 digits",
             got: mnc_len,
-        });
+        })
     }
+}
+
+/// EF.AD (4 bytes): normal operation, no additional information, the MNC length.
+pub fn encode_ad(mnc_len: usize) -> Result<[u8; 4]> {
+    check_mnc_len(mnc_len)?;
     Ok([0x00, 0x00, 0x00, mnc_len as u8])
 }
 
@@ -802,6 +875,38 @@ mod tests {
             hexs(&encode_plmn_with_act("460", "00", 0xFFFF).unwrap()),
             "64f000ffff"
         );
+    }
+
+    #[test]
+    fn plmn_lists_pad_with_ff_and_an_empty_list_clears_the_file() {
+        let ehplmn = encode_plmn_list(&[("460", "00")], 12).unwrap();
+        assert_eq!(hexs(&ehplmn), "64f000ffffffffffffffffff");
+        assert_eq!(
+            decode_plmn_list(&ehplmn).unwrap(),
+            vec![("460".to_string(), "00".to_string())]
+        );
+        let cleared = encode_plmn_list(&[], 12).unwrap();
+        assert_eq!(cleared, vec![0xFF; 12]);
+        assert_eq!(decode_plmn_list(&cleared).unwrap(), vec![]);
+        // The FPLMN a real sysmoUSIM-SJS1 ships with, as pySim-read shows it.
+        let factory = hex::decode("62f20162f20262f20362f207").unwrap();
+        assert_eq!(decode_plmn_list(&factory).unwrap().len(), 4);
+        assert!(encode_plmn_list(&[("001", "01"); 5], 12).is_err());
+        assert!(decode_plmn_list(&[0xFF; 4]).is_err());
+    }
+
+    #[test]
+    fn plmn_with_act_files_are_60_bytes_with_unused_entries_ffffff0000() {
+        let home = encode_plmn_with_act("001", "01", 0xFFFF).unwrap();
+        let file = encode_plmn_with_act_list(&[home], 60).unwrap();
+        assert_eq!(file.len(), 60);
+        // As a real sysmoISIM-SJA2 shows its EF.HPLMNwAcT after pySim-prog.
+        assert_eq!(
+            hexs(&file),
+            "00f110ffffffffff0000ffffff0000ffffff0000ffffff0000ffffff0000ffffff0000\
+             ffffff0000ffffff0000ffffff0000ffffff0000ffffff0000"
+        );
+        assert!(encode_plmn_with_act_list(&[home], 42).is_err());
     }
 
     #[test]

@@ -3,7 +3,8 @@
 //! [`Fcp::parse`] reads the parts a writer cares about (file type, record length and count,
 //! FID, sizes, life cycle status, SFI); [`Fcp::build`] writes a template the way a UICC does,
 //! for the software SIM. Unknown tags are skipped, not rejected.
-//! It does not interpret security attributes beyond carrying the ARR reference bytes.
+//! Security attributes are carried as bytes (tag 8B: the EF.ARR reference, tag 8C: compact
+//! rules); [`crate::arr`] interprets them. The PIN status template (C6) is carried as bytes too.
 
 /// The kind of file a descriptor byte announces.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,6 +41,10 @@ pub struct Fcp {
     pub sfi: Option<u8>,
     /// Tag 8B: referenced security attributes (EF.ARR FID and record number).
     pub arr_reference: Option<Vec<u8>>,
+    /// Tag 8C: compact security attributes (an access mode byte and condition bytes).
+    pub compact_security: Option<Vec<u8>>,
+    /// Tag C6: the PIN status template of a DF (PS_DO and the key references it covers).
+    pub pin_status: Option<Vec<u8>>,
 }
 
 /// Why bytes are not an FCP template.
@@ -107,6 +112,8 @@ impl Fcp {
             life_cycle: Some(0x05),
             sfi: None,
             arr_reference: None,
+            compact_security: None,
+            pin_status: None,
         }
     }
 
@@ -155,6 +162,8 @@ impl Fcp {
                 0x8A => fcp.life_cycle = value.first().copied(),
                 0x88 => fcp.sfi = value.first().map(|b| b >> 3),
                 0x8B => fcp.arr_reference = Some(value.to_vec()),
+                0x8C => fcp.compact_security = Some(value.to_vec()),
+                0xC6 => fcp.pin_status = Some(value.to_vec()),
                 _ => {}
             }
         }
@@ -197,13 +206,11 @@ impl Fcp {
         if let Some(arr) = &self.arr_reference {
             push_tlv(&mut body, 0x8B, arr);
         }
-        if self.file_type == FileType::Df {
-            // PIN status template: PIN1 (01) and ADM1 (0A) referenced, as UICCs list them.
-            push_tlv(
-                &mut body,
-                0xC6,
-                &[0x90, 0x01, 0x40, 0x83, 0x01, 0x01, 0x83, 0x01, 0x0A],
-            );
+        if let Some(compact) = &self.compact_security {
+            push_tlv(&mut body, 0x8C, compact);
+        }
+        if let Some(pin_status) = &self.pin_status {
+            push_tlv(&mut body, 0xC6, pin_status);
         }
         if let Some(size) = self.size {
             push_tlv(&mut body, 0x80, &(size as u16).to_be_bytes());
@@ -242,6 +249,34 @@ mod tests {
     }
 
     #[test]
+    fn parses_templates_of_a_real_sja2() {
+        // DF.GSM/EF.IMSI and ADF.USIM as pySim's export of a sysmoISIM-SJA2 shows them.
+        let imsi = Fcp::parse(
+            &hex::decode("621e8202412183026f07a506d00130d2010f8a01058b036f0603800200098800")
+                .expect("hex"),
+        )
+        .expect("valid FCP");
+        assert_eq!(imsi.file_type, FileType::Transparent);
+        assert_eq!(
+            (imsi.fid, imsi.size, imsi.sfi),
+            (Some(0x6F07), Some(9), None)
+        );
+        assert_eq!(imsi.arr_reference, Some(vec![0x6F, 0x06, 0x03]));
+        let usim = Fcp::parse(
+            &hex::decode(
+                "6238820278218410a0000000871002ffffffff8907090000a509800171830400018d08\
+                 8a01058c0100c60f90017083010183018183010a83010b",
+            )
+            .expect("hex"),
+        )
+        .expect("valid FCP");
+        assert_eq!(usim.file_type, FileType::Df);
+        assert_eq!(usim.aid.map(|aid| aid.len()), Some(16));
+        assert_eq!(usim.compact_security, Some(vec![0x00]));
+        assert_eq!(usim.pin_status.map(|template| template[2]), Some(0x70));
+    }
+
+    #[test]
     fn built_templates_parse_back() {
         let mut imsi = Fcp::new(FileType::Transparent, 0x6F07);
         imsi.size = Some(9);
@@ -258,7 +293,13 @@ mod tests {
         let mut usim = Fcp::new(FileType::Df, 0x7FF0);
         usim.aid = Some(hex::decode("a0000000871002ffffffff8907090000").expect("hex"));
         usim.total_size = Some(0x1000);
+        usim.pin_status = Some(hex::decode("90017083010183018183010a83010b").expect("hex"));
         assert_eq!(Fcp::parse(&usim.build()), Ok(usim));
+
+        let mut key_file = Fcp::new(FileType::Transparent, 0x6F20);
+        key_file.size = Some(33);
+        key_file.compact_security = Some(vec![0x03, 0x1A, 0x1A]);
+        assert_eq!(Fcp::parse(&key_file.build()), Ok(key_file));
     }
 
     #[test]

@@ -11,10 +11,7 @@ use simflow_runtime::create_once::{self, Creates};
 use simflow_runtime::{Handler, JobContext, JobError, Outcome};
 use simflow_schemas::registry::TransferJob;
 use simflow_schemas::topology::JobQueue;
-use simflow_schemas::transfer::{
-    ApprovalStage, TransferApproveIn, TransferApproveOut, TransferApproved, TransferCreate,
-    TransferCreated,
-};
+use simflow_schemas::transfer::{ApprovalStage, TransferApproved, TransferCreate, TransferCreated};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
@@ -41,8 +38,26 @@ impl Handler for TransferHandler {
     ) -> Result<Outcome, JobError> {
         match job {
             TransferJob::Create(create) => create_transfer(context, create, db).await,
-            TransferJob::ApproveOut(approve) => approve_out(context, approve, db).await,
-            TransferJob::ApproveIn(approve) => approve_in(context, approve, db).await,
+            TransferJob::ApproveOut(out) => {
+                approve(
+                    context,
+                    ApprovalStage::Out,
+                    out.transfer_id,
+                    out.staff_id,
+                    db,
+                )
+                .await
+            }
+            TransferJob::ApproveIn(into) => {
+                approve(
+                    context,
+                    ApprovalStage::In,
+                    into.transfer_id,
+                    into.staff_id,
+                    db,
+                )
+                .await
+            }
         }
     }
 }
@@ -178,159 +193,102 @@ fn created_event(transfer_id: Uuid, row: &TransferRow) -> Outcome {
     Outcome::event(&event)
 }
 
-fn approved_event(
-    transfer_id: Uuid,
+/// One approval of a transfer: out of its source warehouse, or into its target warehouse.
+async fn approve(
+    context: &JobContext,
     stage: ApprovalStage,
-    card_count: u64,
-    approved_by: String,
-    approved_at: DateTime<Utc>,
-    already_approved: bool,
-) -> Outcome {
-    let event = TransferApproved {
-        transfer_id,
-        stage,
-        card_count,
-        approved_by,
-        approved_at,
-        already_approved,
-    };
-    Outcome::event(&event)
-}
-
-async fn approve_out(
-    context: &JobContext,
-    approve: TransferApproveOut,
+    transfer_id: Uuid,
+    staff_id: String,
     db: &mut PgConnection,
 ) -> Result<Outcome, JobError> {
-    let Some(transfer) = lock_transfer(db, approve.transfer_id).await? else {
+    let Some(transfer) = lock_transfer(db, transfer_id).await? else {
         return Err(JobError::reject(reasons::TRANSFER_UNKNOWN));
     };
-    staff::require(
-        db,
-        &approve.staff_id,
-        &transfer.source_warehouse,
-        Permission::TransferApprove,
-    )
-    .await?;
-    if transfer.state != TransferState::Created {
-        return Ok(approved_event(
-            approve.transfer_id,
-            ApprovalStage::Out,
-            u64::try_from(transfer.card_count).unwrap_or_default(),
-            transfer.approved_out_by.unwrap_or_default(),
-            transfer.approved_out_at.unwrap_or_else(Utc::now),
-            true,
-        ));
-    }
-    let moved = movement::move_cards(
-        db,
-        &Movement {
-            event: LedgerEvent::TransferOut,
-            which: Which::Held {
-                by: HeldBy::Transfer(approve.transfer_id),
-                first: &transfer.first_iccid,
-                last: &transfer.last_iccid,
-            },
-            from: Some(Location::Warehouse(&transfer.source_warehouse)),
-            to: Some(Location::InTransit(approve.transfer_id)),
-            in_states: &[CardState::Blank],
-            new_state: None,
-            release_holds: false,
-            cause: Cause {
-                reference: &approve.transfer_id.to_string(),
-                staff_id: Some(&approve.staff_id),
-                job_message_id: &context.message_id,
-            },
-        },
-    )
-    .await?;
-    let approved_at: DateTime<Utc> = sqlx::query_scalar(
-        "UPDATE inventory.transfers SET state = $3, approved_out_by = $2, approved_out_at = now() \
-         WHERE transfer_id = $1 RETURNING approved_out_at",
-    )
-    .bind(approve.transfer_id)
-    .bind(&approve.staff_id)
-    .bind(TransferState::ApprovedOut)
-    .fetch_one(&mut *db)
-    .await?;
-    tracing::info!(transfer = %approve.transfer_id, cards = moved, "transfer approved out");
-    Ok(approved_event(
-        approve.transfer_id,
-        ApprovalStage::Out,
-        moved,
-        approve.staff_id,
-        approved_at,
-        false,
-    ))
-}
-
-async fn approve_in(
-    context: &JobContext,
-    approve: TransferApproveIn,
-    db: &mut PgConnection,
-) -> Result<Outcome, JobError> {
-    let Some(transfer) = lock_transfer(db, approve.transfer_id).await? else {
-        return Err(JobError::reject(reasons::TRANSFER_UNKNOWN));
+    // The side that approves, its earlier approval, and where the cards go.
+    let (warehouse, earlier, event, from, to) = match stage {
+        ApprovalStage::Out => (
+            &transfer.source_warehouse,
+            (&transfer.approved_out_by, transfer.approved_out_at),
+            LedgerEvent::TransferOut,
+            Location::Warehouse(&transfer.source_warehouse),
+            Location::InTransit(transfer_id),
+        ),
+        ApprovalStage::In => (
+            &transfer.target_warehouse,
+            (&transfer.approved_in_by, transfer.approved_in_at),
+            LedgerEvent::TransferIn,
+            Location::InTransit(transfer_id),
+            Location::Warehouse(&transfer.target_warehouse),
+        ),
     };
-    staff::require(
-        db,
-        &approve.staff_id,
-        &transfer.target_warehouse,
-        Permission::TransferApprove,
-    )
-    .await?;
-    match transfer.state {
-        TransferState::Created => return Err(JobError::reject(reasons::APPROVE_IN_BEFORE_OUT)),
-        TransferState::ApprovedIn => {
-            return Ok(approved_event(
-                approve.transfer_id,
-                ApprovalStage::In,
+    staff::require(db, &staff_id, warehouse, Permission::TransferApprove).await?;
+    let approved = |card_count: u64, approved_by: String, approved_at, already_approved| {
+        Outcome::event(&TransferApproved {
+            transfer_id,
+            stage,
+            card_count,
+            approved_by,
+            approved_at,
+            already_approved,
+        })
+    };
+    match (stage, transfer.state) {
+        (ApprovalStage::Out, TransferState::Created)
+        | (ApprovalStage::In, TransferState::ApprovedOut) => {}
+        (ApprovalStage::In, TransferState::Created) => {
+            return Err(JobError::reject(reasons::APPROVE_IN_BEFORE_OUT));
+        }
+        (ApprovalStage::Out, TransferState::ApprovedOut | TransferState::ApprovedIn)
+        | (ApprovalStage::In, TransferState::ApprovedIn) => {
+            return Ok(approved(
                 u64::try_from(transfer.card_count).unwrap_or_default(),
-                transfer.approved_in_by.unwrap_or_default(),
-                transfer.approved_in_at.unwrap_or_else(Utc::now),
+                earlier.0.clone().unwrap_or_default(),
+                earlier.1.unwrap_or_else(Utc::now),
                 true,
             ));
         }
-        TransferState::ApprovedOut => {}
     }
     let moved = movement::move_cards(
         db,
         &Movement {
-            event: LedgerEvent::TransferIn,
+            event,
             which: Which::Held {
-                by: HeldBy::Transfer(approve.transfer_id),
+                by: HeldBy::Transfer(transfer_id),
                 first: &transfer.first_iccid,
                 last: &transfer.last_iccid,
             },
-            from: Some(Location::InTransit(approve.transfer_id)),
-            to: Some(Location::Warehouse(&transfer.target_warehouse)),
+            from: Some(from),
+            to: Some(to),
             in_states: &[CardState::Blank],
             new_state: None,
-            release_holds: true,
+            // In transit the transfer still names the cards; in the target warehouse it lets go.
+            release_holds: stage == ApprovalStage::In,
             cause: Cause {
-                reference: &approve.transfer_id.to_string(),
-                staff_id: Some(&approve.staff_id),
+                reference: &transfer_id.to_string(),
+                staff_id: Some(&staff_id),
                 job_message_id: &context.message_id,
             },
         },
     )
     .await?;
-    let approved_at: DateTime<Utc> = sqlx::query_scalar(
-        "UPDATE inventory.transfers SET state = $3, approved_in_by = $2, approved_in_at = now() \
-         WHERE transfer_id = $1 RETURNING approved_in_at",
-    )
-    .bind(approve.transfer_id)
-    .bind(&approve.staff_id)
-    .bind(TransferState::ApprovedIn)
-    .fetch_one(&mut *db)
-    .await?;
-    tracing::info!(transfer = %approve.transfer_id, cards = moved, "transfer approved in");
-    Ok(approved_event(
-        approve.transfer_id,
-        ApprovalStage::In,
-        moved,
-        approve.staff_id,
-        approved_at,
-        false,
-    ))
+    let (record, state) = match stage {
+        ApprovalStage::Out => (
+            "UPDATE inventory.transfers SET state = $3, approved_out_by = $2, approved_out_at = now() \
+             WHERE transfer_id = $1 RETURNING approved_out_at",
+            TransferState::ApprovedOut,
+        ),
+        ApprovalStage::In => (
+            "UPDATE inventory.transfers SET state = $3, approved_in_by = $2, approved_in_at = now() \
+             WHERE transfer_id = $1 RETURNING approved_in_at",
+            TransferState::ApprovedIn,
+        ),
+    };
+    let approved_at: DateTime<Utc> = sqlx::query_scalar(record)
+        .bind(transfer_id)
+        .bind(&staff_id)
+        .bind(state)
+        .fetch_one(&mut *db)
+        .await?;
+    tracing::info!(transfer = %transfer_id, cards = moved, ?stage, "transfer approved");
+    Ok(approved(moved, staff_id, approved_at, false))
 }

@@ -6,6 +6,10 @@
 //! (`Damaged`). A card pulled mid-write is waited for; when the same card comes back its files
 //! decide: nothing or only this script's data on it → the script runs again from the start
 //! (every step is idempotent and EF.IMSI is written last); other data → damaged.
+//! A script runs only on a card of the family it was built for (told by the card's ATR): on a
+//! card of another family its files, keys and ADM key reference are elsewhere, and its ADM1 try
+//! would be spent on the wrong card. The check comes before anything is sent after
+//! identification, so such a card stays untouched.
 
 use std::time::{Duration, Instant};
 
@@ -246,6 +250,28 @@ fn classify(reader: &mut Reader, script: &Script) -> Result<WrittenState, Reader
     })
 }
 
+/// A failed outcome with `card_state` when the card in the reader is not of the family
+/// `script` was built for; `None` when it is.
+fn refuse_other_family(
+    reader: &Reader,
+    script: &Script,
+    card_state: CardWriteState,
+) -> Option<WriteOutcome> {
+    let found = profile::detect_family(reader.atr()).map(|family| family.name());
+    if found == Some(script.family.as_str()) {
+        return None;
+    }
+    tracing::error!(iccid = %script.iccid, script_family = %script.family, card_family = ?found, "the card is not of the script's family");
+    Some(failed(
+        card_state,
+        ClerkMessage::new(
+            "CARD_FAMILY_MISMATCH",
+            "请更换白卡！",
+            "Please use another blank card (the write script is for another card type).",
+        ),
+    ))
+}
+
 fn damaged_reason() -> ClerkMessage {
     ClerkMessage::new(
         "CARD_DAMAGED",
@@ -287,6 +313,9 @@ pub fn write_card(
     };
     if recovering {
         work.status.set(ClerkState::Reading);
+        if let Some(refused) = refuse_other_family(&reader, script, CardWriteState::Damaged) {
+            return Ok(refused);
+        }
         match classify(&mut reader, script) {
             Ok(state) if resumable(&state) => {}
             Ok(state) => {
@@ -330,6 +359,9 @@ pub fn write_card(
                 tracing::warn!(code = error.code(), %error, "cannot identify the card");
                 return Ok(failed(CardWriteState::Untouched, clerk_message(&error)));
             }
+        }
+        if let Some(refused) = refuse_other_family(&reader, script, CardWriteState::Untouched) {
+            return Ok(refused);
         }
         mark_writing().map_err(Interrupted::Journal)?;
     }
@@ -378,6 +410,9 @@ pub fn write_card(
             }
         };
         work.status.set(ClerkState::Reading);
+        if let Some(refused) = refuse_other_family(&reader, script, state_if_failed(touched)) {
+            return Ok(refused);
+        }
         match classify(&mut reader, script) {
             Ok(state) if resumable(&state) => {}
             Ok(state) => {

@@ -2,7 +2,8 @@
 //!
 //! [`Reader`] lists readers, waits for a card (polling the reader state with
 //! SCardGetStatusChange, never sleeping blindly), connects, transmits with T=0 chaining handled
-//! (GET RESPONSE after `61xx`, repeat with the right Le after `6Cxx`), counts APDUs, and runs a
+//! (GET RESPONSE on the command's channel after `61xx`, or in class A0 after a classic SIM's
+//! `9Fxx`; repeat with the right Le after `6Cxx`), counts APDUs, and runs a
 //! [`simflow_card::profile::Script`]'s steps, stopping at the first status word or read-back
 //! that differs. Every failure is a [`ReaderError`] carrying the clerk's message.
 //!
@@ -187,6 +188,12 @@ impl Reader {
         }
     }
 
+    /// Send one command APDU and return its answer as it is: no GET RESPONSE, no Le retry
+    /// (for tools and tests that look at the T=0 exchange itself).
+    pub fn transmit_raw(&mut self, apdu: &[u8]) -> Result<Response, ReaderError> {
+        self.raw_transmit(apdu)
+    }
+
     fn raw_transmit(&mut self, apdu: &[u8]) -> Result<Response, ReaderError> {
         let card = self.card.as_ref().ok_or_else(not_connected)?;
         let mut buffer = [0u8; pcsc::MAX_BUFFER_SIZE];
@@ -243,16 +250,18 @@ impl Reader {
         !self.card_stays_present(timeout)
     }
 
-    /// Send one command APDU and return the final response: data collected over `61xx`
+    /// Send one command APDU and return the final response: data collected over `61xx` / `9Fxx`
     /// GET RESPONSEs, and the command repeated with the card's Le after `6Cxx`.
     pub fn transmit(&mut self, apdu: &[u8]) -> Result<Response, ReaderError> {
         let mut response = self.raw_transmit(apdu)?;
+        let cla = apdu.first().copied().unwrap_or(0x00);
         let mut data = Vec::new();
         for _ in 0..MAX_CHAINED_RESPONSES {
             match response.status() {
                 Status::ResponseAvailable(len) => {
                     data.extend_from_slice(&response.data);
-                    response = self.raw_transmit(&Command::get_response(len).to_bytes())?;
+                    let get = Command::get_response_after(cla, len).to_bytes();
+                    response = self.raw_transmit(&get)?;
                 }
                 Status::WrongLe(len) if apdu.len() >= 5 => {
                     let mut again = apdu.to_vec();
@@ -293,9 +302,10 @@ impl Reader {
         Ok(())
     }
 
-    /// Run the family-independent identification and read the card's ICCID and IMSI.
+    /// Read the card's ICCID and IMSI the way its family allows (by the ATR; the way that
+    /// works on any UICC when the family is unknown).
     pub fn identify(&mut self) -> Result<Identity, ReaderError> {
-        let steps = profile::identify_script();
+        let steps = profile::identification_for(&self.atr);
         let mut responses = Vec::with_capacity(steps.len());
         match self.run_steps(&steps, |_, response| responses.push(response.clone())) {
             Ok(()) => {}
@@ -313,7 +323,7 @@ impl Reader {
             }
             Err(error) => return Err(error),
         }
-        profile::parse_identity(&responses).map_err(|error| ReaderError::CardUnusable {
+        profile::parse_identity(&steps, &responses).map_err(|error| ReaderError::CardUnusable {
             cause: format!("identification: {error}"),
         })
     }

@@ -22,6 +22,21 @@ use simflow_schemas::topology::{ArgValue, EVENTS_EXCHANGE, ExchangeKind as SpecK
 
 use crate::outcome::Outgoing;
 
+/// Outcome header: the message id of the job this answers (the `correlation_id` property is
+/// the publisher's own, when it set one).
+pub const JOB_MESSAGE_ID_HEADER: &str = "x-simflow-job-message-id";
+
+/// What an outcome answers.
+#[derive(Debug, Clone, Copy)]
+pub struct AnswerTo<'a> {
+    /// The job's message id.
+    pub job_message_id: &'a str,
+    /// The `correlation_id` the outcome carries: the publisher's, or the job's message id.
+    pub correlation_id: &'a str,
+    /// The publisher's `reply_to` queue, which gets a copy of events.
+    pub reply_to: Option<&'a str>,
+}
+
 /// Header carrying the try number of a job (1 for the first try).
 pub const ATTEMPT_HEADER: &str = "x-simflow-attempt";
 /// Dead-letter header: stable reason code.
@@ -107,7 +122,7 @@ pub async fn declare(channel: &Channel, topology: &Topology) -> Result<(), lapin
                     durable: true,
                     ..ExchangeDeclareOptions::default()
                 },
-                FieldTable::default(),
+                field_table(&exchange.arguments),
             )
             .await?;
     }
@@ -320,22 +335,15 @@ impl Publisher {
         })
     }
 
-    /// Publishes a stored outgoing message with its deterministic id, correlated to a job, and
+    /// Publishes a stored outgoing message with its deterministic id, answering a job, and
     /// waits for the confirm.
     pub async fn publish_outgoing(
         &self,
         message: &Outgoing,
         message_id: &str,
-        correlation_id: &str,
-        reply_to: Option<&str>,
+        answer_to: &AnswerTo<'_>,
     ) -> Result<(), PublishError> {
-        for sent in self
-            .send_outgoing(message, message_id, correlation_id, reply_to)
-            .await?
-        {
-            sent.confirmed().await?;
-        }
-        Ok(())
+        all_confirmed(self.send_outgoing(message, message_id, answer_to).await?).await
     }
 
     /// Sends a stored outgoing message (and its copy to `reply_to`, whose loss is only
@@ -344,12 +352,17 @@ impl Publisher {
         &self,
         message: &Outgoing,
         message_id: &str,
-        correlation_id: &str,
-        reply_to: Option<&str>,
+        answer_to: &AnswerTo<'_>,
     ) -> Result<Vec<Unconfirmed>, PublishError> {
         let body = serde_json::to_vec(&message.body).unwrap_or_default();
-        let mut properties = base_properties(&message.message_type, message_id)
-            .with_correlation_id(correlation_id.into());
+        let mut properties = with_headers(
+            base_properties(&message.message_type, message_id)
+                .with_correlation_id(answer_to.correlation_id.into()),
+            &[(JOB_MESSAGE_ID_HEADER, text_value(answer_to.job_message_id))],
+            &[],
+        );
+        let correlation_id = answer_to.correlation_id;
+        let reply_to = answer_to.reply_to;
         if let Some(expiration) = message.expiration_ms {
             properties = properties.with_expiration(expiration.to_string().into());
         }
@@ -609,7 +622,8 @@ impl JobRoute<'_> {
     fn resolve<M: Message>(&self) -> (String, String) {
         use simflow_schemas::registry::MessageRole;
         use simflow_schemas::topology::{
-            JOBS_EXCHANGE, OUTLET_RESULTS_KEY, OUTLETS_EXCHANGE, RESULTS_EXCHANGE,
+            INTERNAL_EXCHANGE, JOBS_EXCHANGE, OUTLET_RESULTS_KEY, OUTLETS_EXCHANGE,
+            RESULTS_EXCHANGE,
         };
         match (self, M::ROLE) {
             (JobRoute::Outlet(code), _)
@@ -619,8 +633,11 @@ impl JobRoute<'_> {
                 },
                 _,
             ) => (OUTLETS_EXCHANGE.to_owned(), (*code).to_owned()),
-            (JobRoute::Default, MessageRole::Job(queue)) => {
+            (JobRoute::Default, MessageRole::Job(queue)) if queue.is_upstream() => {
                 (JOBS_EXCHANGE.to_owned(), queue.key().to_owned())
+            }
+            (JobRoute::Default, MessageRole::Job(queue)) => {
+                (INTERNAL_EXCHANGE.to_owned(), queue.key().to_owned())
             }
             (JobRoute::Default, MessageRole::OutletResult) => {
                 (RESULTS_EXCHANGE.to_owned(), OUTLET_RESULTS_KEY.to_owned())

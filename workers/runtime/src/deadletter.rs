@@ -1,9 +1,12 @@
 //! Dead-letter queue operations for ops: list with reasons, show one, replay one or all to
-//! where it first went, keeping its message id (so the inbox still recognises it).
+//! the queue it came from (through the internal exchange), keeping its message id (so the
+//! inbox still recognises it); and the marks that make dead-lettering idempotent.
 //!
 //! Listing takes the messages without acknowledging them and gives them all back, so looking
 //! never loses or reorders anything that matters; replay acknowledges a dead letter only after
-//! its copy is confirmed on the original queue.
+//! its copy is confirmed on its queue, replays each message once per run (a second copy of the
+//! same message in the queue is dropped, not replayed), and first removes the message's
+//! dead-letter mark so that the replayed job, failing again, is dead-lettered again.
 
 use std::collections::BTreeMap;
 
@@ -11,7 +14,8 @@ use lapin::options::{BasicAckOptions, BasicGetOptions, BasicNackOptions};
 use lapin::types::AMQPValue;
 use lapin::{BasicProperties, Connection};
 use serde::Serialize;
-use simflow_schemas::topology::JOBS_EXCHANGE;
+use simflow_schemas::topology::{INTERNAL_EXCHANGE, JOBS_EXCHANGE, JobQueue};
+use sqlx::PgPool;
 
 use crate::amqp::{self, Publisher};
 
@@ -62,8 +66,63 @@ pub enum Selection {
 pub struct ReplayReport {
     /// Dead letters sent back to their queue.
     pub replayed: Vec<String>,
+    /// Second copies of a message already replayed in this run, dropped.
+    pub duplicates_dropped: usize,
     /// Dead letters left in place.
     pub kept: usize,
+}
+
+/// The key a dead-letter mark and a `.failed` event id use: the message id, or for a message
+/// without one, the SHA-256 of its body (stable across redeliveries, distinct per body).
+pub fn message_key(message_id: Option<&str>, body: &[u8]) -> String {
+    match message_id.filter(|id| !id.is_empty()) {
+        Some(id) => id.to_owned(),
+        None => format!("sha256:{}", hex::encode(crate::worker::digest(body))),
+    }
+}
+
+/// Whether `consumer` dead-lettered this message and it was not replayed since.
+pub(crate) async fn is_marked(
+    db: &PgPool,
+    consumer: &str,
+    message_key: &str,
+) -> Result<bool, sqlx::Error> {
+    let marked: Option<i32> = sqlx::query_scalar(
+        "SELECT 1 FROM runtime.dead_letter_marks WHERE consumer = $1 AND message_key = $2",
+    )
+    .bind(consumer)
+    .bind(message_key)
+    .fetch_optional(db)
+    .await?;
+    Ok(marked.is_some())
+}
+
+/// Notes that `consumer` dead-lettered this message (its copy is confirmed in the DLQ).
+pub(crate) async fn mark(
+    db: &PgPool,
+    consumer: &str,
+    message_key: &str,
+    reason_code: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO runtime.dead_letter_marks (consumer, message_key, reason_code) VALUES ($1, $2, $3) \
+         ON CONFLICT (consumer, message_key) DO UPDATE SET reason_code = EXCLUDED.reason_code, dead_lettered_at = now()",
+    )
+    .bind(consumer)
+    .bind(message_key)
+    .bind(reason_code)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+async fn unmark(db: &PgPool, consumer: &str, message_key: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("DELETE FROM runtime.dead_letter_marks WHERE consumer = $1 AND message_key = $2")
+        .bind(consumer)
+        .bind(message_key)
+        .execute(db)
+        .await?;
+    Ok(())
 }
 
 fn x_death(properties: &BasicProperties) -> Option<BTreeMap<String, AMQPValue>> {
@@ -204,22 +263,30 @@ pub async fn list(
     Ok(letters)
 }
 
-/// Replays the selected dead letters of `queue` to where they first went.
+/// Replays the selected dead letters of `queue`'s dead-letter queue into `queue` through the
+/// internal exchange: each message once (later copies of it are dropped), its dead-letter mark
+/// removed first (in `db`), its copy confirmed before the dead letter is acknowledged.
 pub async fn replay(
     connection: &Connection,
-    queue: &str,
+    db: &PgPool,
+    queue: JobQueue,
     selection: &Selection,
 ) -> anyhow::Result<ReplayReport> {
+    let dead_letter_queue = queue.dead_letter_queue();
     let channel = connection.create_channel().await?;
     let publisher = Publisher::open(connection).await?;
     let mut report = ReplayReport::default();
     let mut kept = Vec::new();
+    let mut replayed_keys = std::collections::BTreeSet::new();
     while let Some(message) = channel
-        .basic_get(queue.into(), BasicGetOptions { no_ack: false })
+        .basic_get(
+            dead_letter_queue.as_str().into(),
+            BasicGetOptions { no_ack: false },
+        )
         .await?
     {
         let delivery = &message.delivery;
-        let letter = describe(queue, &delivery.properties, &delivery.data);
+        let letter = describe(&dead_letter_queue, &delivery.properties, &delivery.data);
         let selected = match selection {
             Selection::All => true,
             Selection::MessageId(id) => letter.message_id.as_deref() == Some(id.as_str()),
@@ -228,19 +295,23 @@ pub async fn replay(
             kept.push(delivery.acker.clone());
             continue;
         }
+        let key = message_key(letter.message_id.as_deref(), &delivery.data);
+        if !replayed_keys.insert(key.clone()) {
+            delivery.acker.ack(BasicAckOptions::default()).await?;
+            report.duplicates_dropped += 1;
+            continue;
+        }
+        unmark(db, queue.key(), &key).await?;
         publisher
             .publish(
-                &letter.original_exchange,
-                &letter.original_routing_key,
+                INTERNAL_EXCHANGE,
+                queue.key(),
                 &delivery.data,
                 replay_properties(&delivery.properties),
             )
             .await?;
         delivery.acker.ack(BasicAckOptions::default()).await?;
-        report.replayed.push(letter.message_id.unwrap_or_default());
-        if matches!(selection, Selection::MessageId(_)) {
-            break;
-        }
+        report.replayed.push(letter.message_id.unwrap_or(key));
     }
     report.kept = kept.len();
     for acker in kept {

@@ -41,6 +41,7 @@ impl Handler for WriteCardHandler {
             WriteCardJob::Cancel(cancel) => {
                 orders::cancel(&self.settings, context, cancel, db).await
             }
+            WriteCardJob::ReadRequest(read) => results::forward_read(read, db).await,
         }
     }
 }

@@ -192,8 +192,8 @@ pub async fn handle(
         mcc_mnc,
         smsp: settings.smsp.clone(),
     };
-    let Some(family) = profile::family_by_name(&settings.card_family) else {
-        tracing::error!(family = %settings.card_family, "unknown card family in the configuration");
+    let Some(family) = settings.family_for(&card.card_type) else {
+        tracing::error!(card_type = %card.card_type, family = %settings.family_name_for(&card.card_type), "unknown card family in the configuration");
         return Err(JobError::needs_ops(reasons::SCRIPT_BUILD_FAILED));
     };
     let script = family

@@ -263,6 +263,22 @@ pub async fn write_result(
     Ok(outcome)
 }
 
+/// Handles `card.read_request.v1` from upstream: forwards it, unchanged, to the outlet's queue
+/// (upstream may not write to the outlets' exchange). An unknown or revoked outlet is refused;
+/// the request expires in the outlet's queue like any outlet work.
+pub async fn forward_read(
+    read: CardReadRequest,
+    db: &mut PgConnection,
+) -> Result<Outcome, JobError> {
+    let active = outlets::get(db, &read.outlet_code)
+        .await?
+        .is_some_and(|outlet| outlet.active);
+    if !active {
+        return Err(JobError::reject(reasons::OUTLET_UNKNOWN));
+    }
+    Ok(Outcome::nothing().and_outlet_work(&read.outlet_code.clone(), &read, None))
+}
+
 /// Handles `outlet.card_read.v1`: the outlet's raw read, enriched with the inventory.
 pub async fn card_read(
     context: &JobContext,

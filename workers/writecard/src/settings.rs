@@ -1,6 +1,8 @@
 //! The `[writecard]` configuration section.
 
 use serde::Deserialize;
+use simflow_card::profile::{self, CardFamily, EhplmnPolicy, FamilyOptions};
+use std::collections::BTreeMap;
 
 /// Write-card settings.
 #[derive(Debug, Clone, Deserialize)]
@@ -24,6 +26,33 @@ pub struct WritecardSettings {
     /// The card family blank cards belong to (see `simflow_card::profile::families`).
     #[serde(default = "default_card_family")]
     pub card_family: String,
+    /// The family of each card type (the inventory's card types) whose blanks are not of
+    /// `card_family`, e.g. `[writecard.card_families] USIM_SJS1 = "sysmoUSIM-SJS1"`.
+    #[serde(default)]
+    pub card_families: BTreeMap<String, String>,
+    /// What EF.EHPLMN holds on written cards: `home` (the home PLMN) or `clear`.
+    #[serde(default)]
+    pub ehplmn: EhplmnPolicy,
+}
+
+impl WritecardSettings {
+    /// The name of the family cards of `card_type` belong to. Card types match regardless of
+    /// case: configuration layers (environment variables in particular) may lowercase keys.
+    pub fn family_name_for(&self, card_type: &str) -> &str {
+        self.card_families
+            .iter()
+            .find(|(listed, _)| listed.eq_ignore_ascii_case(card_type))
+            .map_or(&self.card_family, |(_, family)| family)
+    }
+
+    /// The family that writes cards of `card_type`, with the configured options; `None` when
+    /// the configuration names a family this build does not know.
+    pub fn family_for(&self, card_type: &str) -> Option<Box<dyn CardFamily>> {
+        let options = FamilyOptions {
+            ehplmn: self.ehplmn,
+        };
+        profile::family_by_name_with(self.family_name_for(card_type), &options)
+    }
 }
 
 fn default_script_ttl_seconds() -> u64 {
@@ -43,7 +72,7 @@ fn default_cooling_days() -> u32 {
 }
 
 fn default_card_family() -> String {
-    "sysmoISIM-SJA2".to_owned()
+    profile::SysmoIsimSja2::NAME.to_owned()
 }
 
 impl Default for WritecardSettings {
@@ -55,6 +84,35 @@ impl Default for WritecardSettings {
             smsp: None,
             msisdn_cooling_days: default_cooling_days(),
             card_family: default_card_family(),
+            card_families: BTreeMap::new(),
+            ehplmn: EhplmnPolicy::default(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_card_type_maps_to_its_family_and_others_to_the_default() {
+        let mut settings = WritecardSettings::default();
+        settings
+            .card_families
+            .insert("USIM_SJS1".into(), "sysmoUSIM-SJS1".into());
+        assert_eq!(settings.family_name_for("USIM_SJS1"), "sysmoUSIM-SJS1");
+        assert_eq!(settings.family_name_for("usim_sjs1"), "sysmoUSIM-SJS1");
+        assert_eq!(
+            settings.family_name_for("USIM128K_NORMAL"),
+            "sysmoISIM-SJA2"
+        );
+        assert_eq!(
+            settings.family_for("USIM_SJS1").map(|family| family.name()),
+            Some("sysmoUSIM-SJS1")
+        );
+        settings
+            .card_families
+            .insert("X".into(), "no such card".into());
+        assert!(settings.family_for("X").is_none());
     }
 }

@@ -2,10 +2,13 @@
 //!
 //! A [`CardFamily`] turns a [`Personalisation`] and an authentication [`Challenge`] into a
 //! [`Script`]: the exact APDUs to send, with the status word and read-back data each must
-//! answer. Everything family-independent lives here too: identifying any UICC before its family
-//! is known ([`identify_script`], [`parse_identity`]), checking the card's answer to the
-//! challenge ([`check_auth_answer`]), and telling from a card's files how far a write got
-//! ([`probe_script`], [`classify_written_state`]).
+//! answer. Two families exist: [`SysmoIsimSja2`] (USIM + ISIM, keys in DF.SYSTEM and the ADFs)
+//! and [`SysmoUsimSjs1`] (USIM only, keys in DF.GSM); a card's family comes from its ATR
+//! ([`detect_family`]) and a script's from its card type at the centre, and a script carries
+//! its family's name so the writer can refuse a card of another family.
+//! Everything family-independent lives here too: identifying a UICC ([`identification_for`],
+//! [`parse_identity`]), checking the card's answer to the challenge ([`check_auth_answer`]), and
+//! telling from a card's files how far a write got ([`probe_script`], [`classify_written_state`]).
 //!
 //! This module builds and judges bytes; it does not send them (the reader crate does), does not
 //! encrypt scripts (the pipeline does), and never formats a secret into a string.
@@ -17,11 +20,20 @@
 //! BINARY at offset 0, UPDATE RECORD in absolute mode) or a read, so a script can be run again
 //! from its first step at any time with the same result. A card pulled before the IMSI write
 //! still reads as blank and is simply written again; [`classify_written_state`] reports the
-//! leftovers as [`WrittenState::PartlyWritten`] so the journal can say what happened.
+//! leftovers as [`WrittenState::PartlyWritten`] so the journal can say what happened. Only files
+//! that hold data of one subscription count as evidence of who wrote a card ([`Step::evidence`]):
+//! vendors ship blanks with PLMN lists, EF.AD or key configurations already set.
 
+mod builder;
 mod sja2;
+mod sjs1;
 
-pub use sja2::{AUTH_KEY_CFG_MILENAGE_OPC, SJA2_ATR, Sja2Layout, SysmoIsimSja2};
+pub use builder::UsimLayout;
+pub use sja2::{
+    AUTH_KEY_CFG_MILENAGE_OPC, GsmCopy, IsimLayout, SJA2_ATR, SJA2_ISIM_AID, SJA2_USIM_AID,
+    Sja2Layout, SysmoIsimSja2,
+};
+pub use sjs1::{OPC_FILE_HOLDS_OPC, SJS1_ATR, SJS1_USIM_AID, SysmoUsimSjs1};
 
 use crate::apdu::{BinaryTarget, Command, Response};
 use crate::encoding::{self, Adm1, EncodingError};
@@ -105,24 +117,39 @@ pub struct Step {
     /// For read-backs: the exact data the card must answer.
     #[serde(with = "crate::hexser::option", default)]
     pub expect_data: Option<Vec<u8>>,
-    /// True when the APDU carries ADM or key bytes: never logged, never printed.
+    /// True when the APDU or the expected answer carries ADM or key bytes: never logged, never
+    /// printed.
     pub secret: bool,
+    /// For read-backs: the file holds data of this subscription only (IMSI, MSISDN, IMS
+    /// identities), so other data there means another write happened. False for files with
+    /// operator-wide or vendor-preset content (SPN, EF.AD, PLMN lists, keys), which prove nothing
+    /// about who wrote the card (see [`classify_written_state`]).
+    #[serde(default = "evidence_by_default")]
+    pub evidence: bool,
+}
+
+/// Scripts sealed before the field existed treated every read-back as evidence.
+fn evidence_by_default() -> bool {
+    true
 }
 
 impl fmt::Debug for Step {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let apdu = if self.secret {
-            "<redacted>".to_string()
-        } else {
-            hex::encode(&self.apdu)
+        let shown = |bytes: &[u8]| {
+            if self.secret {
+                "<redacted>".to_string()
+            } else {
+                hex::encode(bytes)
+            }
         };
         f.debug_struct("Step")
             .field("index", &self.index)
             .field("kind", &self.kind)
             .field("target", &self.target)
-            .field("apdu", &apdu)
+            .field("apdu", &shown(&self.apdu))
             .field("expect_sw", &format_args!("{:04X}", self.expect_sw))
-            .field("expect_data", &self.expect_data.as_ref().map(hex::encode))
+            .field("expect_data", &self.expect_data.as_deref().map(shown))
+            .field("evidence", &self.evidence)
             .finish()
     }
 }
@@ -198,9 +225,27 @@ pub enum ProfileError {
 // ---------------------------------------------------------------------------------------------
 // Card families
 
+/// What EF.EHPLMN says after the write. A vendor's EHPLMN left on a blank would take the place
+/// of the home network in network selection (TS 23.122 §4.4.3), so the script always writes it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EhplmnPolicy {
+    /// The home PLMN only (cleared when the personalisation names no home PLMN).
+    #[default]
+    Home,
+    /// No entry: the HPLMN derived from the IMSI is the home network.
+    Clear,
+}
+
+/// Choices the operator makes once for every card of a family.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FamilyOptions {
+    pub ehplmn: EhplmnPolicy,
+}
+
 /// One programmable card family: how to recognise it and how to write it.
 ///
-/// Adding a family means one new implementation and one line in [`families`]; the pipeline
+/// Adding a family means one new implementation and one line in [`families_with`]; the pipeline
 /// only sees [`Script`]s.
 pub trait CardFamily: Send + Sync {
     /// The family name carried in [`Script::family`].
@@ -208,6 +253,12 @@ pub trait CardFamily: Send + Sync {
 
     /// Whether a card's ATR belongs to this family.
     fn matches_atr(&self, atr: &[u8]) -> bool;
+
+    /// The steps that read a blank's EF.ICCID and EF.IMSI, before anything is written.
+    /// By default the ones that work on any UICC ([`identify_script`]).
+    fn identify_script(&self) -> Vec<Step> {
+        identify_script()
+    }
 
     /// The fewest APDUs that fully personalise a card of this family, read back what was
     /// written and run `challenge`. Every step is idempotent and EF.IMSI is written last.
@@ -218,14 +269,35 @@ pub trait CardFamily: Send + Sync {
     ) -> Result<Script, ProfileError>;
 }
 
-/// Every card family this build knows.
-pub fn families() -> Vec<Box<dyn CardFamily>> {
-    vec![Box::new(SysmoIsimSja2::default())]
+/// Every card family this build knows, configured with `options`.
+pub fn families_with(options: &FamilyOptions) -> Vec<Box<dyn CardFamily>> {
+    vec![
+        Box::new(SysmoIsimSja2 {
+            options: options.clone(),
+            ..SysmoIsimSja2::default()
+        }),
+        Box::new(SysmoUsimSjs1 {
+            options: options.clone(),
+            ..SysmoUsimSjs1::default()
+        }),
+    ]
 }
 
-/// The family with this name, if known.
+/// Every card family this build knows, with default options.
+pub fn families() -> Vec<Box<dyn CardFamily>> {
+    families_with(&FamilyOptions::default())
+}
+
+/// The family with this name, configured with `options`, if known.
+pub fn family_by_name_with(name: &str, options: &FamilyOptions) -> Option<Box<dyn CardFamily>> {
+    families_with(options)
+        .into_iter()
+        .find(|family| family.name() == name)
+}
+
+/// The family with this name (default options), if known.
 pub fn family_by_name(name: &str) -> Option<Box<dyn CardFamily>> {
-    families().into_iter().find(|family| family.name() == name)
+    family_by_name_with(name, &FamilyOptions::default())
 }
 
 /// The family whose ATRs include `atr`, if any.
@@ -247,55 +319,83 @@ pub struct Identity {
     pub imsi: Option<String>,
 }
 
-fn plain_step(index: u16, kind: StepKind, target: &str, command: Command) -> Step {
-    Step {
-        index,
-        kind,
-        target: target.to_string(),
-        apdu: command.to_bytes(),
-        expect_sw: crate::apdu::sw::OK,
-        expect_data: None,
-        secret: false,
-    }
+/// Identification steps, numbered in order, with no expected data.
+fn identification(steps: Vec<(StepKind, &str, Command)>) -> Vec<Step> {
+    steps
+        .into_iter()
+        .enumerate()
+        .map(|(index, (kind, target, command))| Step {
+            index: index as u16,
+            kind,
+            target: target.to_string(),
+            apdu: command.to_bytes(),
+            expect_sw: crate::apdu::sw::OK,
+            expect_data: None,
+            secret: false,
+            evidence: true,
+        })
+        .collect()
 }
 
-/// Four APDUs that work on any UICC with a USIM: select the MF, read EF.ICCID by SFI 02,
-/// select the USIM by its partial AID, read EF.IMSI by SFI 07.
-pub fn identify_script() -> Vec<Step> {
-    vec![
-        plain_step(
-            0,
-            StepKind::Select,
-            "MF",
-            Command::select_by_fid_quiet(0x3F00),
-        ),
-        plain_step(
-            1,
-            StepKind::ReadBack,
-            "MF/EF.ICCID",
-            Command::read_binary(BinaryTarget::Sfi(0x02), 0, 10),
-        ),
-        plain_step(
-            2,
+/// Identification that reads EF.ICCID with `read_iccid` after selecting the MF (and `extra`
+/// before it), then selects the USIM by its partial AID and reads EF.IMSI by SFI 07.
+fn identification_with(extra: Option<Command>, read_iccid: Command) -> Vec<Step> {
+    let mut steps = vec![(StepKind::Select, "MF", Command::select_by_fid_quiet(0x3F00))];
+    steps.extend(extra.map(|select| (StepKind::Select, "MF/EF.ICCID", select)));
+    steps.extend([
+        (StepKind::ReadBack, "MF/EF.ICCID", read_iccid),
+        (
             StepKind::Select,
             "ADF.USIM",
             Command::select_by_aid_quiet(&USIM_AID_PREFIX),
         ),
-        plain_step(
-            3,
+        (
             StepKind::ReadBack,
             "ADF.USIM/EF.IMSI",
             Command::read_binary(BinaryTarget::Sfi(0x07), 0, 9),
         ),
-    ]
+    ]);
+    identification(steps)
 }
 
-/// Read the answers to [`identify_script`].
-pub fn parse_identity(responses: &[Response]) -> Result<Identity, ProfileError> {
-    let steps = identify_script();
-    check_statuses(&steps, responses)?;
-    let iccid = encoding::decode_iccid(&responses[1].data)?;
-    let imsi = encoding::decode_imsi(&responses[3].data)?;
+/// Identification that works on any UICC with a USIM, also where EF.ICCID has no SFI: select the
+/// MF and EF.ICCID and read it, select the USIM by its partial AID, read EF.IMSI by SFI 07
+/// (five APDUs).
+pub fn identify_script() -> Vec<Step> {
+    identification_with(
+        Some(Command::select_by_fid_quiet(0x2FE2)),
+        Command::read_binary(BinaryTarget::Current, 0, 10),
+    )
+}
+
+/// Identification by short file identifiers (four APDUs), for families whose EF.ICCID has SFI 02:
+/// select the MF, read EF.ICCID by SFI 02, select the USIM by its partial AID, read EF.IMSI by
+/// SFI 07.
+pub fn identify_by_sfi() -> Vec<Step> {
+    identification_with(None, Command::read_binary(BinaryTarget::Sfi(0x02), 0, 10))
+}
+
+/// The identification for a card with this ATR: its family's, or the one that works anywhere.
+pub fn identification_for(atr: &[u8]) -> Vec<Step> {
+    detect_family(atr).map_or_else(identify_script, |family| family.identify_script())
+}
+
+/// Read the answers to identification `steps` (one response per step).
+pub fn parse_identity(steps: &[Step], responses: &[Response]) -> Result<Identity, ProfileError> {
+    check_statuses(steps, responses)?;
+    let answer_of = |file: &str| {
+        steps
+            .iter()
+            .zip(responses)
+            .find(|(step, _)| step.kind == StepKind::ReadBack && step.target.ends_with(file))
+            .map(|(_, response)| response.data.as_slice())
+            .ok_or(ProfileError::ResponseCount {
+                expected: steps.len(),
+                got: responses.len(),
+            })
+    };
+    let iccid = encoding::decode_iccid(answer_of("EF.ICCID")?)?;
+    let imsi = encoding::decode_imsi(answer_of("EF.IMSI")?)?;
     Ok(Identity {
         iccid,
         blank: imsi.is_none(),
@@ -431,13 +531,14 @@ fn length_prefixed(bytes: &[u8]) -> Result<(&[u8], &[u8]), AuthCheckError> {
 // After an interruption: how far did the write get?
 
 /// The steps that read a card's state for [`classify_written_state`]: the script's selects and
-/// read-backs in their order, with no VERIFY, no writes, no AUTHENTICATE and no expected data
-/// (so a reader runs them without failing on differences). Safe to run on any card.
+/// read-backs in their order, with no VERIFY, no writes, no AUTHENTICATE, no secret read-backs
+/// (key files need ADM1) and no expected data (so a reader runs them without failing on
+/// differences). Safe to run on any card.
 pub fn probe_script(script: &Script) -> Vec<Step> {
     script
         .steps
         .iter()
-        .filter(|step| matches!(step.kind, StepKind::Select | StepKind::ReadBack))
+        .filter(|step| matches!(step.kind, StepKind::Select | StepKind::ReadBack) && !step.secret)
         .map(|step| Step {
             expect_data: None,
             ..step.clone()
@@ -449,17 +550,18 @@ pub fn probe_script(script: &Script) -> Vec<Step> {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "state")]
 pub enum WrittenState {
-    /// EF.IMSI and every probed file are still as shipped (all FF): nothing was written.
+    /// EF.IMSI and every evidence file (see [`Step::evidence`]) are still as shipped (all FF):
+    /// nothing of a subscription was written.
     Untouched,
-    /// EF.IMSI is still blank but other files were written: an interrupted write.
+    /// EF.IMSI is still blank but other evidence files were written: an interrupted write.
     /// The card still counts as blank and the script can simply be run again.
     /// `matches_script` tells whether everything written so far is this script's data.
     PartlyWritten {
         written: Vec<String>,
         matches_script: bool,
     },
-    /// EF.IMSI and every probed file hold this script's data: the write completed (at least up
-    /// to the IMSI write, which comes after the keys).
+    /// EF.IMSI and every evidence file hold this script's data: the write completed (at least
+    /// up to the IMSI write, which comes after the keys).
     WrittenByThisScript,
     /// EF.IMSI holds an IMSI and some files differ from this script: another write happened.
     WrittenWithOtherData { differing: Vec<String> },
@@ -480,8 +582,10 @@ pub fn classify_written_state(
         if step.kind != StepKind::ReadBack {
             continue;
         }
-        let original = script.steps.iter().find(|s| s.index == step.index);
-        let Some(expected) = original.and_then(|s| s.expect_data.as_ref()) else {
+        let Some(original) = script.steps.iter().find(|s| s.index == step.index) else {
+            continue;
+        };
+        let Some(expected) = original.expect_data.as_ref() else {
             continue;
         };
         if step.target.ends_with("EF.ICCID") {
@@ -493,6 +597,9 @@ pub fn classify_written_state(
                     found,
                 });
             }
+            continue;
+        }
+        if !original.evidence {
             continue;
         }
         let untouched = response.data.iter().all(|&b| b == 0xFF);

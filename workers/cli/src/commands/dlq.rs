@@ -120,13 +120,15 @@ pub async fn run(settings: &Settings, command: DlqCommand) -> anyhow::Result<()>
                 (None, false) => anyhow::bail!("give --message-id ID or --all"),
             };
             let queue = queues(Some(&queue))?.remove(0);
-            let report =
-                deadletter::replay(connection, &queue.dead_letter_queue(), &selection).await?;
+            let db = simflow_runtime::db::lazy_pool(&settings.database)?;
+            let report = deadletter::replay(connection, &db, queue, &selection).await?;
+            db.close().await;
             println!(
-                "replayed {} dead letter(s) from {}: {}; {} left",
+                "replayed {} dead letter(s) from {}: {}; {} second copies dropped; {} left",
                 report.replayed.len(),
                 queue.dead_letter_queue(),
                 report.replayed.join(", "),
+                report.duplicates_dropped,
                 report.kept
             );
         }

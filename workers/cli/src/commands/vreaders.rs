@@ -16,12 +16,17 @@ pub struct VirtualReader {
     pub vpcd: std::net::SocketAddr,
 }
 
-/// The readers listed in `readers.tsv` (`SIMFLOW_PCSC_DIR`, default `/var/lib/simflow/pcsc`).
-pub fn virtual_readers() -> anyhow::Result<Vec<VirtualReader>> {
-    let dir = std::env::var_os("SIMFLOW_PCSC_DIR")
+/// The state directory of `deploy/pcsc/setup.sh` (`SIMFLOW_PCSC_DIR`, default
+/// `/var/lib/simflow/pcsc`).
+fn state_dir() -> PathBuf {
+    std::env::var_os("SIMFLOW_PCSC_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/var/lib/simflow/pcsc"));
-    let path = dir.join("readers.tsv");
+        .unwrap_or_else(|| PathBuf::from("/var/lib/simflow/pcsc"))
+}
+
+/// The readers listed in `readers.tsv` in the state directory.
+pub fn virtual_readers() -> anyhow::Result<Vec<VirtualReader>> {
+    let path = state_dir().join("readers.tsv");
     let text = std::fs::read_to_string(&path).with_context(|| {
         format!(
             "reading {} (deploy/setup.sh starts pcscd with the virtual readers)",
@@ -67,4 +72,25 @@ pub async fn wait_empty(reader: &VirtualReader) -> anyhow::Result<()> {
     .await??;
     anyhow::ensure!(empty, "reader {} still shows a card", reader.name);
     Ok(())
+}
+
+/// Holds `reader` against test processes sharing the machine's pcscd (see [`lock_port`]).
+pub fn lock(reader: &VirtualReader) -> anyhow::Result<std::fs::File> {
+    lock_port(&state_dir(), reader.vpcd.port())
+}
+
+/// The exclusive lock on `lease-<port>.lock` in `state_dir` that every user of the virtual reader
+/// with vpcd port `port` takes (test reader leases, the card bench), released when the returned
+/// file is dropped. Blocking; waits while another process holds it.
+pub fn lock_port(state_dir: &std::path::Path, port: u16) -> anyhow::Result<std::fs::File> {
+    let path = state_dir.join(format!("lease-{port}.lock"));
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    file.lock()
+        .with_context(|| format!("locking {}", path.display()))?;
+    Ok(file)
 }

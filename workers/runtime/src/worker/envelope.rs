@@ -1,11 +1,18 @@
 //! What the runtime reads from a delivery before any business rule runs: the envelope
 //! (`message_id`, `type`, try number, validated user) and the body, decoded into the queue's
 //! closed job enum. A delivery that fails here is dead-lettered with the reason, never dropped.
+//!
+//! Trust: simflow's own headers (`x-simflow-attempt`, `x-simflow-original-user-id`) count only
+//! on a delivery that came through the internal exchange, which only simflow's user may write
+//! (retries and replays); the broker's `x-death` counts only on a delivery the broker itself
+//! dead-lettered to us (through the dead-letter exchange). Anything else a publisher set is
+//! carried along but changes nothing.
 
 use chrono::Utc;
 use lapin::message::Delivery;
 use simflow_schemas::common::ClerkMessage;
 use simflow_schemas::registry::{DecodeError, JobSet};
+use simflow_schemas::topology::{DEAD_LETTER_EXCHANGE, INTERNAL_EXCHANGE};
 
 use crate::amqp;
 use crate::handler::JobContext;
@@ -22,10 +29,22 @@ pub(crate) struct Envelope {
     pub attempt: u32,
 }
 
+/// Whether the delivery came through simflow's internal exchange (a retry or a replay).
+fn from_simflow(delivery: &Delivery) -> bool {
+    delivery.exchange.as_str() == INTERNAL_EXCHANGE
+}
+
 impl Envelope {
     /// Reads the envelope of a delivery.
     pub fn read(delivery: &Delivery) -> Envelope {
         let properties = &delivery.properties;
+        let attempt = if from_simflow(delivery) {
+            amqp::header_u32(properties, amqp::ATTEMPT_HEADER)
+                .unwrap_or(1)
+                .max(1)
+        } else {
+            1
+        };
         Envelope {
             message_id: properties
                 .message_id()
@@ -36,9 +55,7 @@ impl Envelope {
                 .kind()
                 .as_ref()
                 .map(|kind| kind.as_str().to_owned()),
-            attempt: amqp::header_u32(properties, amqp::ATTEMPT_HEADER)
-                .unwrap_or(1)
-                .max(1),
+            attempt,
         }
     }
 
@@ -123,12 +140,14 @@ pub(crate) fn open<J: JobSet>(
             .as_ref()
             .map(|user| user.as_str().to_owned())
             .or_else(|| {
-                (envelope.attempt > 1)
+                from_simflow(delivery)
                     .then(|| amqp::header_str(properties, amqp::ORIGINAL_USER_ID_HEADER))
                     .flatten()
             }),
         redelivered: delivery.redelivered,
-        death_reason: crate::deadletter::death_reason(properties),
+        death_reason: (delivery.exchange.as_str() == DEAD_LETTER_EXCHANGE)
+            .then(|| crate::deadletter::death_reason(properties))
+            .flatten(),
     };
     Ok((context, job))
 }

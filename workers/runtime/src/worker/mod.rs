@@ -1,13 +1,13 @@
 //! The consume loop: one place that takes deliveries, decodes them, runs the handler in a
 //! transaction with the inbox, and settles every delivery exactly once.
 //!
-//! Deliveries are gathered into batches ([`batch`]): up to `worker.batch_size` jobs (and never
+//! Deliveries are gathered into batches (`batch.rs`): up to `worker.batch_size` jobs (and never
 //! more than the prefetch or the handler's own limit) share one PostgreSQL transaction, each in
 //! a savepoint of its own, and one commit. A batch leaves as soon as a batch slot is free
 //! (`worker.batch_concurrency`) and nothing more is ready, or after `worker.batch_max_wait_ms`;
 //! so a lone job never waits for company, and under load the batches grow by themselves.
 //!
-//! Settling ([`settle`]), in order, so that a crash between any two steps leads to a
+//! Settling (`settle.rs`), in order, so that a crash between any two steps leads to a
 //! redelivery that the inbox answers: commit, publish every outcome of the batch with
 //! confirms awaited together, then ack each delivery. The ways out for one job:
 //! - committed / rejected / duplicate: publish the (stored) outcome, ack;
@@ -184,6 +184,7 @@ impl<H: Handler> Inner<H> {
         tracing::info!(worker = name, queue = %H::QUEUE.queue_name(), "consuming");
         let settler = Settler {
             publisher,
+            pool: self.pool.clone(),
             queue: H::QUEUE,
             worker: name,
             settings: Arc::clone(&self.settings),

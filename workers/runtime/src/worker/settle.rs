@@ -4,7 +4,12 @@
 //! at once, so their publishes share the wait for confirms.
 //!
 //! Broker trouble while settling leaves the delivery unacknowledged: the broker redelivers it
-//! and the inbox answers it.
+//! and the inbox answers it. Dead-lettering is idempotent: once a copy is confirmed in the
+//! dead-letter queue the message is marked (`runtime.dead_letter_marks`), and a redelivery of a
+//! marked message is only acknowledged; `dlq replay` removes the mark before it replays.
+//!
+//! Outcomes carry the publisher's `correlation_id` (or, without one, the job's message id) and
+//! the job's message id in the `x-simflow-job-message-id` header.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -19,6 +24,7 @@ use simflow_schemas::registry::{SharedEvent, event_routing_key};
 use simflow_schemas::topology::{DEAD_LETTER_EXCHANGE, JobQueue, retry_name};
 
 use crate::amqp::{self, PublishError, Publisher, Unconfirmed, text_value};
+use crate::deadletter;
 use crate::metrics::{Health, Metrics};
 use crate::outcome::{Outcome, Outgoing};
 use crate::reasons;
@@ -72,6 +78,7 @@ pub(crate) struct Settlement {
 #[derive(Debug, Clone)]
 pub(crate) struct Settler {
     pub publisher: Publisher,
+    pub pool: sqlx::PgPool,
     pub queue: JobQueue,
     pub worker: &'static str,
     pub settings: Arc<Settings>,
@@ -177,23 +184,13 @@ impl Settler {
         outcome: &Outcome,
         id_base: &str,
     ) -> Result<(), PublishError> {
-        let correlation_id = delivery
-            .properties
-            .message_id()
-            .as_ref()
-            .map(|id| id.as_str())
-            .unwrap_or_default();
-        let reply_to = delivery
-            .properties
-            .reply_to()
-            .as_ref()
-            .map(|queue| queue.as_str());
+        let answering = Answering::of(delivery);
         let mut sent: Vec<Unconfirmed> = Vec::new();
         for (index, message) in outcome.messages.iter().enumerate() {
             let message_id = outgoing_message_id(id_base, index);
             sent.extend(
                 self.publisher
-                    .send_outgoing(message, &message_id, correlation_id, reply_to)
+                    .send_outgoing(message, &message_id, &answering.to_job())
                     .await?,
             );
         }
@@ -271,6 +268,21 @@ impl Settler {
             subject_id,
         } = failure;
         let attempt = envelope.attempt;
+        let key = deadletter::message_key(envelope.message_id.as_deref(), &delivery.data);
+        if delivery.redelivered {
+            match deadletter::is_marked(&self.pool, self.worker, &key).await {
+                Ok(true) => {
+                    // Its copy is in the dead-letter queue already: the worker that made it died
+                    // before the ack. One copy is enough.
+                    tracing::info!(worker = self.worker, message_key = %key, "already dead-lettered; acknowledging the redelivery");
+                    return self.ack(delivery, envelope, "dead_lettered").await;
+                }
+                Ok(false) => {}
+                Err(error) => {
+                    tracing::warn!(%error, "cannot read dead-letter marks; dead-lettering again (replay drops second copies)");
+                }
+            }
+        }
         tracing::error!(worker = self.worker, code = %reason.code, detail, attempt, "dead-lettering a job");
         let properties = amqp::with_headers(
             amqp::republishable(&delivery.properties),
@@ -319,24 +331,64 @@ impl Settler {
             dead_letter_queue: self.queue.dead_letter_queue(),
         };
         let failed = Outgoing::event(&event_routing_key(self.queue, SharedEvent::Failed), &event);
-        let failure_id = outgoing_message_id(&format!("{job_message_id}/failed/{attempt}"), 0);
-        let reply_to = delivery
-            .properties
-            .reply_to()
-            .as_ref()
-            .map(|queue| queue.as_str());
+        // Distinct for every message, also those without a message id, and the same on every
+        // redelivery of one message.
+        let failure_id = outgoing_message_id(&format!("{key}/failed/{attempt}"), 0);
+        let answering = Answering::of(delivery);
         let mut sent = vec![copy];
         sent.extend(
             self.publisher
-                .send_outgoing(&failed, &failure_id, &job_message_id, reply_to)
+                .send_outgoing(&failed, &failure_id, &answering.to_job())
                 .await?,
         );
         amqp::all_confirmed(sent).await?;
+        if let Err(error) = deadletter::mark(&self.pool, self.worker, &key, &reason.code).await {
+            tracing::warn!(%error, "cannot mark the dead letter; a redelivery would be dead-lettered again (replay drops second copies)");
+        }
         self.metrics
             .dead_letters
             .with_label_values(&[self.worker, &reason.code])
             .inc();
         self.ack(delivery, envelope, "dead_lettered").await
+    }
+}
+
+/// What an outcome answers: the job's message id, the publisher's correlation id and
+/// reply-to queue.
+struct Answering<'a> {
+    job_message_id: &'a str,
+    correlation_id: Option<&'a str>,
+    reply_to: Option<&'a str>,
+}
+
+impl<'a> Answering<'a> {
+    fn of(delivery: &'a Delivery) -> Answering<'a> {
+        let properties = &delivery.properties;
+        Answering {
+            job_message_id: properties
+                .message_id()
+                .as_ref()
+                .map(|id| id.as_str())
+                .unwrap_or_default(),
+            correlation_id: properties
+                .correlation_id()
+                .as_ref()
+                .map(|id| id.as_str())
+                .filter(|id| !id.is_empty()),
+            reply_to: properties
+                .reply_to()
+                .as_ref()
+                .map(|queue| queue.as_str())
+                .filter(|queue| !queue.is_empty()),
+        }
+    }
+
+    fn to_job(&self) -> amqp::AnswerTo<'a> {
+        amqp::AnswerTo {
+            job_message_id: self.job_message_id,
+            correlation_id: self.correlation_id.unwrap_or(self.job_message_id),
+            reply_to: self.reply_to,
+        }
     }
 }
 

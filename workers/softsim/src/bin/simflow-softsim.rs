@@ -14,7 +14,7 @@ use std::time::Duration;
 #[derive(Debug, Parser)]
 #[command(version, about = "Insert a software SIM into a pcscd vpcd reader")]
 struct Args {
-    /// JSON card image (iccid, adm1, optional imsi/ki/opc/atr).
+    /// JSON card image (iccid, adm1, optional family/factory/imsi/ki/opc/atr).
     #[arg(long)]
     image: Option<PathBuf>,
     /// A blank card with this ICCID (instead of --image).
@@ -23,6 +23,10 @@ struct Args {
     /// ADM1 of the blank card given with --blank-iccid (digits, or 16 hex characters).
     #[arg(long, requires = "blank_iccid")]
     blank_adm1: Option<String>,
+    /// The family of the blank card given with --blank-iccid.
+    #[arg(long, requires = "blank_iccid", default_value = "sysmoISIM-SJA2",
+          value_parser = ["sysmoISIM-SJA2", "sysmoUSIM-SJS1"])]
+    blank_family: String,
     /// The vpcd port of the reader to insert into.
     #[arg(long, default_value = DEFAULT_VPCD_ADDR)]
     vpcd: SocketAddr,
@@ -41,6 +45,9 @@ struct Args {
     /// Give the card an ADM1 that differs from the image's.
     #[arg(long)]
     wrong_adm: bool,
+    /// Answer the APDU with this number (from 1) with one byte: a malformed answer, once.
+    #[arg(long)]
+    garble_apdu: Option<u64>,
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -62,7 +69,7 @@ async fn main() -> anyhow::Result<()> {
                 .blank_adm1
                 .as_deref()
                 .context("--blank-iccid needs --blank-adm1")?;
-            CardImage::blank(iccid, adm1)
+            CardImage::blank_of(&args.blank_family, iccid, adm1)
         }
         (None, None) => anyhow::bail!("give --image FILE or --blank-iccid ICCID"),
     };
@@ -72,6 +79,7 @@ async fn main() -> anyhow::Result<()> {
         wrong_adm: args.wrong_adm,
         update_delay: args.update_delay_ms.map(Duration::from_millis),
         mute: args.mute,
+        garble_apdu: args.garble_apdu,
     };
     let mut sim = SoftSim::with_faults(image.clone(), faults).context("building the card")?;
     if args.no_quickack {

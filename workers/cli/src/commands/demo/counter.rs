@@ -133,7 +133,7 @@ pub(super) async fn run(demo: &mut Demo) -> anyhow::Result<()> {
                 staff_id: "C0601".into(),
             },
             &Uuid::new_v4().to_string(),
-            JobRoute::Outlet("HX01"),
+            JobRoute::Default,
         )
         .await?;
     loop {
@@ -296,7 +296,8 @@ pub(super) async fn run(demo: &mut Demo) -> anyhow::Result<()> {
     );
     let replayed = simflow_runtime::deadletter::replay(
         demo.client.connection(),
-        "simflow.writecard.dlq",
+        &demo.pool,
+        simflow_schemas::topology::JobQueue::WriteCard,
         &simflow_runtime::deadletter::Selection::MessageId(message_id),
     )
     .await?;
