@@ -1,6 +1,10 @@
 //! A world for write-card tests: cards issued to an agent, their card data file imported (with
 //! generated keys), number pools filled, outlets provisioned with generated key pairs, and the
 //! central workers running.
+//!
+//! The world itself is built by `simflow_cli::world`, as the demo and the benchmarks build
+//! theirs; this module only puts it in a test's own vhost and database and adds what tests
+//! alone need (outlet clients, node settings with key files, capturing outlet work).
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -279,9 +279,9 @@ pub struct Writing {
 }
 
 /// Builds everything of a write-card world that needs no worker: receives the cards, imports
-/// the card data of the first `with_card_data` of them (IMSIs in the vendor file from
-/// 001-01-999…, which the writing never uses), fills the number pools and provisions the
-/// outlets with generated key pairs.
+/// the card data of the first `with_card_data` of them (the file's IMSIs, from
+/// 001019990000000, are the vendor's; an order takes its IMSI from the pool), fills the number
+/// pools and provisions the outlets with generated key pairs.
 pub async fn prepare_writing(
     pool: &PgPool,
     client: &Client,
