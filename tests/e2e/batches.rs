@@ -7,36 +7,20 @@ use std::os::unix::process::ExitStatusExt;
 use std::time::Duration;
 
 use simflow_cli::pipeline::WorkerKind;
-use simflow_runtime::amqp::{EventWatch, JobRoute};
+use simflow_runtime::amqp::EventWatch;
 use simflow_schemas::common::CardSelection;
 use simflow_schemas::transfer::TransferCreate;
 use simflow_tests::TestEnv;
 use simflow_tests::process::SimflowProcess;
 use uuid::Uuid;
 
-use crate::support::count;
+use crate::support::{cards_on_transfers, count, hexi_transfer, publish_each, receive_hexi_normal};
 
+/// A transfer of one normal card from `source` to Hexi's target warehouse.
 fn create(source: &str) -> TransferCreate {
-    TransferCreate {
-        transfer_id: Uuid::new_v4(),
-        staff_id: "S0601".into(),
-        source_warehouse: source.into(),
-        target_warehouse: "13ZDF16".into(),
-        card_type: "USIM128K_NORMAL".into(),
-        cards: CardSelection::Quantity { quantity: 1 },
-    }
-}
-
-/// Publishes the jobs (before any worker runs, so they are waiting together); returns their
-/// message ids.
-async fn publish_all(env: &TestEnv, jobs: &[TransferCreate]) -> anyhow::Result<Vec<String>> {
-    let mut ids = Vec::with_capacity(jobs.len());
-    for job in jobs {
-        let id = Uuid::new_v4().to_string();
-        env.client.publish_job(job, &id, JobRoute::Default).await?;
-        ids.push(id);
-    }
-    Ok(ids)
+    let mut job = hexi_transfer(Uuid::new_v4(), CardSelection::Quantity { quantity: 1 });
+    job.source_warehouse = source.into();
+    job
 }
 
 /// Reads answers until every id has one, then a little longer; returns every answer's routing
@@ -66,19 +50,12 @@ async fn answers(
 async fn a_refused_job_inside_a_batch_is_refused_alone_and_every_other_job_commits()
 -> anyhow::Result<()> {
     let env = TestEnv::new().await?;
-    env.receive_cards(
-        "130041",
-        "USIM128K_NORMAL",
-        "DU06",
-        898_601_100_000_000_000,
-        40,
-    )
-    .await?;
+    receive_hexi_normal(&env, 40).await?;
     let mut watch = env.watch().await?;
     let jobs: Vec<TransferCreate> = (0..30)
         .map(|index| create(if index % 3 == 1 { "999999" } else { "130041" }))
         .collect();
-    let ids = publish_all(&env, &jobs).await?;
+    let ids = publish_each(&env, &jobs).await?;
     let workers = env.start_workers(&[WorkerKind::Transfer]);
     let seen = answers(&mut watch, &ids).await?;
     for (index, id) in ids.iter().enumerate() {
@@ -93,14 +70,7 @@ async fn a_refused_job_inside_a_batch_is_refused_alone_and_every_other_job_commi
             "job {index}: one answer"
         );
     }
-    assert_eq!(
-        count(
-            &env,
-            "SELECT count(*) FROM inventory.cards WHERE transfer_id IS NOT NULL"
-        )
-        .await,
-        20
-    );
+    assert_eq!(cards_on_transfers(&env).await, 20);
     let batches = workers.metrics.batch_jobs.with_label_values(&["transfer"]);
     assert_eq!(
         batches.get_sample_sum() as u64,
@@ -119,17 +89,10 @@ async fn a_refused_job_inside_a_batch_is_refused_alone_and_every_other_job_commi
 async fn a_worker_that_dies_between_commit_and_ack_loses_nothing_and_does_nothing_twice()
 -> anyhow::Result<()> {
     let env = TestEnv::new().await?;
-    env.receive_cards(
-        "130041",
-        "USIM128K_NORMAL",
-        "DU06",
-        898_601_100_000_000_000,
-        50,
-    )
-    .await?;
+    receive_hexi_normal(&env, 50).await?;
     let mut watch = env.watch().await?;
     let jobs: Vec<TransferCreate> = (0..40).map(|_| create("130041")).collect();
-    let ids = publish_all(&env, &jobs).await?;
+    let ids = publish_each(&env, &jobs).await?;
 
     let fault = [("SIMFLOW_FAULT".to_owned(), "abort-after-commit".to_owned())];
     let mut dying = SimflowProcess::start_with(&env.settings, &["worker", "transfer"], &fault)?;
@@ -158,11 +121,7 @@ async fn a_worker_that_dies_between_commit_and_ack_loses_nothing_and_does_nothin
         40
     );
     assert_eq!(
-        count(
-            &env,
-            "SELECT count(*) FROM inventory.cards WHERE transfer_id IS NOT NULL"
-        )
-        .await,
+        cards_on_transfers(&env).await,
         40,
         "the committed batch was not done again"
     );

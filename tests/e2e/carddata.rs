@@ -10,13 +10,13 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rand::RngCore;
 use secrecy::SecretString;
 use simflow_card::encoding::luhn_check_digit;
 use simflow_carddata::import::{CardFile, ImportError, ImportReport, ImportRequest, NoProgress};
 use simflow_carddata::transport::TransportKey;
 use simflow_carddata::{Importer, KekRing, keys};
 use simflow_cli::pipeline::WorkerKind;
+use simflow_cli::world::{random_digits, random_hex};
 use simflow_runtime::Settings;
 use simflow_schemas::cardfile::{CardFileImport, CardFileImported, CardFileSource};
 use simflow_tests::TestEnv;
@@ -39,12 +39,6 @@ struct TestCard {
     puk1: String,
 }
 
-fn random_hex(bytes: usize) -> String {
-    let mut buffer = vec![0u8; bytes];
-    rand::rng().fill_bytes(&mut buffer);
-    hex::encode(buffer)
-}
-
 fn iccid(body: u64) -> String {
     let body = format!("{body}");
     let check = luhn_check_digit(&body).expect("digits");
@@ -59,9 +53,9 @@ fn cards(first_body: u64, first_imsi: u64, count: u64) -> Vec<TestCard> {
             imsi: format!("{}", first_imsi + index),
             ki: random_hex(16),
             opc: random_hex(16),
-            adm1: format!("{:08}", rand::rng().next_u32() % 100_000_000),
-            pin1: format!("{:04}", rand::rng().next_u32() % 10_000),
-            puk1: format!("{:08}", rand::rng().next_u32() % 100_000_000),
+            adm1: random_digits(8),
+            pin1: random_digits(4),
+            puk1: random_digits(8),
         })
         .collect()
 }
@@ -92,6 +86,22 @@ fn prog_csv(cards: &[TestCard]) -> String {
         ));
     }
     text
+}
+
+/// The pySim-shell spelling with the key columns (KI, OPC, ADM1) encrypted under `transport`.
+fn transport_encrypted_csv(transport: &TransportKey, cards: &[TestCard]) -> anyhow::Result<String> {
+    let mut text = String::from("ICCID,IMSI,KI,OPC,ADM1\n");
+    for card in cards {
+        text.push_str(&format!(
+            "{},{},{},{},{}\n",
+            card.iccid,
+            card.imsi,
+            transport.encrypt_field(&hex::decode(&card.ki)?)?,
+            transport.encrypt_field(&hex::decode(&card.opc)?)?,
+            transport.encrypt_adm1(card.adm1.as_bytes().try_into()?)?
+        ));
+    }
+    Ok(text)
 }
 
 /// Random keys for one test, as settings and as environment variables.
@@ -346,19 +356,8 @@ async fn the_pysim_prog_spelling_imports_too() -> anyhow::Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transport_key_encrypted_columns_are_decrypted_on_import() -> anyhow::Result<()> {
     let world = world().await?;
-    let transport = world.keys.transport_key();
     let cards = cards(898_601_100_000_002_000, 460_001_000_002_000, 10);
-    let mut text = String::from("ICCID,IMSI,KI,OPC,ADM1\n");
-    for card in &cards {
-        text.push_str(&format!(
-            "{},{},{},{},{}\n",
-            card.iccid,
-            card.imsi,
-            transport.encrypt_field(&hex::decode(&card.ki)?)?,
-            transport.encrypt_field(&hex::decode(&card.opc)?)?,
-            transport.encrypt_adm1(card.adm1.as_bytes().try_into()?)?
-        ));
-    }
+    let text = transport_encrypted_csv(&world.keys.transport_key(), &cards)?;
     // Without naming the key, the encrypted ADM1 column gives the file away.
     assert_eq!(
         file_code(import_text(&world, &text).await),
@@ -863,19 +862,8 @@ async fn the_queue_job_imports_a_file_and_rejects_a_broken_one() -> anyhow::Resu
     assert_eq!((again.accepted, again.rejected), (25, 1));
 
     // A file on disk, transport-encrypted.
-    let transport = world.keys.transport_key();
     let path_cards = cards(898_601_100_000_011_000, 460_001_000_011_000, 10);
-    let mut encrypted = String::from("ICCID,IMSI,KI,OPC,ADM1\n");
-    for card in &path_cards {
-        encrypted.push_str(&format!(
-            "{},{},{},{},{}\n",
-            card.iccid,
-            card.imsi,
-            transport.encrypt_field(&hex::decode(&card.ki)?)?,
-            transport.encrypt_field(&hex::decode(&card.opc)?)?,
-            transport.encrypt_adm1(card.adm1.as_bytes().try_into()?)?
-        ));
-    }
+    let encrypted = transport_encrypted_csv(&world.keys.transport_key(), &path_cards)?;
     let path = std::env::temp_dir().join(format!("simflow_job_{}.csv", Uuid::new_v4()));
     std::fs::write(&path, &encrypted)?;
     let from_path = send(
@@ -1098,18 +1086,23 @@ async fn the_cli_prints_a_summary_and_no_key_even_at_debug_level() -> anyhow::Re
     Ok(())
 }
 
+/// A generated card data file of `rows` rows in the temp dir (the benchmark's generator,
+/// random keys); the caller removes it.
+async fn generated_file(name: &str, rows: u64) -> anyhow::Result<PathBuf> {
+    let path = std::env::temp_dir().join(format!("simflow_{name}_{}.csv", Uuid::new_v4()));
+    let generating = path.clone();
+    tokio::task::spawn_blocking(move || {
+        simflow_cli::commands::bench_import::generate_file(&generating, rows)
+    })
+    .await??;
+    Ok(path)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_interrupted_import_resumes_where_it_stopped() -> anyhow::Result<()> {
     let world = world().await?;
     let rows = 200_000u64;
-    let path = std::env::temp_dir().join(format!("simflow_resume_{}.csv", Uuid::new_v4()));
-    {
-        let path = path.clone();
-        tokio::task::spawn_blocking(move || {
-            simflow_cli::commands::bench_import::generate_file(&path, rows)
-        })
-        .await??;
-    }
+    let path = generated_file("resume", rows).await?;
     let file = path.to_string_lossy().into_owned();
     let args = [
         "carddata",
@@ -1173,14 +1166,7 @@ async fn an_interrupted_import_resumes_where_it_stopped() -> anyhow::Result<()> 
 async fn a_million_row_file_imports_in_one_piece() -> anyhow::Result<()> {
     let world = world().await?;
     let rows = 1_000_000u64;
-    let path = std::env::temp_dir().join(format!("simflow_million_{}.csv", Uuid::new_v4()));
-    {
-        let path = path.clone();
-        tokio::task::spawn_blocking(move || {
-            simflow_cli::commands::bench_import::generate_file(&path, rows)
-        })
-        .await??;
-    }
+    let path = generated_file("million", rows).await?;
     let started = Instant::now();
     let report = world
         .importer

@@ -16,30 +16,20 @@ use simflow_tests::pg::PrivateServer;
 use simflow_tests::process::SimflowProcess;
 use uuid::Uuid;
 
-use crate::support::{ANSWER, count, send_with_id};
+use crate::support::{
+    ANSWER, cards_on_transfers, count, hexi_transfer, ledger_entries, publish_each,
+    receive_hexi_normal, send, send_with_id,
+};
 
+/// A transfer of `quantity` normal cards down to Hexi's target warehouse.
 fn create_one(transfer_id: Uuid, quantity: u32) -> TransferCreate {
-    TransferCreate {
-        transfer_id,
-        staff_id: "S0601".into(),
-        source_warehouse: "130041".into(),
-        target_warehouse: "13ZDF16".into(),
-        card_type: "USIM128K_NORMAL".into(),
-        cards: CardSelection::Quantity { quantity },
-    }
+    hexi_transfer(transfer_id, CardSelection::Quantity { quantity })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_same_message_delivered_twice_has_one_effect() -> anyhow::Result<()> {
     let env = TestEnv::new().await?;
-    env.receive_cards(
-        "130041",
-        "USIM128K_NORMAL",
-        "DU06",
-        898_601_100_000_000_000,
-        30,
-    )
-    .await?;
+    receive_hexi_normal(&env, 30).await?;
     let workers = env.start_workers(&[WorkerKind::Transfer]);
     let mut watch = env.watch().await?;
 
@@ -78,22 +68,8 @@ async fn the_same_message_delivered_twice_has_one_effect() -> anyhow::Result<()>
         count(&env, "SELECT count(*) FROM inventory.transfers").await,
         1
     );
-    assert_eq!(
-        count(
-            &env,
-            "SELECT count(*) FROM inventory.cards WHERE transfer_id IS NOT NULL"
-        )
-        .await,
-        10
-    );
-    assert_eq!(
-        count(
-            &env,
-            "SELECT count(*) FROM inventory.card_ledger WHERE event = 'transfer_out'"
-        )
-        .await,
-        10
-    );
+    assert_eq!(cards_on_transfers(&env).await, 10);
+    assert_eq!(ledger_entries(&env, "transfer_out").await, 10);
     assert_eq!(
         workers
             .metrics
@@ -108,14 +84,7 @@ async fn the_same_message_delivered_twice_has_one_effect() -> anyhow::Result<()>
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn poison_messages_go_to_the_dead_letter_queue_with_their_reason() -> anyhow::Result<()> {
     let env = TestEnv::new().await?;
-    env.receive_cards(
-        "130041",
-        "USIM128K_NORMAL",
-        "DU06",
-        898_601_100_000_000_000,
-        5,
-    )
-    .await?;
+    receive_hexi_normal(&env, 5).await?;
     let workers = env.start_workers(&[WorkerKind::Transfer]);
     let mut watch = env.watch().await?;
     let transfer_key = JobQueue::Transfer.key();
@@ -196,13 +165,7 @@ async fn poison_messages_go_to_the_dead_letter_queue_with_their_reason() -> anyh
     );
 
     // The worker keeps working after poison.
-    let fine = send_with_id(
-        &env,
-        &mut watch,
-        &create_one(Uuid::new_v4(), 1),
-        &Uuid::new_v4().to_string(),
-    )
-    .await?;
+    let fine = send(&env, &mut watch, &create_one(Uuid::new_v4(), 1)).await?;
     assert_eq!(fine.routing_key, "transfer.created");
     assert_eq!(
         env.queue_depth("simflow.transfer").await?,
@@ -223,21 +186,20 @@ async fn private_world(
     settings.database.url = server.url("simflow").into();
     settings.worker.max_attempts = max_attempts;
     settings.topology.retry_delays_ms = retry_delays_ms;
-    let pool = simflow_cli::pipeline::migrate_all(&settings).await?;
-    let mut connection = pool.acquire().await?;
-    simflow_cli::commands::seed::load_org(
-        &mut connection,
+    let (pool, _) = simflow_cli::world::migrate_with_org(
+        &settings,
         &simflow_tests::workspace_root().join("config/org"),
     )
     .await?;
-    let receipt = simflow_inventory::org::Receipt {
-        warehouse: "130041".into(),
-        card_type: "USIM128K_NORMAL".into(),
-        department_id: "DU06".into(),
-        first_body: 898_601_100_000_000_000,
-        count: 20,
-    };
-    simflow_inventory::org::receive_blank_cards(&mut connection, &receipt, "test").await?;
+    let mut connection = pool.acquire().await?;
+    let receipt = simflow_cli::world::receipt(
+        "130041",
+        "USIM128K_NORMAL",
+        "DU06",
+        898_601_100_000_000_000,
+        20,
+    );
+    simflow_cli::world::receive_cards(&mut connection, &receipt, "test").await?;
     drop(connection);
     pool.close().await;
     // The topology's retry levels changed: declare them for this vhost.
@@ -255,28 +217,12 @@ async fn a_database_outage_of_a_few_seconds_is_retried_and_the_jobs_complete() -
     let (env, server, settings) = private_world(10, vec![300, 1000, 2000]).await?;
     let workers = env.start_workers_with(&settings, &[WorkerKind::Transfer]);
     let mut watch = env.watch().await?;
-    let warm_up = send_with_id(
-        &env,
-        &mut watch,
-        &create_one(Uuid::new_v4(), 1),
-        &Uuid::new_v4().to_string(),
-    )
-    .await?;
+    let warm_up = send(&env, &mut watch, &create_one(Uuid::new_v4(), 1)).await?;
     assert_eq!(warm_up.routing_key, "transfer.created");
 
     server.stop()?;
-    let mut ids = Vec::new();
-    for _ in 0..3 {
-        let message_id = Uuid::new_v4().to_string();
-        env.client
-            .publish_job(
-                &create_one(Uuid::new_v4(), 2),
-                &message_id,
-                JobRoute::Default,
-            )
-            .await?;
-        ids.push(message_id);
-    }
+    let jobs: Vec<TransferCreate> = (0..3).map(|_| create_one(Uuid::new_v4(), 2)).collect();
+    let ids = publish_each(&env, &jobs).await?;
     // Until every job has used its quick in-process tries and gone to a retry queue.
     env.eventually(
         "every job to reach a retry queue",
@@ -419,30 +365,13 @@ fn free_port() -> anyhow::Result<u16> {
 async fn sigterm_mid_run_finishes_in_flight_jobs_exits_zero_and_loses_nothing() -> anyhow::Result<()>
 {
     let env = TestEnv::new().await?;
-    env.receive_cards(
-        "130041",
-        "USIM128K_NORMAL",
-        "DU06",
-        898_601_100_000_000_000,
-        400,
-    )
-    .await?;
+    receive_hexi_normal(&env, 400).await?;
     let mut settings = env.settings.clone();
     let port = free_port()?;
     settings.http.listen = format!("127.0.0.1:{port}");
     let mut watch = env.watch().await?;
-    let mut ids = Vec::new();
-    for _ in 0..300 {
-        let message_id = Uuid::new_v4().to_string();
-        env.client
-            .publish_job(
-                &create_one(Uuid::new_v4(), 1),
-                &message_id,
-                JobRoute::Default,
-            )
-            .await?;
-        ids.push(message_id);
-    }
+    let jobs: Vec<TransferCreate> = (0..300).map(|_| create_one(Uuid::new_v4(), 1)).collect();
+    let ids = publish_each(&env, &jobs).await?;
     let mut first = SimflowProcess::start(&settings, &["worker", "transfer"])?;
     // Health says ready once consuming.
     let health_url = format!("http://127.0.0.1:{port}/healthz");
@@ -498,14 +427,7 @@ async fn sigterm_mid_run_finishes_in_flight_jobs_exits_zero_and_loses_nothing() 
         .await,
         300
     );
-    assert_eq!(
-        count(
-            &env,
-            "SELECT count(*) FROM inventory.cards WHERE transfer_id IS NOT NULL"
-        )
-        .await,
-        300
-    );
+    assert_eq!(cards_on_transfers(&env).await, 300);
     assert!(
         deadletter::list(env.client.connection(), "simflow.transfer.dlq", 10)
             .await?
@@ -517,27 +439,10 @@ async fn sigterm_mid_run_finishes_in_flight_jobs_exits_zero_and_loses_nothing() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_worker_loses_nothing_and_does_nothing_twice() -> anyhow::Result<()> {
     let env = TestEnv::new().await?;
-    env.receive_cards(
-        "130041",
-        "USIM128K_NORMAL",
-        "DU06",
-        898_601_100_000_000_000,
-        300,
-    )
-    .await?;
+    receive_hexi_normal(&env, 300).await?;
     let mut watch = env.watch().await?;
-    let mut ids = Vec::new();
-    for _ in 0..200 {
-        let message_id = Uuid::new_v4().to_string();
-        env.client
-            .publish_job(
-                &create_one(Uuid::new_v4(), 1),
-                &message_id,
-                JobRoute::Default,
-            )
-            .await?;
-        ids.push(message_id);
-    }
+    let jobs: Vec<TransferCreate> = (0..200).map(|_| create_one(Uuid::new_v4(), 1)).collect();
+    let ids = publish_each(&env, &jobs).await?;
     let mut first = SimflowProcess::start(&env.settings, &["worker", "transfer"])?;
     let mut answers = Answers::default();
     assert_eq!(
@@ -562,37 +467,17 @@ async fn a_killed_worker_loses_nothing_and_does_nothing_twice() -> anyhow::Resul
         count(&env, "SELECT count(*) FROM inventory.transfers").await,
         200
     );
-    assert_eq!(
-        count(
-            &env,
-            "SELECT count(*) FROM inventory.cards WHERE transfer_id IS NOT NULL"
-        )
-        .await,
-        200
-    );
+    assert_eq!(cards_on_transfers(&env).await, 200);
     Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dropped_broker_connection_is_re_established() -> anyhow::Result<()> {
     let env = TestEnv::new().await?;
-    env.receive_cards(
-        "130041",
-        "USIM128K_NORMAL",
-        "DU06",
-        898_601_100_000_000_000,
-        10,
-    )
-    .await?;
+    receive_hexi_normal(&env, 10).await?;
     let workers = env.start_workers(&[WorkerKind::Transfer]);
     let mut watch = env.watch().await?;
-    let first = send_with_id(
-        &env,
-        &mut watch,
-        &create_one(Uuid::new_v4(), 1),
-        &Uuid::new_v4().to_string(),
-    )
-    .await?;
+    let first = send(&env, &mut watch, &create_one(Uuid::new_v4(), 1)).await?;
     assert_eq!(first.routing_key, "transfer.created");
 
     // The management API lists connections a few seconds after they open.
@@ -627,13 +512,7 @@ async fn a_dropped_broker_connection_is_re_established() -> anyhow::Result<()> {
         },
     )
     .await?;
-    let after = send_with_id(
-        &env,
-        &mut watch,
-        &create_one(Uuid::new_v4(), 1),
-        &Uuid::new_v4().to_string(),
-    )
-    .await?;
+    let after = send(&env, &mut watch, &create_one(Uuid::new_v4(), 1)).await?;
     assert_eq!(after.routing_key, "transfer.created");
     workers.stop().await
 }

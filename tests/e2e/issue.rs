@@ -5,18 +5,21 @@
 use std::time::Duration;
 
 use simflow_cli::pipeline::WorkerKind;
-use simflow_runtime::amqp::JobRoute;
+use simflow_cli::world::{issue_commit, issue_prepare};
 use simflow_schemas::common::CardSelection;
-use simflow_schemas::issue::{IssueCommit, IssueCommitted, IssuePrepare, IssuePrepared};
+use simflow_schemas::issue::{IssueCommitted, IssuePrepare, IssuePrepared};
 use simflow_tests::TestEnv;
 use uuid::Uuid;
 
-use crate::support::{ANSWER, count, rejection_code, send};
+use crate::support::{
+    ANSWER, card_problems, cards_in_batches, count, ledger_entries, publish, rejection_code, send,
+};
 
 pub const TARGET: &str = "13ZDF16";
 pub const NORMAL: &str = "USIM128K_NORMAL";
 
-pub fn prepare(
+/// A prepare by another staff ID or from another warehouse than Hexi's target keeper's.
+fn prepare(
     batch_id: Uuid,
     staff: &str,
     warehouse: &str,
@@ -25,12 +28,9 @@ pub fn prepare(
     cards: CardSelection,
 ) -> IssuePrepare {
     IssuePrepare {
-        batch_id,
         staff_id: staff.into(),
         warehouse: warehouse.into(),
-        agent_ess_code: agent.into(),
-        card_type: card_type.into(),
-        cards,
+        ..issue_prepare(batch_id, agent, card_type, cards)
     }
 }
 
@@ -63,14 +63,7 @@ async fn a_prepared_batch_is_held_then_committed_to_the_agent_once() -> anyhow::
     let workers = env.start_workers(&[WorkerKind::Issue]);
     let mut watch = env.watch().await?;
     let batch = Uuid::new_v4();
-    let job = prepare(
-        batch,
-        "T0601",
-        TARGET,
-        "ESS0601",
-        NORMAL,
-        range(&normal[0], &normal[39]),
-    );
+    let job = issue_prepare(batch, "ESS0601", NORMAL, range(&normal[0], &normal[39]));
     let prepared: IssuePrepared = send(&env, &mut watch, &job).await?.decode()?;
     assert_eq!(prepared.card_count, 40);
     assert!(
@@ -84,14 +77,7 @@ async fn a_prepared_batch_is_held_then_committed_to_the_agent_once() -> anyhow::
             .acceptance_slip
             .contains(&format!("{} – {}  (40)", normal[0], normal[39]))
     );
-    assert_eq!(
-        count(
-            &env,
-            "SELECT count(*) FROM inventory.cards WHERE batch_id IS NOT NULL"
-        )
-        .await,
-        40
-    );
+    assert_eq!(cards_in_batches(&env).await, 40);
     assert_eq!(
         count(
             &env,
@@ -109,10 +95,7 @@ async fn a_prepared_batch_is_held_then_committed_to_the_agent_once() -> anyhow::
         (40, prepared.expires_at)
     );
 
-    let commit = IssueCommit {
-        batch_id: batch,
-        staff_id: "T0601".into(),
-    };
+    let commit = issue_commit(batch);
     let committed: IssueCommitted = send(&env, &mut watch, &commit).await?.decode()?;
     assert_eq!(
         (committed.card_count, committed.already_committed),
@@ -121,28 +104,12 @@ async fn a_prepared_batch_is_held_then_committed_to_the_agent_once() -> anyhow::
     let twice: IssueCommitted = send(&env, &mut watch, &commit).await?.decode()?;
     assert!(twice.already_committed);
     assert_eq!(count(&env, "SELECT count(*) FROM inventory.cards WHERE location_kind = 'agent' AND agent_code = 'ESS0601'").await, 40);
-    assert_eq!(
-        count(
-            &env,
-            "SELECT count(*) FROM inventory.card_ledger WHERE event = 'issued'"
-        )
-        .await,
-        40
-    );
-    assert_eq!(
-        count(
-            &env,
-            "SELECT count(*) FROM inventory.cards WHERE batch_id IS NOT NULL"
-        )
-        .await,
-        0
-    );
+    assert_eq!(ledger_entries(&env, "issued").await, 40);
+    assert_eq!(cards_in_batches(&env).await, 0);
 
     // By list and by uploaded text file too.
-    let by_list = prepare(
+    let by_list = issue_prepare(
         Uuid::new_v4(),
-        "T0601",
-        TARGET,
         "ESS0602",
         NORMAL,
         CardSelection::Iccids {
@@ -157,10 +124,8 @@ async fn a_prepared_batch_is_held_then_committed_to_the_agent_once() -> anyhow::
         2
     );
     let text = format!("{}\n\n  {}  \n", normal[60], normal[61]);
-    let by_file = prepare(
+    let by_file = issue_prepare(
         Uuid::new_v4(),
-        "T0601",
-        TARGET,
         "ESS0602",
         NORMAL,
         CardSelection::TextFile {
@@ -207,19 +172,19 @@ async fn every_issue_rule_has_its_own_rejection_and_holds_nothing() -> anyhow::R
         ),
         (
             "CARD_TYPE_UNKNOWN",
-            prepare(Uuid::new_v4(), "T0601", TARGET, "ESS0601", "SIM_2G", one()),
+            issue_prepare(Uuid::new_v4(), "ESS0601", "SIM_2G", one()),
         ),
         (
             "AGENT_UNKNOWN",
-            prepare(Uuid::new_v4(), "T0601", TARGET, "ESS9999", NORMAL, one()),
+            issue_prepare(Uuid::new_v4(), "ESS9999", NORMAL, one()),
         ),
         (
             "AGENT_INACTIVE",
-            prepare(Uuid::new_v4(), "T0601", TARGET, "ESS0602", NORMAL, one()),
+            issue_prepare(Uuid::new_v4(), "ESS0602", NORMAL, one()),
         ),
         (
             "AGENT_OTHER_UNIT",
-            prepare(Uuid::new_v4(), "T0601", TARGET, "ESS0101", NORMAL, one()),
+            issue_prepare(Uuid::new_v4(), "ESS0101", NORMAL, one()),
         ),
         (
             "STAFF_UNKNOWN",
@@ -231,10 +196,8 @@ async fn every_issue_rule_has_its_own_rejection_and_holds_nothing() -> anyhow::R
         ),
         (
             "NOT_ENOUGH_CARDS",
-            prepare(
+            issue_prepare(
                 Uuid::new_v4(),
-                "T0601",
-                TARGET,
                 "ESS0601",
                 NORMAL,
                 CardSelection::Quantity { quantity: 100 },
@@ -246,10 +209,8 @@ async fn every_issue_rule_has_its_own_rejection_and_holds_nothing() -> anyhow::R
         assert_eq!(rejection_code(&answer), expected, "{job:?}");
     }
     // Per-card rules: type, department, state, place; the answer names each card.
-    let mixed = prepare(
+    let mixed = issue_prepare(
         Uuid::new_v4(),
-        "T0601",
-        TARGET,
         "ESS0601",
         NORMAL,
         list(vec![
@@ -262,18 +223,6 @@ async fn every_issue_rule_has_its_own_rejection_and_holds_nothing() -> anyhow::R
     );
     let answer = send(&env, &mut watch, &mixed).await?;
     assert_eq!(rejection_code(&answer), "CARDS_NOT_AVAILABLE");
-    let mut problems: Vec<(String, String)> = answer.body["problems"]
-        .as_array()
-        .expect("problems")
-        .iter()
-        .map(|p| {
-            (
-                p["iccid"].as_str().unwrap_or_default().to_owned(),
-                p["reason"]["code"].as_str().unwrap_or_default().to_owned(),
-            )
-        })
-        .collect();
-    problems.sort();
     let mut expected = vec![
         (micro[0].clone(), "CARD_TYPE_MISMATCH".to_owned()),
         (foreign[0].clone(), "DEPARTMENT_MISMATCH".to_owned()),
@@ -284,26 +233,14 @@ async fn every_issue_rule_has_its_own_rejection_and_holds_nothing() -> anyhow::R
         ),
     ];
     expected.sort();
-    assert_eq!(problems, expected);
+    assert_eq!(card_problems(&answer), expected);
     assert_eq!(answer.body["problem_count"], 4);
 
     // Commit rules: unknown batch; a staff ID of another department may not commit.
-    let unknown = send(
-        &env,
-        &mut watch,
-        &IssueCommit {
-            batch_id: Uuid::new_v4(),
-            staff_id: "T0601".into(),
-        },
-    )
-    .await?;
+    let unknown = send(&env, &mut watch, &issue_commit(Uuid::new_v4())).await?;
     assert_eq!(rejection_code(&unknown), "BATCH_UNKNOWN");
     assert_eq!(
-        count(
-            &env,
-            "SELECT count(*) FROM inventory.cards WHERE batch_id IS NOT NULL"
-        )
-        .await,
+        cards_in_batches(&env).await,
         0,
         "a refused prepare holds nothing"
     );
@@ -325,21 +262,14 @@ async fn an_uncommitted_batch_expires_and_holds_nothing_afterwards() -> anyhow::
     send(
         &env,
         &mut watch,
-        &prepare(first, "T0601", TARGET, "ESS0601", NORMAL, cards.clone()),
+        &issue_prepare(first, "ESS0601", NORMAL, cards.clone()),
     )
     .await?;
     // While held, another batch cannot take the cards.
     let blocked = send(
         &env,
         &mut watch,
-        &prepare(
-            Uuid::new_v4(),
-            "T0601",
-            TARGET,
-            "ESS0601",
-            NORMAL,
-            cards.clone(),
-        ),
+        &issue_prepare(Uuid::new_v4(), "ESS0601", NORMAL, cards.clone()),
     )
     .await?;
     assert_eq!(rejection_code(&blocked), "CARDS_NOT_AVAILABLE");
@@ -355,21 +285,13 @@ async fn an_uncommitted_batch_expires_and_holds_nothing_afterwards() -> anyhow::
         Ok(lapsed)
     })
     .await?;
-    let late = send(
-        &env,
-        &mut watch,
-        &IssueCommit {
-            batch_id: first,
-            staff_id: "T0601".into(),
-        },
-    )
-    .await?;
+    let late = send(&env, &mut watch, &issue_commit(first)).await?;
     assert_eq!(rejection_code(&late), "BATCH_EXPIRED");
     let second = Uuid::new_v4();
     let retaken = send(
         &env,
         &mut watch,
-        &prepare(second, "T0601", TARGET, "ESS0601", NORMAL, cards),
+        &issue_prepare(second, "ESS0601", NORMAL, cards),
     )
     .await?;
     assert_eq!(
@@ -377,25 +299,9 @@ async fn an_uncommitted_batch_expires_and_holds_nothing_afterwards() -> anyhow::
         10,
         "a lapsed hold reserves nothing"
     );
-    let committed = send(
-        &env,
-        &mut watch,
-        &IssueCommit {
-            batch_id: second,
-            staff_id: "T0601".into(),
-        },
-    )
-    .await?;
+    let committed = send(&env, &mut watch, &issue_commit(second)).await?;
     assert_eq!(committed.decode::<IssueCommitted>()?.card_count, 10);
-    let again = send(
-        &env,
-        &mut watch,
-        &IssueCommit {
-            batch_id: first,
-            staff_id: "T0601".into(),
-        },
-    )
-    .await?;
+    let again = send(&env, &mut watch, &issue_commit(first)).await?;
     assert_eq!(rejection_code(&again), "BATCH_EXPIRED");
     workers.stop().await
 }
@@ -411,19 +317,13 @@ async fn concurrent_prepares_of_overlapping_ranges_never_issue_a_card_twice() ->
     for index in 0..8 {
         let first = index * 10;
         let batch = Uuid::new_v4();
-        let job = prepare(
+        let job = issue_prepare(
             batch,
-            "T0601",
-            TARGET,
             if index % 2 == 0 { "ESS0601" } else { "ESS0602" },
             NORMAL,
             range(&normal[first], &normal[first + 29]),
         );
-        let message_id = Uuid::new_v4().to_string();
-        env.client
-            .publish_job(&job, &message_id, JobRoute::Default)
-            .await?;
-        jobs.push((batch, message_id));
+        jobs.push((batch, publish(&env, &job).await?));
     }
     let mut prepared = Vec::new();
     for (batch, message_id) in &jobs {
@@ -435,21 +335,14 @@ async fn concurrent_prepares_of_overlapping_ranges_never_issue_a_card_twice() ->
         }
     }
     assert!(!prepared.is_empty());
-    let held = count(
-        &env,
-        "SELECT count(*) FROM inventory.cards WHERE batch_id IS NOT NULL",
-    )
-    .await;
+    let held = cards_in_batches(&env).await;
     assert_eq!(
         held,
         30 * i64::try_from(prepared.len())?,
         "every prepared batch holds its own 30 cards"
     );
     for batch in &prepared {
-        let commit = IssueCommit {
-            batch_id: *batch,
-            staff_id: "T0601".into(),
-        };
+        let commit = issue_commit(*batch);
         send(&env, &mut watch, &commit)
             .await?
             .decode::<IssueCommitted>()?;

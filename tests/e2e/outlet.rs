@@ -16,7 +16,7 @@ use simflow_schemas::writecard::{
     OrderCancel, OrderPresubmit, OrderSubmit, WriteRequest, WriteScriptEnvelope,
 };
 use simflow_softsim::{CardImage, Faults, InsertedCard, SoftSim};
-use simflow_tests::pcsc::VirtualReader;
+use simflow_tests::pcsc::{ReaderLease, VirtualReader};
 use simflow_tests::process::SimflowProcess;
 use simflow_tests::writing::{FIRST_MSISDN, ScratchDir, TestCard, WriteWorld, capture_work_as};
 use uuid::Uuid;
@@ -41,6 +41,26 @@ fn request(order_id: Uuid, outlet: &str, card: &TestCard, msisdn: u64) -> WriteR
 
 fn sim(card: &TestCard, faults: Faults) -> SoftSim {
     SoftSim::with_faults(CardImage::blank(&card.iccid, &card.adm1), faults).expect("card image")
+}
+
+/// A world of outlet HX01 with one card (its card data imported when `with_card_data`), one
+/// leased reader and a scratch directory named `name` for the node's files. The lease is
+/// returned last: keep it for the whole test.
+async fn hx01_with_a_reader(
+    name: &str,
+    with_card_data: bool,
+    settings_change: impl FnOnce(&mut simflow_runtime::Settings),
+) -> anyhow::Result<(WriteWorld, VirtualReader, ScratchDir, ReaderLease)> {
+    let world = WriteWorld::new(1, usize::from(with_card_data), &["HX01"], settings_change).await?;
+    let readers = lease(1).await;
+    let reader = readers.reader().clone();
+    let dir = ScratchDir::new(name)?;
+    Ok((world, reader, dir, readers))
+}
+
+/// The write request of a fresh order at HX01 for the world's first card and first number.
+fn first_card_at_hx01(world: &WriteWorld, order_id: Uuid) -> WriteRequest {
+    request(order_id, "HX01", &world.cards[0], FIRST_MSISDN)
 }
 
 /// Inserts the card and waits until pcscd shows it in the reader. vpcd accepts the card's TCP
@@ -310,10 +330,7 @@ async fn two_outlets_write_at_once_and_the_orders_run_to_activation_and_cancella
 /// deck's words, and a blank card answered as writable.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_read_through_the_node_answers_with_the_decks_reader_errors() -> anyhow::Result<()> {
-    let mut world = WriteWorld::new(1, 1, &["HX01"], |_| {}).await?;
-    let readers = lease(1).await;
-    let reader = readers.reader().clone();
-    let dir = ScratchDir::new("reads")?;
+    let (mut world, reader, dir, _readers) = hx01_with_a_reader("reads", true, |_| {}).await?;
     let mut settings = world.node_settings("HX01", &reader.name, &dir.0)?;
     settings.card_wait_seconds = 2;
     let node = world.start_node(settings);
@@ -578,11 +595,7 @@ async fn kill_node_mid_write(
     let inserted = insert(&sim, reader).await;
     let mut process = start_node_process(world, settings, &[])?;
     let order_id = Uuid::new_v4();
-    publish_write(
-        world,
-        &request(order_id, "HX01", &world.cards[0], FIRST_MSISDN),
-    )
-    .await?;
+    publish_write(world, &first_card_at_hx01(world, order_id)).await?;
     let deadline = tokio::time::Instant::now() + WRITE;
     while sim.counters().ins(0xD6) + sim.counters().ins(0xDC) < 3 {
         anyhow::ensure!(
@@ -604,10 +617,7 @@ async fn kill_node_mid_write(
 /// card is written exactly once with the order's number.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_node_killed_mid_write_resumes_from_its_journal() -> anyhow::Result<()> {
-    let mut world = WriteWorld::new(1, 1, &["HX01"], |_| {}).await?;
-    let readers = lease(1).await;
-    let reader = readers.reader().clone();
-    let dir = ScratchDir::new("killed")?;
+    let (mut world, reader, dir, _readers) = hx01_with_a_reader("killed", true, |_| {}).await?;
     let settings = world.node_settings("HX01", &reader.name, &dir.0)?;
     let (sim, _inserted, order_id) = kill_node_mid_write(&world, &reader, &settings).await?;
 
@@ -690,17 +700,10 @@ async fn capture_script(
 /// second delivery is answered from the journal without touching the card.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_duplicate_script_is_answered_from_the_journal() -> anyhow::Result<()> {
-    let mut world = WriteWorld::new(1, 1, &["HX01"], |_| {}).await?;
-    let readers = lease(1).await;
-    let reader = readers.reader().clone();
-    let dir = ScratchDir::new("duplicate")?;
+    let (mut world, reader, dir, _readers) = hx01_with_a_reader("duplicate", true, |_| {}).await?;
     let order_id = Uuid::new_v4();
-    let (message_id, envelope) = capture_script(
-        &world,
-        "HX01",
-        &request(order_id, "HX01", &world.cards[0], FIRST_MSISDN),
-    )
-    .await?;
+    let (message_id, envelope) =
+        capture_script(&world, "HX01", &first_card_at_hx01(&world, order_id)).await?;
     let sim = sim(&world.cards[0], Faults::default());
     let inserted = insert(&sim, &reader).await;
     let node = world.start_node(world.node_settings("HX01", &reader.name, &dir.0)?);
@@ -737,22 +740,15 @@ async fn a_duplicate_script_is_answered_from_the_journal() -> anyhow::Result<()>
 /// answered as expired and the card is left alone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_expired_script_is_refused_by_the_node_and_the_card_left_blank() -> anyhow::Result<()> {
-    let mut world = WriteWorld::new(1, 1, &["HX01"], |settings| {
+    let (mut world, reader, dir, _readers) = hx01_with_a_reader("expired", true, |settings| {
         if let Ok(changed) = settings.with_value("writecard.script_ttl_seconds", 1) {
             *settings = changed;
         }
     })
     .await?;
-    let readers = lease(1).await;
-    let reader = readers.reader().clone();
-    let dir = ScratchDir::new("expired")?;
     let order_id = Uuid::new_v4();
-    let (message_id, envelope) = capture_script(
-        &world,
-        "HX01",
-        &request(order_id, "HX01", &world.cards[0], FIRST_MSISDN),
-    )
-    .await?;
+    let (message_id, envelope) =
+        capture_script(&world, "HX01", &first_card_at_hx01(&world, order_id)).await?;
     // Wait until the script's own deadline has passed (the broker's TTL is longer).
     let left = (envelope.not_after - chrono::Utc::now())
         .to_std()
@@ -777,10 +773,7 @@ async fn an_expired_script_is_refused_by_the_node_and_the_card_left_blank() -> a
 /// them, the broker dead-letters them to the central side, and ops hear of it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_script_sealed_for_another_key_is_refused_and_reaches_ops() -> anyhow::Result<()> {
-    let mut world = WriteWorld::new(1, 1, &["HX01"], |_| {}).await?;
-    let readers = lease(1).await;
-    let reader = readers.reader().clone();
-    let dir = ScratchDir::new("wrongkey")?;
+    let (mut world, reader, dir, _readers) = hx01_with_a_reader("wrongkey", true, |_| {}).await?;
     let mut settings = world.node_settings("HX01", &reader.name, &dir.0)?;
     settings.key_file = dir.0.join("other.key");
     simflow_outlet::generate_key_file(&settings.key_file)?;
@@ -788,11 +781,7 @@ async fn a_script_sealed_for_another_key_is_refused_and_reaches_ops() -> anyhow:
     let _inserted = insert(&sim, &reader).await;
     let node = world.start_node(settings);
     let order_id = Uuid::new_v4();
-    publish_write(
-        &world,
-        &request(order_id, "HX01", &world.cards[0], FIRST_MSISDN),
-    )
-    .await?;
+    publish_write(&world, &first_card_at_hx01(&world, order_id)).await?;
     let failed = collect(&mut world.watch, 1, WRITE, |event| {
         event.routing_key.ends_with(".failed")
     })
@@ -837,19 +826,12 @@ async fn an_outlet_cannot_read_another_outlets_queue() -> anyhow::Result<()> {
 /// file is imported, the dead letter replayed, and the node writes the card.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn replaying_a_missing_script_after_the_import_writes_the_card() -> anyhow::Result<()> {
-    let mut world = WriteWorld::new(1, 0, &["HX01"], |_| {}).await?;
-    let readers = lease(1).await;
-    let reader = readers.reader().clone();
-    let dir = ScratchDir::new("replay")?;
+    let (mut world, reader, dir, _readers) = hx01_with_a_reader("replay", false, |_| {}).await?;
     let node = world.start_node(world.node_settings("HX01", &reader.name, &dir.0)?);
     let sim = sim(&world.cards[0], Faults::default());
     let _inserted = insert(&sim, &reader).await;
     let order_id = Uuid::new_v4();
-    let message_id = publish_write(
-        &world,
-        &request(order_id, "HX01", &world.cards[0], FIRST_MSISDN),
-    )
-    .await?;
+    let message_id = publish_write(&world, &first_card_at_hx01(&world, order_id)).await?;
     let failed = world.watch.next_for(&message_id, ANSWER).await?;
     assert_eq!(failed.body["reason"]["code"], "WRITE_SCRIPT_MISSING");
     assert_eq!(
@@ -880,15 +862,13 @@ async fn replaying_a_missing_script_after_the_import_writes_the_card() -> anyhow
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_node_down_until_its_script_expired_finishes_the_write_from_its_journal()
 -> anyhow::Result<()> {
-    let mut world = WriteWorld::new(1, 1, &["HX01"], |settings| {
-        if let Ok(changed) = settings.with_value("writecard.script_ttl_seconds", 4) {
-            *settings = changed;
-        }
-    })
-    .await?;
-    let readers = lease(1).await;
-    let reader = readers.reader().clone();
-    let dir = ScratchDir::new("expired-crash")?;
+    let (mut world, reader, dir, _readers) =
+        hx01_with_a_reader("expired-crash", true, |settings| {
+            if let Ok(changed) = settings.with_value("writecard.script_ttl_seconds", 4) {
+                *settings = changed;
+            }
+        })
+        .await?;
     let settings = world.node_settings("HX01", &reader.name, &dir.0)?;
     let (sim, _inserted, order_id) = kill_node_mid_write(&world, &reader, &settings).await?;
     // The script expires while the node is down; the clerk hears the write timed out.

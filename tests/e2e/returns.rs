@@ -3,16 +3,16 @@
 //! return where nothing qualifies, idempotent re-sends, and the per-card detail afterwards.
 
 use simflow_cli::pipeline::WorkerKind;
+use simflow_cli::world::{issue_commit, issue_prepare};
 use simflow_schemas::common::CardSelection;
-use simflow_schemas::issue::IssueCommit;
 use simflow_schemas::returns::{
     ReturnByList, ReturnByRange, ReturnCommitted, ReturnFee, ReturnQueried, ReturnQuery,
 };
 use simflow_tests::TestEnv;
 use uuid::Uuid;
 
-use crate::issue::{NORMAL, TARGET, prepare, stocked_target};
-use crate::support::{count, rejection_code, send};
+use crate::issue::{NORMAL, TARGET, stocked_target};
+use crate::support::{count, ledger_entries, rejection_code, send};
 
 /// Issues normal[0..40] to ESS0601 and normal[40..50] to ESS0602.
 async fn issued() -> anyhow::Result<(
@@ -33,18 +33,10 @@ async fn issued() -> anyhow::Result<(
         send(
             &env,
             &mut watch,
-            &prepare(batch, "T0601", TARGET, agent, NORMAL, cards),
+            &issue_prepare(batch, agent, NORMAL, cards),
         )
         .await?;
-        send(
-            &env,
-            &mut watch,
-            &IssueCommit {
-                batch_id: batch,
-                staff_id: "T0601".into(),
-            },
-        )
-        .await?;
+        send(&env, &mut watch, &issue_commit(batch)).await?;
     }
     Ok((env, normal, workers, watch))
 }
@@ -147,14 +139,7 @@ async fn a_text_import_return_takes_the_agents_cards_and_reports_the_rest_per_ca
         10,
         "the other agent keeps its card"
     );
-    assert_eq!(
-        count(
-            &env,
-            "SELECT count(*) FROM inventory.card_ledger WHERE event = 'returned'"
-        )
-        .await,
-        5
-    );
+    assert_eq!(ledger_entries(&env, "returned").await, 5);
 
     // The same return re-sent is answered the same; a different one under its id conflicts.
     let again: ReturnCommitted = send(&env, &mut watch, &job).await?.decode()?;
@@ -203,14 +188,7 @@ async fn a_return_with_no_qualifying_card_is_refused_and_changes_nothing() -> an
         answer.body["problems"][0]["reason"]["message_zh"],
         "卡库位不一致"
     );
-    assert_eq!(
-        count(
-            &env,
-            "SELECT count(*) FROM inventory.card_ledger WHERE event = 'returned'"
-        )
-        .await,
-        0
-    );
+    assert_eq!(ledger_entries(&env, "returned").await, 0);
     assert_eq!(
         count(&env, "SELECT count(*) FROM inventory.returns").await,
         0

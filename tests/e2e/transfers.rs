@@ -2,6 +2,7 @@
 //! and every rejection, each leaving the cards exactly where they were.
 
 use simflow_cli::pipeline::WorkerKind;
+use simflow_cli::world::transfer_create as create;
 use simflow_schemas::common::CardSelection;
 use simflow_schemas::transfer::{
     TransferApproveIn, TransferApproveOut, TransferApproved, TransferCreate, TransferCreated,
@@ -9,37 +10,47 @@ use simflow_schemas::transfer::{
 use simflow_tests::TestEnv;
 use uuid::Uuid;
 
-use crate::support::{count, rejection_code, send};
+use crate::support::{
+    card_problems, cards_on_transfers, count, hexi_transfer, ledger_entries, receive_hexi_normal,
+    rejection_code, send,
+};
 
 const SOURCE: &str = "130041";
 const TARGET: &str = "13ZDF16";
 const NORMAL: &str = "USIM128K_NORMAL";
 const MICRO: &str = "USIM128K_MICRO";
 
-fn create(
-    transfer_id: Uuid,
-    staff: &str,
-    source: &str,
-    target: &str,
-    card_type: &str,
-    cards: CardSelection,
-) -> TransferCreate {
-    TransferCreate {
+fn approve_out(transfer_id: Uuid, staff: &str) -> TransferApproveOut {
+    TransferApproveOut {
         transfer_id,
         staff_id: staff.into(),
-        source_warehouse: source.into(),
-        target_warehouse: target.into(),
-        card_type: card_type.into(),
-        cards,
+    }
+}
+
+fn approve_in(transfer_id: Uuid, staff: &str) -> TransferApproveIn {
+    TransferApproveIn {
+        transfer_id,
+        staff_id: staff.into(),
+    }
+}
+
+fn range(first: &str, last: &str) -> CardSelection {
+    CardSelection::Range {
+        first: first.into(),
+        last: last.into(),
+    }
+}
+
+fn iccids(cards: &[&String]) -> CardSelection {
+    CardSelection::Iccids {
+        iccids: cards.iter().map(|iccid| (*iccid).clone()).collect(),
     }
 }
 
 /// A world with 50 normal and 5 micro blank cards in Hexi's secondary warehouse.
 async fn stocked() -> anyhow::Result<(TestEnv, Vec<String>, Vec<String>)> {
     let env = TestEnv::new().await?;
-    let normal = env
-        .receive_cards(SOURCE, NORMAL, "DU06", 898_601_100_000_000_000, 50)
-        .await?;
+    let normal = receive_hexi_normal(&env, 50).await?;
     let micro = env
         .receive_cards(SOURCE, MICRO, "DU06", 898_601_100_000_100_000, 5)
         .await?;
@@ -77,14 +88,7 @@ async fn a_transfer_by_quantity_moves_cards_after_both_approvals() -> anyhow::Re
     let created = send(
         &env,
         &mut watch,
-        &create(
-            id,
-            "S0601",
-            SOURCE,
-            TARGET,
-            NORMAL,
-            CardSelection::Quantity { quantity: 20 },
-        ),
+        &hexi_transfer(id, CardSelection::Quantity { quantity: 20 }),
     )
     .await?;
     let created: TransferCreated = created.decode()?;
@@ -101,15 +105,7 @@ async fn a_transfer_by_quantity_moves_cards_after_both_approvals() -> anyhow::Re
         "nothing moves on create"
     );
 
-    let out = send(
-        &env,
-        &mut watch,
-        &TransferApproveOut {
-            transfer_id: id,
-            staff_id: "S0602".into(),
-        },
-    )
-    .await?;
+    let out = send(&env, &mut watch, &approve_out(id, "S0602")).await?;
     assert_eq!(out.routing_key, "transfer.approved_out");
     assert_eq!(
         count(
@@ -120,15 +116,7 @@ async fn a_transfer_by_quantity_moves_cards_after_both_approvals() -> anyhow::Re
         20
     );
 
-    let approved_in = send(
-        &env,
-        &mut watch,
-        &TransferApproveIn {
-            transfer_id: id,
-            staff_id: "T0601".into(),
-        },
-    )
-    .await?;
+    let approved_in = send(&env, &mut watch, &approve_in(id, "T0601")).await?;
     let approved_in: TransferApproved = approved_in.decode()?;
     assert_eq!(
         (approved_in.card_count, approved_in.already_approved),
@@ -157,36 +145,14 @@ async fn transfers_by_list_and_by_range_take_exactly_those_cards() -> anyhow::Re
     let workers = env.start_workers(&[WorkerKind::Transfer]);
     let mut watch = env.watch().await?;
 
-    let list = vec![normal[3].clone(), normal[7].clone()];
-    let by_list = send(
-        &env,
-        &mut watch,
-        &create(
-            Uuid::new_v4(),
-            "S0601",
-            SOURCE,
-            TARGET,
-            NORMAL,
-            CardSelection::Iccids { iccids: list },
-        ),
-    )
-    .await?;
+    let list = iccids(&[&normal[3], &normal[7]]);
+    let by_list = send(&env, &mut watch, &hexi_transfer(Uuid::new_v4(), list)).await?;
     assert_eq!(by_list.decode::<TransferCreated>()?.card_count, 2);
 
     let by_range = send(
         &env,
         &mut watch,
-        &create(
-            Uuid::new_v4(),
-            "S0601",
-            SOURCE,
-            TARGET,
-            NORMAL,
-            CardSelection::Range {
-                first: normal[10].clone(),
-                last: normal[19].clone(),
-            },
-        ),
+        &hexi_transfer(Uuid::new_v4(), range(&normal[10], &normal[19])),
     )
     .await?;
     let by_range: TransferCreated = by_range.decode()?;
@@ -199,17 +165,7 @@ async fn transfers_by_list_and_by_range_take_exactly_those_cards() -> anyhow::Re
     let overlapping = send(
         &env,
         &mut watch,
-        &create(
-            Uuid::new_v4(),
-            "S0601",
-            SOURCE,
-            TARGET,
-            NORMAL,
-            CardSelection::Range {
-                first: normal[0].clone(),
-                last: normal[5].clone(),
-            },
-        ),
+        &hexi_transfer(Uuid::new_v4(), range(&normal[0], &normal[5])),
     )
     .await?;
     assert_eq!(rejection_code(&overlapping), "CARDS_NOT_AVAILABLE");
@@ -219,14 +175,7 @@ async fn transfers_by_list_and_by_range_take_exactly_those_cards() -> anyhow::Re
         overlapping.body["problems"][0]["reason"]["code"],
         "CARD_HELD"
     );
-    assert_eq!(
-        count(
-            &env,
-            "SELECT count(*) FROM inventory.cards WHERE transfer_id IS NOT NULL"
-        )
-        .await,
-        12
-    );
+    assert_eq!(cards_on_transfers(&env).await, 12);
     workers.stop().await
 }
 
@@ -239,35 +188,12 @@ async fn approving_twice_is_a_success_with_no_second_effect() -> anyhow::Result<
     send(
         &env,
         &mut watch,
-        &create(
-            id,
-            "S0601",
-            SOURCE,
-            TARGET,
-            NORMAL,
-            CardSelection::Quantity { quantity: 5 },
-        ),
+        &hexi_transfer(id, CardSelection::Quantity { quantity: 5 }),
     )
     .await?;
 
-    let first_out = send(
-        &env,
-        &mut watch,
-        &TransferApproveOut {
-            transfer_id: id,
-            staff_id: "S0602".into(),
-        },
-    )
-    .await?;
-    let second_out = send(
-        &env,
-        &mut watch,
-        &TransferApproveOut {
-            transfer_id: id,
-            staff_id: "S0601".into(),
-        },
-    )
-    .await?;
+    let first_out = send(&env, &mut watch, &approve_out(id, "S0602")).await?;
+    let second_out = send(&env, &mut watch, &approve_out(id, "S0601")).await?;
     let (first_out, second_out): (TransferApproved, TransferApproved) =
         (first_out.decode()?, second_out.decode()?);
     assert!(!first_out.already_approved && second_out.already_approved);
@@ -276,53 +202,15 @@ async fn approving_twice_is_a_success_with_no_second_effect() -> anyhow::Result<
         "the answer names the approval that took effect"
     );
 
-    send(
-        &env,
-        &mut watch,
-        &TransferApproveIn {
-            transfer_id: id,
-            staff_id: "T0601".into(),
-        },
-    )
-    .await?;
-    let again = send(
-        &env,
-        &mut watch,
-        &TransferApproveIn {
-            transfer_id: id,
-            staff_id: "T0601".into(),
-        },
-    )
-    .await?;
+    send(&env, &mut watch, &approve_in(id, "T0601")).await?;
+    let again = send(&env, &mut watch, &approve_in(id, "T0601")).await?;
     assert!(again.decode::<TransferApproved>()?.already_approved);
     // A late approve-out after approve-in is harmless too.
-    let late_out = send(
-        &env,
-        &mut watch,
-        &TransferApproveOut {
-            transfer_id: id,
-            staff_id: "S0602".into(),
-        },
-    )
-    .await?;
+    let late_out = send(&env, &mut watch, &approve_out(id, "S0602")).await?;
     assert!(late_out.decode::<TransferApproved>()?.already_approved);
 
-    assert_eq!(
-        count(
-            &env,
-            "SELECT count(*) FROM inventory.card_ledger WHERE event = 'transfer_out'"
-        )
-        .await,
-        5
-    );
-    assert_eq!(
-        count(
-            &env,
-            "SELECT count(*) FROM inventory.card_ledger WHERE event = 'transfer_in'"
-        )
-        .await,
-        5
-    );
+    assert_eq!(ledger_entries(&env, "transfer_out").await, 5);
+    assert_eq!(ledger_entries(&env, "transfer_in").await, 5);
     assert_eq!(
         count(
             &env,
@@ -347,160 +235,50 @@ async fn every_bad_create_is_refused_with_its_reason_and_moves_nothing() -> anyh
     )
     .fetch_one(&env.pool)
     .await?;
+    // One card of a fresh transfer with everything as given.
+    let one = |staff: &str, source: &str, target: &str, card_type: &str| {
+        create(
+            Uuid::new_v4(),
+            staff,
+            source,
+            target,
+            card_type,
+            CardSelection::Quantity { quantity: 1 },
+        )
+    };
+    let hexi = |cards| hexi_transfer(Uuid::new_v4(), cards);
     let quantity = |n| CardSelection::Quantity { quantity: n };
+    let unknown = "8986011000000999990".to_owned();
+    let not_received = "8986011000000000001".to_owned();
     let cases: Vec<(&str, TransferCreate)> = vec![
-        (
-            "WAREHOUSE_UNKNOWN",
-            create(
-                Uuid::new_v4(),
-                "S0601",
-                "999999",
-                TARGET,
-                NORMAL,
-                quantity(1),
-            ),
-        ),
-        (
-            "WAREHOUSE_UNKNOWN",
-            create(
-                Uuid::new_v4(),
-                "S0601",
-                SOURCE,
-                "13XXXXX",
-                NORMAL,
-                quantity(1),
-            ),
-        ),
+        ("WAREHOUSE_UNKNOWN", one("S0601", "999999", TARGET, NORMAL)),
+        ("WAREHOUSE_UNKNOWN", one("S0601", SOURCE, "13XXXXX", NORMAL)),
         // Back up the hierarchy, and across units.
-        (
-            "WRONG_DIRECTION",
-            create(Uuid::new_v4(), "T0601", TARGET, SOURCE, NORMAL, quantity(1)),
-        ),
-        (
-            "WRONG_DIRECTION",
-            create(
-                Uuid::new_v4(),
-                "S0601",
-                SOURCE,
-                "13ZDF14",
-                NORMAL,
-                quantity(1),
-            ),
-        ),
-        (
-            "CARD_TYPE_UNKNOWN",
-            create(
-                Uuid::new_v4(),
-                "S0601",
-                SOURCE,
-                TARGET,
-                "SIM_2G",
-                quantity(1),
-            ),
-        ),
-        (
-            "STAFF_UNKNOWN",
-            create(
-                Uuid::new_v4(),
-                "NOBODY",
-                SOURCE,
-                TARGET,
-                NORMAL,
-                quantity(1),
-            ),
-        ),
-        (
-            "STAFF_NOT_BOUND",
-            create(Uuid::new_v4(), "S0101", SOURCE, TARGET, NORMAL, quantity(1)),
-        ),
-        (
-            "STAFF_NOT_PERMITTED",
-            create(Uuid::new_v4(), "S0602", SOURCE, TARGET, NORMAL, quantity(1)),
-        ),
-        (
-            "NOT_ENOUGH_CARDS",
-            create(
-                Uuid::new_v4(),
-                "S0601",
-                SOURCE,
-                TARGET,
-                NORMAL,
-                quantity(51),
-            ),
-        ),
+        ("WRONG_DIRECTION", one("T0601", TARGET, SOURCE, NORMAL)),
+        ("WRONG_DIRECTION", one("S0601", SOURCE, "13ZDF14", NORMAL)),
+        ("CARD_TYPE_UNKNOWN", one("S0601", SOURCE, TARGET, "SIM_2G")),
+        ("STAFF_UNKNOWN", one("NOBODY", SOURCE, TARGET, NORMAL)),
+        ("STAFF_NOT_BOUND", one("S0101", SOURCE, TARGET, NORMAL)),
+        ("STAFF_NOT_PERMITTED", one("S0602", SOURCE, TARGET, NORMAL)),
+        ("NOT_ENOUGH_CARDS", hexi(quantity(51))),
         (
             "NOT_ENOUGH_CARDS",
             create(Uuid::new_v4(), "S0601", SOURCE, TARGET, MICRO, quantity(6)),
         ),
+        ("EMPTY_SELECTION", hexi(quantity(0))),
+        ("BAD_RANGE", hexi(range(&normal[9], &normal[1]))),
         (
-            "EMPTY_SELECTION",
-            create(Uuid::new_v4(), "S0601", SOURCE, TARGET, NORMAL, quantity(0)),
-        ),
-        (
-            "BAD_RANGE",
-            create(
-                Uuid::new_v4(),
-                "S0601",
-                SOURCE,
-                TARGET,
-                NORMAL,
-                CardSelection::Range {
-                    first: normal[9].clone(),
-                    last: normal[1].clone(),
-                },
-            ),
+            "CARDS_NOT_AVAILABLE",
+            hexi(iccids(&[&normal[0], &micro[0]])),
         ),
         (
             "CARDS_NOT_AVAILABLE",
-            create(
-                Uuid::new_v4(),
-                "S0601",
-                SOURCE,
-                TARGET,
-                NORMAL,
-                CardSelection::Iccids {
-                    iccids: vec![normal[0].clone(), micro[0].clone()],
-                },
-            ),
+            hexi(iccids(&[&normal[0], &other_warehouse_card])),
         ),
+        ("CARDS_NOT_AVAILABLE", hexi(iccids(&[&normal[0], &unknown]))),
         (
             "CARDS_NOT_AVAILABLE",
-            create(
-                Uuid::new_v4(),
-                "S0601",
-                SOURCE,
-                TARGET,
-                NORMAL,
-                CardSelection::Iccids {
-                    iccids: vec![normal[0].clone(), other_warehouse_card.clone()],
-                },
-            ),
-        ),
-        (
-            "CARDS_NOT_AVAILABLE",
-            create(
-                Uuid::new_v4(),
-                "S0601",
-                SOURCE,
-                TARGET,
-                NORMAL,
-                CardSelection::Iccids {
-                    iccids: vec![normal[0].clone(), "8986011000000999990".into()],
-                },
-            ),
-        ),
-        (
-            "CARDS_NOT_AVAILABLE",
-            create(
-                Uuid::new_v4(),
-                "S0601",
-                SOURCE,
-                TARGET,
-                NORMAL,
-                CardSelection::Iccids {
-                    iccids: vec![normal[0].clone(), "8986011000000000001".into()],
-                },
-            ),
+            hexi(iccids(&[&normal[0], &not_received])),
         ),
     ];
     for (expected, job) in cases {
@@ -527,43 +305,15 @@ async fn every_bad_create_is_refused_with_its_reason_and_moves_nothing() -> anyh
     let mixed = send(
         &env,
         &mut watch,
-        &create(
-            Uuid::new_v4(),
-            "S0601",
-            SOURCE,
-            TARGET,
-            NORMAL,
-            CardSelection::Iccids {
-                iccids: vec![
-                    normal[0].clone(),
-                    micro[0].clone(),
-                    other_warehouse_card.clone(),
-                ],
-            },
-        ),
+        &hexi(iccids(&[&normal[0], &micro[0], &other_warehouse_card])),
     )
     .await?;
-    let mut reasons: Vec<(String, String)> = mixed.body["problems"]
-        .as_array()
-        .expect("problems listed")
-        .iter()
-        .map(|problem| {
-            (
-                problem["iccid"].as_str().unwrap_or_default().to_owned(),
-                problem["reason"]["code"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_owned(),
-            )
-        })
-        .collect();
-    reasons.sort();
     let mut expected = vec![
         (micro[0].clone(), "CARD_TYPE_MISMATCH".to_owned()),
         (other_warehouse_card, "CARD_NOT_IN_WAREHOUSE".to_owned()),
     ];
     expected.sort();
-    assert_eq!(reasons, expected);
+    assert_eq!(card_problems(&mixed), expected);
     workers.stop().await
 }
 
@@ -588,81 +338,22 @@ async fn bad_approvals_are_refused_and_change_nothing() -> anyhow::Result<()> {
     let (env, _, _) = stocked().await?;
     let workers = env.start_workers(&[WorkerKind::Transfer]);
     let mut watch = env.watch().await?;
-    let unknown = send(
-        &env,
-        &mut watch,
-        &TransferApproveOut {
-            transfer_id: Uuid::new_v4(),
-            staff_id: "S0602".into(),
-        },
-    )
-    .await?;
+    let unknown = send(&env, &mut watch, &approve_out(Uuid::new_v4(), "S0602")).await?;
     assert_eq!(rejection_code(&unknown), "TRANSFER_UNKNOWN");
     untouched(&env).await?;
 
     let id = Uuid::new_v4();
-    send(
-        &env,
-        &mut watch,
-        &create(
-            id,
-            "S0601",
-            SOURCE,
-            TARGET,
-            NORMAL,
-            CardSelection::Quantity { quantity: 4 },
-        ),
-    )
-    .await?;
-    let in_first = send(
-        &env,
-        &mut watch,
-        &TransferApproveIn {
-            transfer_id: id,
-            staff_id: "T0601".into(),
-        },
-    )
-    .await?;
+    let four = hexi_transfer(id, CardSelection::Quantity { quantity: 4 });
+    send(&env, &mut watch, &four).await?;
+    let in_first = send(&env, &mut watch, &approve_in(id, "T0601")).await?;
     assert_eq!(rejection_code(&in_first), "APPROVE_IN_BEFORE_OUT");
     // Target-side staff may not approve out; source-side staff may not approve in.
-    let wrong_side_out = send(
-        &env,
-        &mut watch,
-        &TransferApproveOut {
-            transfer_id: id,
-            staff_id: "T0601".into(),
-        },
-    )
-    .await?;
+    let wrong_side_out = send(&env, &mut watch, &approve_out(id, "T0601")).await?;
     assert_eq!(rejection_code(&wrong_side_out), "STAFF_NOT_BOUND");
-    send(
-        &env,
-        &mut watch,
-        &TransferApproveOut {
-            transfer_id: id,
-            staff_id: "S0602".into(),
-        },
-    )
-    .await?;
-    let wrong_side_in = send(
-        &env,
-        &mut watch,
-        &TransferApproveIn {
-            transfer_id: id,
-            staff_id: "S0602".into(),
-        },
-    )
-    .await?;
+    send(&env, &mut watch, &approve_out(id, "S0602")).await?;
+    let wrong_side_in = send(&env, &mut watch, &approve_in(id, "S0602")).await?;
     assert_eq!(rejection_code(&wrong_side_in), "STAFF_NOT_BOUND");
-    let other_unit_in = send(
-        &env,
-        &mut watch,
-        &TransferApproveIn {
-            transfer_id: id,
-            staff_id: "T0101".into(),
-        },
-    )
-    .await?;
+    let other_unit_in = send(&env, &mut watch, &approve_in(id, "T0101")).await?;
     assert_eq!(rejection_code(&other_unit_in), "STAFF_NOT_BOUND");
     assert_eq!(
         count(
@@ -673,43 +364,17 @@ async fn bad_approvals_are_refused_and_change_nothing() -> anyhow::Result<()> {
         4,
         "still in transit"
     );
-    assert_eq!(
-        count(
-            &env,
-            "SELECT count(*) FROM inventory.card_ledger WHERE event = 'transfer_in'"
-        )
-        .await,
-        0
-    );
+    assert_eq!(ledger_entries(&env, "transfer_in").await, 0);
 
     // A different transfer under a used id is refused; the same one re-sent is answered again.
     let conflicting = send(
         &env,
         &mut watch,
-        &create(
-            id,
-            "S0601",
-            SOURCE,
-            TARGET,
-            NORMAL,
-            CardSelection::Quantity { quantity: 9 },
-        ),
+        &hexi_transfer(id, CardSelection::Quantity { quantity: 9 }),
     )
     .await?;
     assert_eq!(rejection_code(&conflicting), "TRANSFER_ID_CONFLICT");
-    let resent = send(
-        &env,
-        &mut watch,
-        &create(
-            id,
-            "S0601",
-            SOURCE,
-            TARGET,
-            NORMAL,
-            CardSelection::Quantity { quantity: 4 },
-        ),
-    )
-    .await?;
+    let resent = send(&env, &mut watch, &four).await?;
     assert_eq!(resent.decode::<TransferCreated>()?.card_count, 4);
     assert_eq!(
         count(&env, "SELECT count(*) FROM inventory.transfers").await,

@@ -6,7 +6,6 @@
 
 use std::time::Duration;
 
-use simflow_runtime::amqp::JobRoute;
 use simflow_runtime::deadletter::{self, Selection};
 use simflow_schemas::registry::OutletWorkJob;
 use simflow_schemas::topology::JobQueue;
@@ -16,7 +15,7 @@ use simflow_schemas::writecard::{
 use simflow_tests::writing::{FIRST_MSISDN, WriteWorld};
 use uuid::Uuid;
 
-use crate::support::{ANSWER, rejection_code, send};
+use crate::support::{ANSWER, publish, rejection_code, send};
 
 fn request(order_id: Uuid, outlet: &str, staff: &str, iccid: &str, msisdn: u64) -> WriteRequest {
     WriteRequest {
@@ -28,6 +27,18 @@ fn request(order_id: Uuid, outlet: &str, staff: &str, iccid: &str, msisdn: u64) 
         customer_name: "张三丰".into(),
         package_code: "3G-96".into(),
     }
+}
+
+/// The write request of a fresh order by clerk C0601 at HX01 for the world's first card and
+/// first number.
+fn first_card_at_hx01(world: &WriteWorld, order_id: Uuid) -> WriteRequest {
+    request(
+        order_id,
+        "HX01",
+        "C0601",
+        &world.cards[0].iccid,
+        FIRST_MSISDN,
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -53,6 +64,11 @@ async fn every_write_request_check_has_its_own_answer_and_reserves_nothing() -> 
         .execute(&world.env.pool)
         .await?;
     let card = world.cards[0].iccid.clone();
+    // A request of a fresh order at HX01 for card `iccid` and number `msisdn`, by `staff`.
+    let at_hx01 = |staff: &str, iccid: &str, msisdn: u64| {
+        request(Uuid::new_v4(), "HX01", staff, iccid, msisdn)
+    };
+    let written_card = world.cards[5].iccid.clone();
     let cases = vec![
         (
             "OUTLET_UNKNOWN",
@@ -60,40 +76,25 @@ async fn every_write_request_check_has_its_own_answer_and_reserves_nothing() -> 
         ),
         (
             "CARD_UNKNOWN",
-            request(
-                Uuid::new_v4(),
-                "HX01",
-                "C0601",
-                "8986011000009999995",
-                FIRST_MSISDN,
-            ),
+            at_hx01("C0601", "8986011000009999995", FIRST_MSISDN),
         ),
         (
             "CARD_LOCATION_MISMATCH",
-            request(Uuid::new_v4(), "HX01", "C0601", &in_warehouse, FIRST_MSISDN),
+            at_hx01("C0601", &in_warehouse, FIRST_MSISDN),
         ),
         (
             "CARD_UNUSABLE",
-            request(
-                Uuid::new_v4(),
-                "HX01",
-                "C0601",
-                &world.cards[5].iccid,
-                FIRST_MSISDN,
-            ),
+            at_hx01("C0601", &written_card, FIRST_MSISDN),
         ),
-        (
-            "STAFF_UNKNOWN",
-            request(Uuid::new_v4(), "HX01", "NOBODY", &card, FIRST_MSISDN),
-        ),
+        ("STAFF_UNKNOWN", at_hx01("NOBODY", &card, FIRST_MSISDN)),
         // The clerk of the other agent works in another department.
         (
             "CLERK_DEPARTMENT_MISMATCH",
-            request(Uuid::new_v4(), "HX01", "C0602", &card, FIRST_MSISDN),
+            at_hx01("C0602", &card, FIRST_MSISDN),
         ),
         (
             "NUMBER_UNAVAILABLE",
-            request(Uuid::new_v4(), "HX01", "C0601", &card, 19_999_999_999),
+            at_hx01("C0601", &card, 19_999_999_999),
         ),
     ];
     for (expected, job) in cases {
@@ -103,13 +104,7 @@ async fn every_write_request_check_has_its_own_answer_and_reserves_nothing() -> 
     let card_unusable = send(
         &world.env,
         &mut world.watch,
-        &request(
-            Uuid::new_v4(),
-            "HX01",
-            "C0601",
-            &world.cards[5].iccid,
-            FIRST_MSISDN,
-        ),
+        &at_hx01("C0601", &written_card, FIRST_MSISDN),
     )
     .await?;
     assert_eq!(card_unusable.body["reason"]["message_zh"], "请更换白卡！");
@@ -138,12 +133,7 @@ async fn a_missing_card_data_file_is_dead_lettered_and_the_replay_after_import_r
         &world.cards[0].iccid,
         FIRST_MSISDN + 7,
     );
-    let message_id = Uuid::new_v4().to_string();
-    world
-        .env
-        .client
-        .publish_job(&job, &message_id, JobRoute::Default)
-        .await?;
+    let message_id = publish(&world.env, &job).await?;
     let failed = world.watch.next_for(&message_id, ANSWER).await?;
     assert_eq!(failed.routing_key, "writecard.failed");
     assert_eq!(failed.body["reason"]["code"], "WRITE_SCRIPT_MISSING");
@@ -221,21 +211,8 @@ async fn results_not_sent_by_the_outlet_are_dead_lettered_and_change_nothing() -
     let mut world = WriteWorld::new(1, 1, &["HX01", "HX02"], |_| {}).await?;
     let mut hx01 = world.capture_outlet_work("HX01")?;
     let order_id = Uuid::new_v4();
-    world
-        .env
-        .client
-        .publish_job(
-            &request(
-                order_id,
-                "HX01",
-                "C0601",
-                &world.cards[0].iccid,
-                FIRST_MSISDN,
-            ),
-            &Uuid::new_v4().to_string(),
-            JobRoute::Default,
-        )
-        .await?;
+    let job = first_card_at_hx01(&world, order_id);
+    publish(&world.env, &job).await?;
     let work = hx01.next(ANSWER).await?;
     let OutletWorkJob::WriteScript(envelope) = work.job else {
         panic!("expected a write script")
@@ -287,18 +264,8 @@ async fn a_script_no_writer_takes_in_time_expires_and_the_clerk_is_told() -> any
     })
     .await?;
     let order_id = Uuid::new_v4();
-    let job = request(
-        order_id,
-        "HX01",
-        "C0601",
-        &world.cards[0].iccid,
-        FIRST_MSISDN,
-    );
-    world
-        .env
-        .client
-        .publish_job(&job, &Uuid::new_v4().to_string(), JobRoute::Default)
-        .await?;
+    let job = first_card_at_hx01(&world, order_id);
+    publish(&world.env, &job).await?;
     // Nobody consumes HX01's queue: the script expires there and comes back dead-lettered.
     let mut expired = None;
     for _ in 0..20 {

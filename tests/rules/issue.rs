@@ -1,10 +1,11 @@
 //! Batch issue rules: prepare holds and answers the slip, commit moves to the agent once, and
 //! each refusal holds nothing.
 
-use simflow_inventory::issue::{InventorySettings, IssueHandler};
+use simflow_cli::world::{issue_commit, issue_prepare};
+use simflow_inventory::issue::IssueHandler;
 use simflow_runtime::testing::TestWorker;
 use simflow_schemas::common::CardSelection;
-use simflow_schemas::issue::{IssueCommit, IssuePrepare};
+use simflow_schemas::issue::IssuePrepare;
 use simflow_tests::rules::{self, first_event, rejection_code};
 use sqlx::Connection;
 use uuid::Uuid;
@@ -13,14 +14,7 @@ const TARGET: &str = "13ZDF16";
 const NORMAL: &str = "USIM128K_NORMAL";
 
 fn prepare(batch_id: Uuid, cards: CardSelection) -> IssuePrepare {
-    IssuePrepare {
-        batch_id,
-        staff_id: "T0601".into(),
-        warehouse: TARGET.into(),
-        agent_ess_code: "ESS0601".into(),
-        card_type: NORMAL.into(),
-        cards,
-    }
+    issue_prepare(batch_id, "ESS0601", NORMAL, cards)
 }
 
 fn id() -> String {
@@ -28,7 +22,7 @@ fn id() -> String {
 }
 
 fn worker() -> TestWorker<IssueHandler> {
-    TestWorker::new(IssueHandler::new(&InventorySettings::default()))
+    rules::issue_worker()
 }
 
 #[tokio::test]
@@ -55,10 +49,7 @@ async fn a_prepared_batch_holds_its_cards_and_commit_gives_them_to_the_agent_onc
             .contains("ESS0601")
     );
 
-    let commit = IssueCommit {
-        batch_id,
-        staff_id: "T0601".into(),
-    };
+    let commit = issue_commit(batch_id);
     let committed = worker.run(&mut db, &id(), commit.clone()).await?;
     assert_eq!(first_event(&committed).1["already_committed"], false);
     let with_agent: i64 = sqlx::query_scalar(
@@ -113,10 +104,7 @@ async fn each_issue_rule_refuses_with_its_own_code_and_holds_nothing() -> anyhow
         let verdict = worker.run(&mut db, &id(), job).await?;
         assert_eq!(rejection_code(&verdict), code);
     }
-    let unknown = IssueCommit {
-        batch_id: Uuid::new_v4(),
-        staff_id: "T0601".into(),
-    };
+    let unknown = issue_commit(Uuid::new_v4());
     assert_eq!(
         rejection_code(&worker.run(&mut db, &id(), unknown).await?),
         "BATCH_UNKNOWN"
@@ -153,10 +141,7 @@ async fn a_lapsed_hold_cannot_be_committed_and_its_cards_are_free_again() -> any
         .bind(batch_id)
         .execute(&mut *db)
         .await?;
-    let commit = IssueCommit {
-        batch_id,
-        staff_id: "T0601".into(),
-    };
+    let commit = issue_commit(batch_id);
     assert_eq!(
         rejection_code(&lapsing.run(&mut db, &id(), commit).await?),
         "BATCH_EXPIRED"

@@ -3,44 +3,17 @@
 //! return where nothing qualifies changes nothing.
 
 use simflow_inventory::ReturnHandler;
-use simflow_inventory::issue::{InventorySettings, IssueHandler};
 use simflow_runtime::testing::TestWorker;
 use simflow_schemas::common::CardSelection;
-use simflow_schemas::issue::{IssueCommit, IssuePrepare};
 use simflow_schemas::returns::{ReturnByList, ReturnFee};
 use simflow_tests::rules::{self, first_event, rejection_code};
-use sqlx::{Connection, PgConnection};
+use sqlx::Connection;
 use uuid::Uuid;
 
 const TARGET: &str = "13ZDF16";
-const NORMAL: &str = "USIM128K_NORMAL";
 
 fn id() -> String {
     Uuid::new_v4().to_string()
-}
-
-/// Issues `count` new cards to `agent`; returns their ICCIDs.
-async fn issued_to(db: &mut PgConnection, agent: &str, count: u64) -> anyhow::Result<Vec<String>> {
-    let iccids = rules::receive_cards(db, TARGET, NORMAL, "DU06", count).await?;
-    let issue = TestWorker::new(IssueHandler::new(&InventorySettings::default()));
-    let batch_id = Uuid::new_v4();
-    let prepare = IssuePrepare {
-        batch_id,
-        staff_id: "T0601".into(),
-        warehouse: TARGET.into(),
-        agent_ess_code: agent.into(),
-        card_type: NORMAL.into(),
-        cards: CardSelection::Iccids {
-            iccids: iccids.clone(),
-        },
-    };
-    issue.run(db, &id(), prepare).await?;
-    let commit = IssueCommit {
-        batch_id,
-        staff_id: "T0601".into(),
-    };
-    issue.run(db, &id(), commit).await?;
-    Ok(iccids)
 }
 
 fn by_list(agent: &str, iccids: Vec<String>, amount: i64) -> ReturnByList {
@@ -60,8 +33,8 @@ fn by_list(agent: &str, iccids: Vec<String>, amount: i64) -> ReturnByList {
 async fn a_partly_valid_return_takes_the_agents_cards_and_lists_the_others() -> anyhow::Result<()> {
     let mut connection = rules::connect().await?;
     let mut db = connection.begin().await?;
-    let ours = issued_to(&mut db, "ESS0601", 3).await?;
-    let theirs = issued_to(&mut db, "ESS0602", 1).await?;
+    let ours = rules::issued_to(&mut db, "ESS0601", 3).await?;
+    let theirs = rules::issued_to(&mut db, "ESS0602", 1).await?;
     let mut listed = ours.clone();
     listed.extend(theirs.clone());
     let verdict = TestWorker::new(ReturnHandler)
@@ -101,7 +74,7 @@ async fn a_partly_valid_return_takes_the_agents_cards_and_lists_the_others() -> 
 async fn a_return_where_no_card_qualifies_is_refused_and_changes_nothing() -> anyhow::Result<()> {
     let mut connection = rules::connect().await?;
     let mut db = connection.begin().await?;
-    let theirs = issued_to(&mut db, "ESS0602", 2).await?;
+    let theirs = rules::issued_to(&mut db, "ESS0602", 2).await?;
     let ledger_before = rules::count(&mut db, "SELECT count(*) FROM inventory.card_ledger").await;
     let verdict = TestWorker::new(ReturnHandler)
         .run(&mut db, &id(), by_list("ESS0601", theirs, 0))
@@ -118,7 +91,7 @@ async fn a_return_where_no_card_qualifies_is_refused_and_changes_nothing() -> an
 async fn a_negative_return_amount_is_refused() -> anyhow::Result<()> {
     let mut connection = rules::connect().await?;
     let mut db = connection.begin().await?;
-    let ours = issued_to(&mut db, "ESS0601", 1).await?;
+    let ours = rules::issued_to(&mut db, "ESS0601", 1).await?;
     let verdict = TestWorker::new(ReturnHandler)
         .run(&mut db, &id(), by_list("ESS0601", ours, -1))
         .await?;

@@ -6,12 +6,10 @@ use std::sync::Arc;
 
 use rand::RngCore;
 use simflow_carddata::kek::{Kek, KekRing};
-use simflow_inventory::issue::{InventorySettings, IssueHandler};
 use simflow_runtime::testing::TestWorker;
 use simflow_runtime::worker::{BatchJob, Verdict};
 use simflow_schemas::card::CardReadRequest;
-use simflow_schemas::common::{CardSelection, ClerkMessage};
-use simflow_schemas::issue::{IssueCommit, IssuePrepare};
+use simflow_schemas::common::ClerkMessage;
 use simflow_schemas::registry::{OutletResultJob, OutletWorkJob};
 use simflow_schemas::writecard::{CardWriteState, WriteOutcome, WriteRequest, WriteResult};
 use simflow_seal::OutletKeyPair;
@@ -65,26 +63,7 @@ async fn outlet(db: &mut PgConnection) -> anyhow::Result<String> {
 
 /// Cards issued to ESS0601 (their card data is not imported).
 async fn issued(db: &mut PgConnection, count: u64) -> anyhow::Result<Vec<String>> {
-    let iccids = rules::receive_cards(db, TARGET, NORMAL, "DU06", count).await?;
-    let issue = TestWorker::new(IssueHandler::new(&InventorySettings::default()));
-    let batch_id = Uuid::new_v4();
-    let prepare = IssuePrepare {
-        batch_id,
-        staff_id: "T0601".into(),
-        warehouse: TARGET.into(),
-        agent_ess_code: "ESS0601".into(),
-        card_type: NORMAL.into(),
-        cards: CardSelection::Iccids {
-            iccids: iccids.clone(),
-        },
-    };
-    issue.run(db, &id(), prepare).await?;
-    let commit = IssueCommit {
-        batch_id,
-        staff_id: "T0601".into(),
-    };
-    issue.run(db, &id(), commit).await?;
-    Ok(iccids)
+    rules::issued_to(db, "ESS0601", count).await
 }
 
 fn request(outlet: &str, staff: &str, iccid: &str, msisdn: u64) -> WriteRequest {

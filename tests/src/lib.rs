@@ -11,18 +11,14 @@ pub mod rules;
 pub mod writing;
 
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use secrecy::SecretString;
 use simflow_cli::pipeline::{self, RunningWorkers, WorkerKind};
-use simflow_inventory::org::{self, Receipt};
 use simflow_runtime::Settings;
 use simflow_runtime::amqp::{Client, EventWatch};
 use simflow_runtime::management::Management;
-use simflow_runtime::metrics::{Health, Metrics};
-use simflow_runtime::shutdown::CancellationToken;
 use sqlx::PgPool;
 
 /// The workspace root (where `config/` lives).
@@ -101,20 +97,10 @@ impl TestEnv {
         management
             .set_permissions(&vhost, &settings.amqp.management_user, ".*", ".*", ".*")
             .await?;
-        let pool = pipeline::migrate_all(&settings).await?;
-        let mut connection = pool.acquire().await?;
-        simflow_cli::commands::seed::load_org(
-            &mut connection,
-            &workspace_root().join("config/org"),
-        )
-        .await?;
-        drop(connection);
-        let client = Client::connect(&settings.amqp.uri, "simflow-test-client").await?;
-        client
-            .declare(&simflow_schemas::topology::central_topology(
-                &settings.topology_params(),
-            ))
-            .await?;
+        let (pool, _) =
+            simflow_cli::world::migrate_with_org(&settings, &workspace_root().join("config/org"))
+                .await?;
+        let client = simflow_cli::world::central_client(&settings, "simflow-test-client").await?;
         Ok(TestEnv {
             settings,
             vhost,
@@ -135,19 +121,10 @@ impl TestEnv {
         first_body: u64,
         count: u64,
     ) -> anyhow::Result<Vec<String>> {
-        let receipt = Receipt {
-            warehouse: warehouse.to_owned(),
-            card_type: card_type.to_owned(),
-            department_id: department.to_owned(),
-            first_body,
-            count,
-        };
+        let receipt =
+            simflow_cli::world::receipt(warehouse, card_type, department, first_body, count);
         let mut connection = self.pool.acquire().await?;
-        org::receive_blank_cards(&mut connection, &receipt, "test").await?;
-        Ok(org::receipt_iccids(&receipt)?
-            .into_iter()
-            .map(|iccid| iccid.into_string())
-            .collect())
+        simflow_cli::world::receive_cards(&mut connection, &receipt, "test").await
     }
 
     /// Starts workers in this process.
@@ -157,15 +134,9 @@ impl TestEnv {
 
     /// Starts workers in this process with other settings (e.g. another database).
     pub fn start_workers_with(&self, settings: &Settings, kinds: &[WorkerKind]) -> RunningWorkers {
-        pipeline::start(
-            settings,
-            &simflow_runtime::db::lazy_pool(&settings.database).expect("valid database settings"),
-            kinds,
-            Arc::new(Metrics::new()),
-            Health::default(),
-            CancellationToken::new(),
-        )
-        .expect("workers start")
+        let pool =
+            simflow_runtime::db::lazy_pool(&settings.database).expect("valid database settings");
+        pipeline::start_own(settings, &pool, kinds).expect("workers start")
     }
 
     /// Watches every event of the vhost.

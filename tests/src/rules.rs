@@ -14,9 +14,11 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::Context;
-use simflow_inventory::org::{self, Receipt};
+use simflow_inventory::issue::{InventorySettings, IssueHandler};
 use simflow_runtime::Outcome;
+use simflow_runtime::testing::TestWorker;
 use simflow_runtime::worker::Verdict;
+use simflow_schemas::common::CardSelection;
 use sqlx::{Connection, PgConnection};
 
 use crate::{postgres_base, test_settings, workspace_root};
@@ -75,11 +77,9 @@ async fn create_database() -> anyhow::Result<String> {
         .await?;
     let url = format!("{}/{name}", postgres_base());
     let settings = test_settings("/", &url)?;
-    let pool = simflow_cli::pipeline::migrate_all(&settings).await?;
-    let mut connection = pool.acquire().await?;
-    simflow_cli::commands::seed::load_org(&mut connection, &workspace_root().join("config/org"))
-        .await?;
-    drop(connection);
+    let (pool, _) =
+        simflow_cli::world::migrate_with_org(&settings, &workspace_root().join("config/org"))
+            .await?;
     pool.close().await;
     Ok(url)
 }
@@ -102,18 +102,39 @@ pub async fn receive_cards(
 ) -> anyhow::Result<Vec<String>> {
     anyhow::ensure!(count <= 10_000, "at most 10,000 cards per call");
     let range = NEXT_RANGE.fetch_add(1, Ordering::Relaxed);
-    let receipt = Receipt {
-        warehouse: warehouse.to_owned(),
-        card_type: card_type.to_owned(),
-        department_id: department.to_owned(),
-        first_body: 898_601_900_000_000_000 + range * 10_000,
-        count,
+    let first_body = 898_601_900_000_000_000 + range * 10_000;
+    let receipt = simflow_cli::world::receipt(warehouse, card_type, department, first_body, count);
+    simflow_cli::world::receive_cards(db, &receipt, "rules test").await
+}
+
+/// A test worker of the batch issue handler with the default settings.
+pub fn issue_worker() -> TestWorker<IssueHandler> {
+    TestWorker::new(IssueHandler::new(&InventorySettings::default()))
+}
+
+/// Receives `count` new normal cards of department DU06 into Hexi's target warehouse and issues
+/// them to `agent` through the issue handler (prepare, then commit); returns their ICCIDs.
+pub async fn issued_to(
+    db: &mut PgConnection,
+    agent: &str,
+    count: u64,
+) -> anyhow::Result<Vec<String>> {
+    use simflow_cli::world::{HEXI_TARGET, NORMAL, issue_commit, issue_prepare};
+    let iccids = receive_cards(db, HEXI_TARGET, NORMAL, "DU06", count).await?;
+    let issue = issue_worker();
+    let batch_id = uuid::Uuid::new_v4();
+    let cards = CardSelection::Iccids {
+        iccids: iccids.clone(),
     };
-    org::receive_blank_cards(db, &receipt, "rules test").await?;
-    Ok(org::receipt_iccids(&receipt)?
-        .into_iter()
-        .map(|iccid| iccid.into_string())
-        .collect())
+    let prepare = issue_prepare(batch_id, agent, NORMAL, cards);
+    issue
+        .run(db, &uuid::Uuid::new_v4().to_string(), prepare)
+        .await?;
+    let commit = issue_commit(batch_id);
+    issue
+        .run(db, &uuid::Uuid::new_v4().to_string(), commit)
+        .await?;
+    Ok(iccids)
 }
 
 /// Runs a query returning one bigint.

@@ -1,43 +1,27 @@
 //! A world for write-card tests: cards issued to an agent, their card data file imported (with
 //! generated keys), number pools filled, outlets provisioned with generated key pairs, and the
 //! central workers running.
+//!
+//! The world itself is built by `simflow_cli::world`, as the demo and the benchmarks build
+//! theirs; this module only puts it in a test's own vhost and database and adds what tests
+//! alone need (outlet clients, node settings with key files, capturing outlet work).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use secrecy::SecretString;
-use simflow_carddata::import::{CardFile, ImportRequest, NoProgress};
 use simflow_cli::pipeline::{RunningWorkers, WorkerKind};
-use simflow_runtime::amqp::{Client, EventWatch, JobRoute};
-use simflow_schemas::common::CardSelection;
-use simflow_schemas::issue::{IssueCommit, IssuePrepare};
-use simflow_seal::OutletKeyPair;
+use simflow_cli::world::{self, WritingPlan};
+use simflow_runtime::amqp::{Client, EventWatch};
 
 use crate::TestEnv;
 
-/// One test card: what the vendor's card data file says about it.
-#[derive(Debug, Clone)]
-pub struct TestCard {
-    /// ICCID.
-    pub iccid: String,
-    /// Ki, hex (generated for the test).
-    pub ki: String,
-    /// OPc, hex (generated for the test).
-    pub opc: String,
-    /// ADM1, 8 ASCII digits.
-    pub adm1: String,
-}
-
-/// A provisioned test outlet.
-#[derive(Debug)]
-pub struct TestOutlet {
-    /// Outlet code.
-    pub code: String,
-    /// Its key pair (the node's secret).
-    pub keys: OutletKeyPair,
-    /// Its broker password.
-    pub password: SecretString,
-}
+/// A provisioned test outlet, with its key pair (the node's secret) and broker password.
+pub use simflow_cli::world::ProvisionedOutlet as TestOutlet;
+/// An outlet node running in the test process against a virtual reader.
+pub use simflow_cli::world::RunningNode;
+/// One test card: what the vendor's card data file says about it (keys generated).
+pub use simflow_cli::world::VendorCard as TestCard;
 
 /// The write-card world.
 #[derive(Debug)]
@@ -52,21 +36,6 @@ pub struct WriteWorld {
     pub workers: Option<RunningWorkers>,
     /// Events of the vhost.
     pub watch: EventWatch,
-}
-
-fn random_hex(bytes: usize) -> String {
-    use rand::RngCore;
-    let mut buffer = vec![0u8; bytes];
-    rand::rng().fill_bytes(&mut buffer);
-    hex::encode(buffer)
-}
-
-fn random_digits(count: usize) -> String {
-    use rand::Rng;
-    let mut rng = rand::rng();
-    (0..count)
-        .map(|_| char::from(b'0' + rng.random_range(0..10u8)))
-        .collect()
 }
 
 /// The first MSISDN and IMSI of the pools a world gets (100 of each).
@@ -85,141 +54,49 @@ impl WriteWorld {
         settings_change: impl FnOnce(&mut simflow_runtime::Settings),
     ) -> anyhow::Result<WriteWorld> {
         let mut env = TestEnv::new().await?;
-        env.settings.carddata.kek_id = "test-kek".into();
-        env.settings.carddata.kek = Some(SecretString::from(random_hex(32)));
+        world::generate_kek(&mut env.settings.carddata, "test-kek");
         settings_change(&mut env.settings);
-        let iccids = env
-            .receive_cards(
-                "13ZDF16",
-                "USIM128K_NORMAL",
-                "DU06",
-                898_601_100_000_000_000,
-                cards,
-            )
-            .await?;
-        let cards: Vec<TestCard> = iccids
-            .iter()
-            .map(|iccid| TestCard {
-                iccid: iccid.clone(),
-                ki: random_hex(16),
-                opc: random_hex(16),
-                adm1: random_digits(8),
-            })
-            .collect();
-
-        // Card data for the first `with_card_data` cards.
-        let importer =
-            simflow_carddata::Importer::from_settings(env.pool.clone(), &env.settings.carddata)?;
-        if with_card_data > 0 {
-            importer
-                .import(
-                    CardFile::Bytes(Arc::from(
-                        card_data_file(&cards[..with_card_data]).into_bytes(),
-                    )),
-                    &import_request(),
-                    &NoProgress,
-                )
-                .await?;
-        }
-
-        // Numbers.
-        let mut db = env.pool.acquire().await?;
-        simflow_writecard::numbers::add_msisdns(&mut db, FIRST_MSISDN, 100).await?;
-        simflow_writecard::numbers::add_imsis(&mut db, FIRST_IMSI, 100).await?;
-
-        // Outlets of ESS0601.
-        let mut test_outlets = Vec::new();
-        let vhost = simflow_runtime::amqp::vhost_of(&env.settings.amqp.uri)?;
-        for code in outlets {
-            let keys = OutletKeyPair::generate();
-            let password = SecretString::from(random_hex(16));
-            simflow_writecard::outlets::provision(
-                &mut db,
-                &env.client,
-                &env.management,
-                &env.settings.topology_params(),
-                &simflow_writecard::outlets::Provisioning {
-                    outlet_code: code,
-                    agent_code: "ESS0601",
-                    public_key: &keys.public_key().to_base64(),
-                    password: &password,
-                    vhost: &vhost,
-                },
-            )
-            .await?;
-            test_outlets.push(TestOutlet {
-                code: (*code).to_owned(),
-                keys,
-                password,
-            });
-        }
-        drop(db);
-
+        let plan = WritingPlan {
+            cards,
+            with_card_data,
+            first_msisdn: FIRST_MSISDN,
+            first_imsi: FIRST_IMSI,
+            numbers: 100,
+            outlets,
+            agent: "ESS0601",
+            by: "test",
+        };
+        let writing = world::prepare_writing(&env.pool, &env.client, &env.settings, &plan).await?;
         let workers = env.start_workers(&[WorkerKind::Issue, WorkerKind::WriteCard]);
         let mut watch = env.watch().await?;
         // Issue every card to ESS0601 the way the business does.
-        let batch_id = uuid::Uuid::new_v4();
-        let prepare = IssuePrepare {
-            batch_id,
-            staff_id: "T0601".into(),
-            warehouse: "13ZDF16".into(),
-            agent_ess_code: "ESS0601".into(),
-            card_type: "USIM128K_NORMAL".into(),
-            cards: CardSelection::Quantity {
-                quantity: u32::try_from(iccids.len())?,
-            },
-        };
-        for step in 0..2 {
-            let id = uuid::Uuid::new_v4().to_string();
-            if step == 0 {
-                env.client
-                    .publish_job(&prepare, &id, JobRoute::Default)
-                    .await?;
-            } else {
-                env.client
-                    .publish_job(
-                        &IssueCommit {
-                            batch_id,
-                            staff_id: "T0601".into(),
-                        },
-                        &id,
-                        JobRoute::Default,
-                    )
-                    .await?;
-            }
-            let answer = watch.next_for(&id, Duration::from_secs(20)).await?;
-            anyhow::ensure!(
-                !answer.routing_key.ends_with("rejected"),
-                "issuing the test cards failed: {}",
-                answer.body
-            );
-        }
+        world::issue_to_agent(
+            &env.client,
+            &mut watch,
+            "ESS0601",
+            cards,
+            Duration::from_secs(20),
+        )
+        .await?;
         Ok(WriteWorld {
             env,
-            cards,
-            outlets: test_outlets,
+            cards: writing.cards,
+            outlets: writing.outlets,
             workers: Some(workers),
             watch,
         })
     }
 
-    /// The broker URI of an outlet's own user.
-    pub fn outlet_uri(&self, code: &str) -> anyhow::Result<SecretString> {
-        use secrecy::ExposeSecret;
-        let outlet = self
-            .outlets
+    fn outlet(&self, code: &str) -> anyhow::Result<&TestOutlet> {
+        self.outlets
             .iter()
             .find(|outlet| outlet.code == code)
-            .ok_or_else(|| anyhow::anyhow!("no outlet {code}"))?;
-        let vhost = simflow_runtime::uri::encode_segment(&self.env.vhost);
-        Ok(SecretString::from(format!(
-            "amqp://{}:{}@127.0.0.1:5672/{vhost}",
-            simflow_runtime::uri::encode_segment(&simflow_runtime::outlet::outlet_user(
-                &self.env.vhost,
-                code
-            )),
-            outlet.password.expose_secret()
-        )))
+            .ok_or_else(|| anyhow::anyhow!("no outlet {code}"))
+    }
+
+    /// The broker URI of an outlet's own user.
+    pub fn outlet_uri(&self, code: &str) -> anyhow::Result<SecretString> {
+        world::outlet_uri(&self.env.settings, code, &self.outlet(code)?.password)
     }
 
     /// A client connected as an outlet's own broker user.
@@ -229,17 +106,14 @@ impl WriteWorld {
 
     /// Imports the card data of these cards (a second vendor file).
     pub async fn import_card_data(&self, cards: &[TestCard]) -> anyhow::Result<()> {
-        let importer = simflow_carddata::Importer::from_settings(
-            self.env.pool.clone(),
+        world::import_card_data(
+            &self.env.pool,
             &self.env.settings.carddata,
-        )?;
-        importer
-            .import(
-                CardFile::Bytes(Arc::from(card_data_file(cards).into_bytes())),
-                &import_request(),
-                &NoProgress,
-            )
-            .await?;
+            "vendor-test.csv",
+            "test",
+            card_data_file(cards),
+        )
+        .await?;
         Ok(())
     }
 
@@ -250,58 +124,7 @@ impl WriteWorld {
         }
         Ok(())
     }
-}
 
-fn import_request() -> ImportRequest {
-    ImportRequest {
-        file_name: "vendor-test.csv".into(),
-        card_type: "USIM128K_NORMAL".into(),
-        transport_key: None,
-        staff_id: "test".into(),
-    }
-}
-
-/// A vendor card data file (pySim-shell spelling) for these cards.
-pub fn card_data_file(cards: &[TestCard]) -> String {
-    let mut text = String::from("ICCID,IMSI,KI,OPC,ADM1\n");
-    for (index, card) in cards.iter().enumerate() {
-        text.push_str(&format!(
-            "{},{:015},{},{},{}\n",
-            card.iccid,
-            1_019_990_000_000 + index as u64,
-            card.ki,
-            card.opc,
-            card.adm1
-        ));
-    }
-    text
-}
-
-/// An outlet node running in the test process against a virtual reader.
-#[derive(Debug)]
-pub struct RunningNode {
-    /// The node's settings (key file, journal) for restarts.
-    pub settings: simflow_outlet::OutletSettings,
-    /// `/healthz` state of the node (the clerk state is component `reader`).
-    pub health: simflow_runtime::metrics::Health,
-    stop: simflow_runtime::shutdown::CancellationToken,
-    task: tokio::task::JoinHandle<anyhow::Result<()>>,
-}
-
-impl RunningNode {
-    /// Stops the node (a write in progress finishes first) and returns how it ended.
-    pub async fn stop(self) -> anyhow::Result<()> {
-        self.stop.cancel();
-        self.task.await?
-    }
-
-    /// Whether the node task has ended (e.g. refused by the broker), and how.
-    pub async fn ended(self, within: Duration) -> anyhow::Result<anyhow::Result<()>> {
-        Ok(tokio::time::timeout(within, self.task).await??)
-    }
-}
-
-impl WriteWorld {
     /// Settings for a node of outlet `code` on `reader`: its key written to a fresh 0600 file
     /// under `dir`, its journal beside it.
     pub fn node_settings(
@@ -312,52 +135,29 @@ impl WriteWorld {
     ) -> anyhow::Result<simflow_outlet::OutletSettings> {
         use std::io::Write;
         use std::os::unix::fs::OpenOptionsExt;
-        let outlet = self
-            .outlets
-            .iter()
-            .find(|outlet| outlet.code == code)
-            .ok_or_else(|| anyhow::anyhow!("no outlet {code}"))?;
+        let outlet = self.outlet(code)?;
         std::fs::create_dir_all(dir)?;
-        let key_file = dir.join(format!("{code}.key"));
-        if !key_file.exists() {
+        let settings = world::node_settings(code, reader, dir, self.outlet_uri(code)?, 8);
+        if !settings.key_file.exists() {
             let mut file = std::fs::OpenOptions::new()
                 .write(true)
                 .create_new(true)
                 .mode(0o600)
-                .open(&key_file)?;
+                .open(&settings.key_file)?;
             file.write_all(outlet.keys.secret_to_base64().as_bytes())?;
         }
-        Ok(simflow_outlet::OutletSettings {
-            code: code.to_owned(),
-            reader: reader.to_owned(),
-            key_file,
-            journal: dir.join(format!("{code}.journal.sqlite")),
-            broker_uri: Some(self.outlet_uri(code)?),
-            card_wait_seconds: 8,
-            reinsert_wait_seconds: 8,
-        })
+        Ok(settings)
     }
 
     /// Starts a node in this process with `settings`.
     pub fn start_node(&self, settings: simflow_outlet::OutletSettings) -> RunningNode {
-        let health = simflow_runtime::metrics::Health::default();
-        let metrics = Arc::new(simflow_runtime::metrics::Metrics::new());
-        let stop = simflow_runtime::shutdown::CancellationToken::new();
-        let task = {
-            let settings = settings.clone();
-            let health = health.clone();
-            let stop = stop.clone();
-            tokio::spawn(async move {
-                simflow_outlet::run(&settings, metrics, health, false, stop).await
-            })
-        };
-        RunningNode {
-            settings,
-            health,
-            stop,
-            task,
-        }
+        RunningNode::start(settings)
     }
+}
+
+/// A vendor card data file (pySim-shell spelling) for these cards.
+pub fn card_data_file(cards: &[TestCard]) -> String {
+    world::card_data_file(cards, 1_019_990_000_000)
 }
 
 /// A scratch directory for a test, removed when dropped.

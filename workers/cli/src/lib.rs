@@ -8,6 +8,7 @@
 pub mod commands;
 pub mod pipeline;
 pub mod scratch;
+pub mod world;
 
 #[cfg(test)]
 mod settings_tests;

@@ -1,5 +1,6 @@
 //! Wiring workers into a running process: one pool, one metrics registry, one health state,
-//! one shutdown token, and a task per worker.
+//! one shutdown token, and a task per worker; and the `/metrics` and `/healthz` endpoints a
+//! long-running process serves.
 //!
 //! The `worker` command, the demo, the benchmarks and the end-to-end tests all start workers
 //! through here, so they run exactly what production runs.
@@ -183,6 +184,56 @@ pub fn start(
         metrics,
         health,
         tasks,
+    })
+}
+
+/// Starts the given workers with metrics, health and a shutdown token of their own (the demo,
+/// the benchmarks and the tests read them from [`RunningWorkers`]).
+pub fn start_own(
+    settings: &Settings,
+    pool: &PgPool,
+    kinds: &[WorkerKind],
+) -> anyhow::Result<RunningWorkers> {
+    start(
+        settings,
+        pool,
+        kinds,
+        Arc::new(Metrics::new()),
+        Health::default(),
+        CancellationToken::new(),
+    )
+}
+
+/// A process's metrics registry and health state, served on `/metrics` and `/healthz`.
+#[derive(Debug)]
+pub struct Observed {
+    /// The metrics registry.
+    pub metrics: Arc<Metrics>,
+    /// The health state.
+    pub health: Health,
+    /// Where `/metrics` and `/healthz` listen.
+    pub address: std::net::SocketAddr,
+    /// The HTTP server; it ends once the shutdown token is cancelled.
+    pub http: tokio::task::JoinHandle<()>,
+}
+
+/// Makes the metrics registry and health state of a long-running process (`simflow worker`,
+/// `simflow outlet run`) and serves them on `http.listen` until `shutdown`.
+pub async fn observe(settings: &Settings, shutdown: CancellationToken) -> anyhow::Result<Observed> {
+    let metrics = Arc::new(Metrics::new());
+    let health = Health::default();
+    let (address, http) = simflow_runtime::http::serve(
+        &settings.http.listen,
+        Arc::clone(&metrics),
+        health.clone(),
+        shutdown,
+    )
+    .await?;
+    Ok(Observed {
+        metrics,
+        health,
+        address,
+        http,
     })
 }
 

@@ -39,6 +39,12 @@ impl Scratch {
         })
     }
 
+    /// A fresh scratch namespace for one benchmark run, `simflow_bench_` and a random suffix.
+    pub async fn for_bench(settings: &Settings) -> anyhow::Result<Scratch> {
+        let suffix = uuid::Uuid::new_v4().simple().to_string();
+        Scratch::create(settings, &format!("simflow_bench_{}", &suffix[..8])).await
+    }
+
     /// Deletes the vhost and drops the database.
     pub async fn remove(self) {
         if let Err(error) = self.management.delete_vhost(&self.name).await {

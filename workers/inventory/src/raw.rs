@@ -4,42 +4,43 @@
 
 use sqlx::PgPool;
 
-/// Moves every card from `first` to `last` to `agent` in one statement; returns the rows moved.
-pub async fn move_range_to_agent(
-    pool: &PgPool,
-    first: &str,
-    last: &str,
-    agent: &str,
-) -> Result<u64, sqlx::Error> {
-    Ok(sqlx::query(
-        "UPDATE inventory.cards SET location_kind = 'agent', agent_code = $3, warehouse_code = NULL, updated_at = now() \
-         WHERE iccid BETWEEN $1 AND $2 AND length(iccid) = length($1)",
-    )
-    .bind(first)
-    .bind(last)
-    .bind(agent)
-    .execute(pool)
-    .await?
-    .rows_affected())
+/// Where a raw move puts the cards.
+#[derive(Debug, Clone, Copy)]
+pub enum RawPlace<'a> {
+    /// With the agent of this ESS department code.
+    Agent(&'a str),
+    /// Into the warehouse of this code.
+    Warehouse(&'a str),
 }
 
-/// Moves every card from `first` to `last` into `warehouse` in one statement.
-pub async fn move_range_to_warehouse(
+/// Moves every card from `first` to `last` to `place` in one statement; returns the rows moved.
+pub async fn move_range(
     pool: &PgPool,
     first: &str,
     last: &str,
-    warehouse: &str,
+    place: RawPlace<'_>,
 ) -> Result<u64, sqlx::Error> {
-    Ok(sqlx::query(
-        "UPDATE inventory.cards SET location_kind = 'warehouse', warehouse_code = $3, agent_code = NULL, updated_at = now() \
-         WHERE iccid BETWEEN $1 AND $2 AND length(iccid) = length($1)",
-    )
-    .bind(first)
-    .bind(last)
-    .bind(warehouse)
-    .execute(pool)
-    .await?
-    .rows_affected())
+    let (set, code) = match place {
+        RawPlace::Agent(agent) => (
+            "location_kind = 'agent', agent_code = $3, warehouse_code = NULL",
+            agent,
+        ),
+        RawPlace::Warehouse(warehouse) => (
+            "location_kind = 'warehouse', warehouse_code = $3, agent_code = NULL",
+            warehouse,
+        ),
+    };
+    let statement = format!(
+        "UPDATE inventory.cards SET {set}, updated_at = now() \
+         WHERE iccid BETWEEN $1 AND $2 AND length(iccid) = length($1)"
+    );
+    Ok(sqlx::query(sqlx::AssertSqlSafe(statement))
+        .bind(first)
+        .bind(last)
+        .bind(code)
+        .execute(pool)
+        .await?
+        .rows_affected())
 }
 
 /// Refreshes the planner's statistics of the card table (after a bulk load).

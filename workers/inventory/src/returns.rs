@@ -163,6 +163,21 @@ async fn query_range(query: ReturnQuery, db: &mut PgConnection) -> Result<Outcom
     Ok(Outcome::event(&event))
 }
 
+/// The spec of a list or a range return job: both wire types carry the return's header
+/// (`return_id`, `staff_id`, `warehouse`, `agent_ess_code`, `fee`) under the same names.
+macro_rules! spec_of {
+    ($job:expr, $selection_json:expr) => {
+        ReturnSpec {
+            return_id: $job.return_id,
+            staff_id: &$job.staff_id,
+            warehouse: &$job.warehouse,
+            agent: &$job.agent_ess_code,
+            fee: &$job.fee,
+            selection_json: $selection_json,
+        }
+    };
+}
+
 async fn return_by_list(
     context: &JobContext,
     job: ReturnByList,
@@ -172,15 +187,7 @@ async fn return_by_list(
         Some(list) => list,
         None => return Err(JobError::reject(reasons::BAD_RANGE)),
     };
-    let selection_json = serde_json::to_value(&job.cards).unwrap_or_default();
-    let spec = ReturnSpec {
-        return_id: job.return_id,
-        staff_id: &job.staff_id,
-        warehouse: &job.warehouse,
-        agent: &job.agent_ess_code,
-        fee: &job.fee,
-        selection_json,
-    };
+    let spec = spec_of!(job, serde_json::to_value(&job.cards).unwrap_or_default());
     perform_return(
         context,
         &spec,
@@ -198,14 +205,7 @@ async fn return_by_range(
     db: &mut PgConnection,
 ) -> Result<Outcome, JobError> {
     let selection_json = serde_json::json!({ "by": "range", "first": job.first, "last": job.last });
-    let spec = ReturnSpec {
-        return_id: job.return_id,
-        staff_id: &job.staff_id,
-        warehouse: &job.warehouse,
-        agent: &job.agent_ess_code,
-        fee: &job.fee,
-        selection_json,
-    };
+    let spec = spec_of!(job, selection_json);
     if let Some(answer) = earlier_answer(db, &spec).await? {
         return Ok(answer);
     }

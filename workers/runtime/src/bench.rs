@@ -7,11 +7,13 @@
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
+use lapin::message::Delivery;
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
-    ConfirmSelectOptions, QueueDeleteOptions,
+    ConfirmSelectOptions, QueueDeclareOptions, QueueDeleteOptions,
 };
 use lapin::types::FieldTable;
+use lapin::{BasicProperties, Channel, Connection, Consumer, PublisherConfirm};
 use secrecy::SecretString;
 use simflow_schemas::topology::{ArgValue, JobQueue, TopologyParams};
 
@@ -58,82 +60,19 @@ pub async fn raw_round_trip(
         ArgValue::Str(String::new()),
     );
     let setup = connection.create_channel().await?;
-    setup
-        .queue_declare(
-            queue.as_str().into(),
-            lapin::options::QueueDeclareOptions {
-                durable: true,
-                ..Default::default()
-            },
-            amqp::field_table(&arguments),
-        )
-        .await?;
+    declare_durable(&setup, &queue, amqp::field_table(&arguments)).await?;
 
     let consume = connection.create_channel().await?;
-    consume
-        .basic_qos(prefetch, BasicQosOptions { global: false })
-        .await?;
-    let mut consumer = consume
-        .basic_consume(
-            queue.as_str().into(),
-            "".into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await?;
+    let consumer = consume_with_prefetch(&consume, &queue, prefetch).await?;
     let consumer_tag = consumer.tag();
-    let publish = connection.create_channel().await?;
-
-    publish
-        .confirm_select(ConfirmSelectOptions::default())
-        .await?;
-    let body = vec![b'x'; body_size];
+    let publish = confirm_channel(&connection).await?;
 
     let started = Instant::now();
-    let consumer_task = tokio::spawn(async move {
-        let mut acked = 0usize;
-        let mut acks = tokio::task::JoinSet::new();
-        while acked < count {
-            let Some(delivery) = consumer.next().await else {
-                break;
-            };
-            let delivery = delivery?;
-            acks.spawn(async move { delivery.acker.ack(BasicAckOptions::default()).await });
-            acked += 1;
-            while let Some(done) = acks.try_join_next() {
-                done??;
-            }
-        }
-        while let Some(done) = acks.join_next().await {
-            done??;
-        }
-        anyhow::Ok(acked)
-    });
-    let publishes = futures_util::stream::iter(0..count).map(|index| {
-        let publish = publish.clone();
-        let body = &body;
-        let queue = queue.as_str();
-        async move {
-            let properties = base_properties("bench.raw.v1", &index.to_string());
-            publish
-                .basic_publish(
-                    "".into(),
-                    queue.into(),
-                    BasicPublishOptions {
-                        mandatory: true,
-                        ..Default::default()
-                    },
-                    body,
-                    properties,
-                )
-                .await?
-                .await
-        }
-    });
-    let mut confirms = publishes.buffer_unordered(window.max(1));
-    while let Some(confirm) = confirms.next().await {
-        anyhow::ensure!(confirm?.is_ack(), "the broker nacked a raw message");
-    }
+    let consumer_task = tokio::spawn(settle_each(consumer, count, |delivery| async move {
+        delivery.acker.ack(BasicAckOptions::default()).await?;
+        anyhow::Ok(())
+    }));
+    publish_all(&publish, &queue, body_size, count, window, "bench.raw.v1").await?;
     let consumed = consumer_task.await??;
     let elapsed = started.elapsed();
     anyhow::ensure!(consumed == count, "consumed {consumed} of {count}");
@@ -141,11 +80,7 @@ pub async fn raw_round_trip(
         .basic_cancel(consumer_tag, Default::default())
         .await?;
     consume.close(200, "bench done".into()).await?;
-    setup
-        .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
-        .await?;
-
-    let _ = connection.close(200, "bench done".into()).await;
+    finish(connection, &setup, &[&queue]).await?;
     Ok(RawRun {
         messages: count,
         elapsed,
@@ -171,86 +106,29 @@ pub async fn raw_request_reply(
     let mut arguments = FieldTable::default();
     arguments.insert("x-queue-type".into(), amqp::text_value("quorum"));
     for queue in [&requests, &replies] {
-        setup
-            .queue_declare(
-                queue.as_str().into(),
-                lapin::options::QueueDeclareOptions {
-                    durable: true,
-                    ..Default::default()
-                },
-                arguments.clone(),
-            )
-            .await?;
+        declare_durable(&setup, queue, arguments.clone()).await?;
     }
 
     // The responder: answer with a confirm, then ack, for up to `prefetch` at once.
-    let respond = connection.create_channel().await?;
-    respond
-        .basic_qos(prefetch, BasicQosOptions { global: false })
-        .await?;
-    respond
-        .confirm_select(ConfirmSelectOptions::default())
-        .await?;
-    let mut incoming = respond
-        .basic_consume(
-            requests.as_str().into(),
-            "".into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await?;
+    let respond = confirm_channel(&connection).await?;
+    let incoming = consume_with_prefetch(&respond, &requests, prefetch).await?;
     let reply_queue = replies.clone();
-    let responder = tokio::spawn(async move {
-        let mut answered = 0usize;
-        let mut in_flight = tokio::task::JoinSet::new();
-        while answered < count {
-            let Some(delivery) = incoming.next().await else {
-                break;
-            };
-            let delivery = delivery?;
-            let channel = respond.clone();
-            let reply_queue = reply_queue.clone();
-            in_flight.spawn(async move {
-                let confirm = channel
-                    .basic_publish(
-                        "".into(),
-                        reply_queue.as_str().into(),
-                        BasicPublishOptions {
-                            mandatory: true,
-                            ..Default::default()
-                        },
-                        &delivery.data,
-                        base_properties("bench.reply.v1", "reply"),
-                    )
-                    .await?
-                    .await?;
-                anyhow::ensure!(confirm.is_ack(), "the broker nacked a reply");
-                delivery.acker.ack(BasicAckOptions::default()).await?;
-                anyhow::Ok(())
-            });
-            answered += 1;
-            while let Some(done) = in_flight.try_join_next() {
-                done??;
-            }
+    let responder = tokio::spawn(settle_each(incoming, count, move |delivery| {
+        let channel = respond.clone();
+        let reply_queue = reply_queue.clone();
+        async move {
+            let properties = base_properties("bench.reply.v1", "reply");
+            let confirm = publish_persistent(&channel, &reply_queue, &delivery.data, properties)
+                .await?
+                .await?;
+            anyhow::ensure!(confirm.is_ack(), "the broker nacked a reply");
+            delivery.acker.ack(BasicAckOptions::default()).await?;
+            anyhow::Ok(())
         }
-        while let Some(done) = in_flight.join_next().await {
-            done??;
-        }
-        anyhow::Ok(())
-    });
+    }));
 
     let collect = connection.create_channel().await?;
-    collect
-        .basic_qos(1000, BasicQosOptions { global: false })
-        .await?;
-    let mut answers = collect
-        .basic_consume(
-            replies.as_str().into(),
-            "".into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await?;
+    let mut answers = consume_with_prefetch(&collect, &replies, 1000).await?;
     let collector = tokio::spawn(async move {
         let mut received = 0usize;
         while received < count {
@@ -263,48 +141,160 @@ pub async fn raw_request_reply(
         anyhow::Ok(received)
     });
 
-    let publish = connection.create_channel().await?;
-    publish
+    let publish = confirm_channel(&connection).await?;
+    let started = Instant::now();
+    publish_all(
+        &publish,
+        &requests,
+        body_size,
+        count,
+        window,
+        "bench.request.v1",
+    )
+    .await?;
+    let received = collector.await??;
+    let elapsed = started.elapsed();
+    responder.await??;
+    anyhow::ensure!(received == count, "answered {received} of {count}");
+    finish(connection, &setup, &[&requests, &replies]).await?;
+    Ok(RawRun {
+        messages: count,
+        elapsed,
+    })
+}
+
+/// Declares a durable queue.
+async fn declare_durable(
+    channel: &Channel,
+    queue: &str,
+    arguments: FieldTable,
+) -> Result<(), lapin::Error> {
+    channel
+        .queue_declare(
+            queue.into(),
+            QueueDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
+            arguments,
+        )
+        .await?;
+    Ok(())
+}
+
+/// A channel in confirm mode.
+async fn confirm_channel(connection: &Connection) -> Result<Channel, lapin::Error> {
+    let channel = connection.create_channel().await?;
+    channel
         .confirm_select(ConfirmSelectOptions::default())
         .await?;
+    Ok(channel)
+}
+
+/// Consumes `queue` on `channel` with manual acks and at most `prefetch` unacked deliveries.
+async fn consume_with_prefetch(
+    channel: &Channel,
+    queue: &str,
+    prefetch: u16,
+) -> Result<Consumer, lapin::Error> {
+    channel
+        .basic_qos(prefetch, BasicQosOptions { global: false })
+        .await?;
+    channel
+        .basic_consume(
+            queue.into(),
+            "".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+}
+
+/// Publishes one persistent, mandatory message to `queue` through the default exchange; the
+/// returned future resolves with the broker's confirm.
+async fn publish_persistent(
+    channel: &Channel,
+    queue: &str,
+    body: &[u8],
+    properties: BasicProperties,
+) -> Result<PublisherConfirm, lapin::Error> {
+    channel
+        .basic_publish(
+            "".into(),
+            queue.into(),
+            BasicPublishOptions {
+                mandatory: true,
+                ..Default::default()
+            },
+            body,
+            properties,
+        )
+        .await
+}
+
+/// Publishes `count` messages of `body_size` bytes and type `message_type` to `queue` on a
+/// confirm channel, at most `window` unconfirmed at once; fails on the first nack.
+async fn publish_all(
+    channel: &Channel,
+    queue: &str,
+    body_size: usize,
+    count: usize,
+    window: usize,
+    message_type: &str,
+) -> anyhow::Result<()> {
     let body = vec![b'x'; body_size];
-    let started = Instant::now();
     let publishes = futures_util::stream::iter(0..count).map(|index| {
-        let publish = publish.clone();
+        let properties = base_properties(message_type, &index.to_string());
         let body = &body;
-        let queue = requests.as_str();
         async move {
-            publish
-                .basic_publish(
-                    "".into(),
-                    queue.into(),
-                    BasicPublishOptions {
-                        mandatory: true,
-                        ..Default::default()
-                    },
-                    body,
-                    base_properties("bench.request.v1", &index.to_string()),
-                )
+            publish_persistent(channel, queue, body, properties)
                 .await?
                 .await
         }
     });
     let mut confirms = publishes.buffer_unordered(window.max(1));
     while let Some(confirm) = confirms.next().await {
-        anyhow::ensure!(confirm?.is_ack(), "the broker nacked a request");
+        anyhow::ensure!(confirm?.is_ack(), "the broker nacked a {message_type}");
     }
-    let received = collector.await??;
-    let elapsed = started.elapsed();
-    responder.await??;
-    anyhow::ensure!(received == count, "answered {received} of {count}");
-    for queue in [&requests, &replies] {
+    Ok(())
+}
+
+/// Takes `count` deliveries off `consumer` and settles each with `settle`, concurrently (the
+/// consumer's prefetch bounds how many are in flight); returns how many were taken.
+async fn settle_each<Settle, Settling>(
+    mut consumer: Consumer,
+    count: usize,
+    mut settle: Settle,
+) -> anyhow::Result<usize>
+where
+    Settle: FnMut(Delivery) -> Settling,
+    Settling: Future<Output = anyhow::Result<()>> + Send + 'static,
+{
+    let mut taken = 0usize;
+    let mut in_flight = tokio::task::JoinSet::new();
+    while taken < count {
+        let Some(delivery) = consumer.next().await else {
+            break;
+        };
+        in_flight.spawn(settle(delivery?));
+        taken += 1;
+        while let Some(done) = in_flight.try_join_next() {
+            done??;
+        }
+    }
+    while let Some(done) = in_flight.join_next().await {
+        done??;
+    }
+    Ok(taken)
+}
+
+/// Deletes the run's queues and closes its connection.
+async fn finish(connection: Connection, setup: &Channel, queues: &[&str]) -> anyhow::Result<()> {
+    for queue in queues {
         setup
-            .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
+            .queue_delete((*queue).into(), QueueDeleteOptions::default())
             .await?;
     }
     let _ = connection.close(200, "bench done".into()).await;
-    Ok(RawRun {
-        messages: count,
-        elapsed,
-    })
+    Ok(())
 }

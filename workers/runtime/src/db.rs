@@ -62,16 +62,23 @@ pub async fn migrate_runtime(pool: &PgPool) -> anyhow::Result<()> {
     migrate(pool, "runtime", runtime_migrator()).await
 }
 
-/// Creates the database named in `url` if it does not exist (connecting to `postgres` first).
-pub async fn ensure_database(url: &SecretString) -> anyhow::Result<()> {
+/// The name of the database in `url`, and a connection to the `postgres` maintenance database
+/// of the same server (to create or drop it).
+async fn maintenance(url: &SecretString) -> anyhow::Result<(String, PgConnection)> {
     let options = connect_options(url)?;
     let database = options
         .get_database()
         .context("database.url names no database")?
         .to_owned();
-    let mut admin = PgConnection::connect_with(&options.clone().database("postgres"))
+    let admin = PgConnection::connect_with(&options.database("postgres"))
         .await
         .context("connecting to the postgres maintenance database")?;
+    Ok((database, admin))
+}
+
+/// Creates the database named in `url` if it does not exist (connecting to `postgres` first).
+pub async fn ensure_database(url: &SecretString) -> anyhow::Result<()> {
+    let (database, mut admin) = maintenance(url).await?;
     let exists: bool =
         sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
             .bind(&database)
@@ -90,14 +97,7 @@ pub async fn ensure_database(url: &SecretString) -> anyhow::Result<()> {
 
 /// Drops the database named in `url` (closing its connections), if it exists.
 pub async fn drop_database(url: &SecretString) -> anyhow::Result<()> {
-    let options = connect_options(url)?;
-    let database = options
-        .get_database()
-        .context("database.url names no database")?
-        .to_owned();
-    let mut admin = PgConnection::connect_with(&options.clone().database("postgres"))
-        .await
-        .context("connecting to the postgres maintenance database")?;
+    let (database, mut admin) = maintenance(url).await?;
     let statement = format!(
         "DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)",
         database.replace('"', "\"\"")

@@ -80,13 +80,32 @@ impl Management {
         request: reqwest::RequestBuilder,
         what: &str,
     ) -> anyhow::Result<reqwest::Response> {
+        self.send_expecting(request, what, |status| status.is_success())
+            .await
+    }
+
+    /// Sends a DELETE of `path`; a resource that is already gone counts as deleted.
+    async fn delete_if_present(&self, path: &str, what: &str) -> anyhow::Result<()> {
+        self.send_expecting(self.http.delete(self.url(path)), what, |status| {
+            status.is_success() || status == reqwest::StatusCode::NOT_FOUND
+        })
+        .await?;
+        Ok(())
+    }
+
+    async fn send_expecting(
+        &self,
+        request: reqwest::RequestBuilder,
+        what: &str,
+        expected: impl Fn(reqwest::StatusCode) -> bool,
+    ) -> anyhow::Result<reqwest::Response> {
         let response = request
             .basic_auth(&self.user, Some(self.password.expose_secret()))
             .send()
             .await
             .with_context(|| format!("{what}: management API unreachable at {}", self.base))?;
-        if !response.status().is_success() {
-            let status = response.status();
+        let status = response.status();
+        if !expected(status) {
             let body = response.text().await.unwrap_or_default();
             bail!("{what}: management API answered {status}: {body}");
         }
@@ -111,18 +130,9 @@ impl Management {
 
     /// Deletes a vhost and everything in it (missing is fine).
     pub async fn delete_vhost(&self, vhost: &str) -> anyhow::Result<()> {
-        let url = self.url(&format!("vhosts/{}", encode_segment(vhost)));
-        let response = self
-            .http
-            .delete(url)
-            .basic_auth(&self.user, Some(self.password.expose_secret()))
-            .send()
-            .await?;
-        if !(response.status().is_success() || response.status() == reqwest::StatusCode::NOT_FOUND)
-        {
-            bail!("delete vhost {vhost}: {}", response.status());
-        }
-        Ok(())
+        let path = format!("vhosts/{}", encode_segment(vhost));
+        self.delete_if_present(&path, &format!("delete vhost {vhost}"))
+            .await
     }
 
     /// Creates or updates a user with a password and no tags (no management access).
@@ -136,18 +146,9 @@ impl Management {
 
     /// Deletes a user (missing is fine).
     pub async fn delete_user(&self, user: &str) -> anyhow::Result<()> {
-        let url = self.url(&format!("users/{}", encode_segment(user)));
-        let response = self
-            .http
-            .delete(url)
-            .basic_auth(&self.user, Some(self.password.expose_secret()))
-            .send()
-            .await?;
-        if !(response.status().is_success() || response.status() == reqwest::StatusCode::NOT_FOUND)
-        {
-            bail!("delete user {user}: {}", response.status());
-        }
-        Ok(())
+        let path = format!("users/{}", encode_segment(user));
+        self.delete_if_present(&path, &format!("delete user {user}"))
+            .await
     }
 
     /// Sets a user's permissions in a vhost (regular expressions).

@@ -204,12 +204,7 @@ async fn serve<H: OutletHandler>(
         mut consumer,
         publisher,
     } = session;
-    let Reporting {
-        component,
-        health,
-        metrics,
-        shutdown,
-    } = reporting;
+    let shutdown = reporting.shutdown;
     // Unfinished work from before a crash, answered before anything new is taken. The
     // consumer exists already, but with prefetch 1 the broker holds back all but one
     // delivery, which waits until this is done.
@@ -218,7 +213,7 @@ async fn serve<H: OutletHandler>(
             tracing::warn!(%error, message_id, "could not publish a recovered answer; it is tried again at the next start");
         }
     }
-    health.set(component, true, "waiting for work");
+    reporting.waiting();
     let ended = loop {
         tokio::select! {
             biased;
@@ -229,9 +224,7 @@ async fn serve<H: OutletHandler>(
             next = consumer.next() => match next {
                 Some(Ok(delivery)) => {
                     let settled = settle(connection, handler, &publisher, delivery, shutdown).await;
-                    metrics.last_job.with_label_values(&[component]).set(chrono::Utc::now().timestamp() as f64);
-                    health.job_settled(component);
-                    health.set(component, true, "waiting for work");
+                    reporting.work_settled();
                     if let Err(error) = settled {
                         tracing::warn!(%error, "could not settle outlet work; it will be redelivered");
                         break Ended::ConnectionLost;
@@ -359,14 +352,7 @@ async fn settle<H: OutletHandler>(
                 Err(error) => {
                     // Nacked or unroutable: keep the work; the node answers again on redelivery.
                     tracing::warn!(%error, "the broker did not take an outlet answer");
-                    delivery
-                        .acker
-                        .nack(BasicNackOptions {
-                            requeue: true,
-                            ..BasicNackOptions::default()
-                        })
-                        .await?;
-                    return Ok(());
+                    return requeue(&delivery).await;
                 }
             }
             delivery.acker.ack(BasicAckOptions::default()).await?;
@@ -382,16 +368,20 @@ async fn settle<H: OutletHandler>(
                 .reject(BasicRejectOptions { requeue: false })
                 .await?;
         }
-        OutletDecision::LeaveForRedelivery => {
-            delivery
-                .acker
-                .nack(BasicNackOptions {
-                    requeue: true,
-                    ..BasicNackOptions::default()
-                })
-                .await?;
-        }
+        OutletDecision::LeaveForRedelivery => requeue(&delivery).await?,
     }
+    Ok(())
+}
+
+/// Gives a delivery back to the queue for redelivery.
+async fn requeue(delivery: &lapin::message::Delivery) -> Result<(), lapin::Error> {
+    delivery
+        .acker
+        .nack(BasicNackOptions {
+            requeue: true,
+            ..BasicNackOptions::default()
+        })
+        .await?;
     Ok(())
 }
 

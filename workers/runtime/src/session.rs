@@ -33,6 +33,24 @@ pub(crate) struct Reporting<'a> {
     pub shutdown: &'a CancellationToken,
 }
 
+impl Reporting<'_> {
+    /// Reports the component connected and idle.
+    pub fn waiting(&self) {
+        self.health.set(self.component, true, "waiting for work");
+    }
+
+    /// Records that a piece of work was settled (when, for the metrics), and that the component
+    /// is idle again.
+    pub fn work_settled(&self) {
+        self.metrics
+            .last_job
+            .with_label_values(&[self.component])
+            .set(chrono::Utc::now().timestamp() as f64);
+        self.health.job_settled(self.component);
+        self.waiting();
+    }
+}
+
 /// Opens sessions with `open` and serves them with `serve` until shutdown (`Ok`) or a refusal
 /// (`Err` with the broker's words).
 pub(crate) async fn run<S, E, Open, Opening, Serve, Serving>(

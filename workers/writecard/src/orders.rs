@@ -73,6 +73,30 @@ pub async fn lock(db: &mut PgConnection, order_id: Uuid) -> Result<Option<Order>
     .await
 }
 
+/// Locks an order the job names; an unknown order refuses the job.
+async fn lock_named(db: &mut PgConnection, order_id: Uuid) -> Result<Order, JobError> {
+    lock(db, order_id)
+        .await?
+        .ok_or_else(|| JobError::reject(reasons::ORDER_UNKNOWN))
+}
+
+/// Marks the order's card (sold, damaged) in the inventory, in the name of the job and its
+/// staff ID; whether the card was in the state the mark needs.
+async fn mark_card(
+    db: &mut PgConnection,
+    order: &Order,
+    mark: Mark,
+    staff_id: &str,
+    context: &JobContext,
+) -> Result<bool, JobError> {
+    let cause = Cause {
+        reference: &order.order_id.to_string(),
+        staff_id: Some(staff_id),
+        job_message_id: &context.message_id,
+    };
+    Ok(writing::mark(db, &order.iccid, mark, cause).await?)
+}
+
 /// A package by code.
 pub async fn package(
     db: &mut PgConnection,
@@ -149,9 +173,7 @@ pub async fn presubmit(
     job: OrderPresubmit,
     db: &mut PgConnection,
 ) -> Result<Outcome, JobError> {
-    let Some(order) = lock(db, job.order_id).await? else {
-        return Err(JobError::reject(reasons::ORDER_UNKNOWN));
-    };
+    let order = lock_named(db, job.order_id).await?;
     match order.state {
         OrderState::Requested => return Err(JobError::reject(reasons::ORDER_NOT_WRITTEN)),
         OrderState::Cancelled => return Err(JobError::reject(reasons::ORDER_CANCELLED)),
@@ -215,9 +237,7 @@ pub async fn submit(
     job: OrderSubmit,
     db: &mut PgConnection,
 ) -> Result<Outcome, JobError> {
-    let Some(order) = lock(db, job.order_id).await? else {
-        return Err(JobError::reject(reasons::ORDER_UNKNOWN));
-    };
+    let order = lock_named(db, job.order_id).await?;
     match order.state {
         OrderState::Requested => return Err(JobError::reject(reasons::ORDER_NOT_WRITTEN)),
         OrderState::Written => return Err(JobError::reject(reasons::ORDER_NOT_PRESUBMITTED)),
@@ -230,12 +250,7 @@ pub async fn submit(
         }
         OrderState::Presubmitted => {}
     }
-    let cause = Cause {
-        reference: &order.order_id.to_string(),
-        staff_id: Some(&job.staff_id),
-        job_message_id: &context.message_id,
-    };
-    if !writing::mark(db, &order.iccid, Mark::Sold, cause).await? {
+    if !mark_card(db, &order, Mark::Sold, &job.staff_id, context).await? {
         tracing::error!(order = %order.order_id, iccid = %order.iccid, "the order's card is not in the written state");
         return Err(JobError::needs_ops(reasons::CARD_STATE_INCONSISTENT));
     }
@@ -271,9 +286,7 @@ pub async fn cancel(
     job: OrderCancel,
     db: &mut PgConnection,
 ) -> Result<Outcome, JobError> {
-    let Some(order) = lock(db, job.order_id).await? else {
-        return Err(JobError::reject(reasons::ORDER_UNKNOWN));
-    };
+    let order = lock_named(db, job.order_id).await?;
     let cancelled = |order: &Order| {
         let event = OrderCancelled {
             order_id: order.order_id,
@@ -292,12 +305,7 @@ pub async fn cancel(
         OrderState::Requested | OrderState::Written | OrderState::Presubmitted => {}
     }
     if order.card_written {
-        let cause = Cause {
-            reference: &order.order_id.to_string(),
-            staff_id: Some(&job.staff_id),
-            job_message_id: &context.message_id,
-        };
-        writing::mark(db, &order.iccid, Mark::Damaged, cause).await?;
+        mark_card(db, &order, Mark::Damaged, &job.staff_id, context).await?;
     }
     // A script still out at the outlet may yet be written: treat its number and IMSI as written.
     let script_out: bool = sqlx::query_scalar(

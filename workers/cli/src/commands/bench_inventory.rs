@@ -3,21 +3,18 @@
 //! that does the same movement without rules, holds or ledger: one `UPDATE` over the same
 //! number of rows of the same table, in the same run.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Args;
-use simflow_inventory::org::{self, Receipt};
+use simflow_inventory::raw::{self, RawPlace};
 use simflow_runtime::Settings;
 use simflow_runtime::amqp::{Client, EventWatch, JobRoute};
-use simflow_runtime::metrics::{Health, Metrics};
-use simflow_runtime::shutdown::CancellationToken;
 use simflow_schemas::common::CardSelection;
-use simflow_schemas::issue::{IssueCommit, IssuePrepare};
 use simflow_schemas::registry::Message;
 use simflow_schemas::returns::{ReturnByRange, ReturnFee};
 
 use crate::pipeline::{self, WorkerKind};
+use crate::world::{self, HEXI_KEEPER, HEXI_TARGET, NORMAL, iccid};
 
 /// Arguments of `bench inventory`.
 #[derive(Debug, Args)]
@@ -32,18 +29,10 @@ const RAW_FIRST_BODY: u64 = 898_601_100_010_000_000;
 
 /// Runs the benchmark.
 pub async fn run(settings: Settings, args: InventoryBenchArgs) -> anyhow::Result<()> {
-    let name = format!(
-        "simflow_bench_{}",
-        &uuid::Uuid::new_v4().simple().to_string()[..8]
-    );
-    let scratch = crate::scratch::Scratch::create(&settings, &name).await?;
+    let scratch = crate::scratch::Scratch::for_bench(&settings).await?;
     let result = measure(&scratch.settings, &args).await;
     scratch.remove().await;
     result
-}
-
-fn iccid(body: u64) -> anyhow::Result<String> {
-    Ok(simflow_inventory::iccid::Iccid::from_body(&body.to_string())?.into_string())
 }
 
 async fn answer<M: Message>(
@@ -92,23 +81,15 @@ fn line(operation: &str, cards: u64, ours: Duration, raw: Duration) {
 }
 
 async fn measure(settings: &Settings, args: &InventoryBenchArgs) -> anyhow::Result<()> {
-    let pool = pipeline::migrate_all(settings).await?;
+    let (pool, _) = world::migrate_with_org(settings, std::path::Path::new("config/org")).await?;
     {
         let mut connection = pool.acquire().await?;
-        crate::commands::seed::load_org(&mut connection, std::path::Path::new("config/org"))
-            .await?;
         for first_body in [OURS_FIRST_BODY, RAW_FIRST_BODY] {
-            let receipt = Receipt {
-                warehouse: "13ZDF16".into(),
-                card_type: "USIM128K_NORMAL".into(),
-                department_id: "DU06".into(),
-                first_body,
-                count: args.cards,
-            };
-            org::receive_blank_cards(&mut connection, &receipt, "bench").await?;
+            let receipt = world::receipt(HEXI_TARGET, NORMAL, "DU06", first_body, args.cards);
+            world::receive_cards(&mut connection, &receipt, "bench").await?;
         }
     }
-    simflow_inventory::raw::analyze(&pool).await?;
+    raw::analyze(&pool).await?;
     let (ours_first, ours_last) = (
         iccid(OURS_FIRST_BODY)?,
         iccid(OURS_FIRST_BODY + args.cards - 1)?,
@@ -118,55 +99,29 @@ async fn measure(settings: &Settings, args: &InventoryBenchArgs) -> anyhow::Resu
         iccid(RAW_FIRST_BODY + args.cards - 1)?,
     );
 
-    let client = Client::connect(&settings.amqp.uri, "simflow-bench-client").await?;
-    client
-        .declare(&simflow_schemas::topology::central_topology(
-            &settings.topology_params(),
-        ))
-        .await?;
+    let client = world::central_client(settings, "simflow-bench-client").await?;
     let mut watch = client.watch_events(&["issue.*", "return.*"]).await?;
-    let workers = pipeline::start(
-        settings,
-        &pool,
-        &[WorkerKind::Issue, WorkerKind::Return],
-        Arc::new(Metrics::new()),
-        Health::default(),
-        CancellationToken::new(),
-    )?;
+    let workers = pipeline::start_own(settings, &pool, &[WorkerKind::Issue, WorkerKind::Return])?;
 
     let batch_id = uuid::Uuid::new_v4();
-    let prepare = IssuePrepare {
-        batch_id,
-        staff_id: "T0601".into(),
-        warehouse: "13ZDF16".into(),
-        agent_ess_code: "ESS0601".into(),
-        card_type: "USIM128K_NORMAL".into(),
-        cards: CardSelection::Range {
-            first: ours_first.clone(),
-            last: ours_last.clone(),
-        },
+    let ours = CardSelection::Range {
+        first: ours_first.clone(),
+        last: ours_last.clone(),
     };
+    let prepare = world::issue_prepare(batch_id, "ESS0601", NORMAL, ours);
     let prepared = answer(&client, &mut watch, &prepare, "issue.prepared").await?;
-    let committed = answer(
-        &client,
-        &mut watch,
-        &IssueCommit {
-            batch_id,
-            staff_id: "T0601".into(),
-        },
-        "issue.committed",
-    )
-    .await?;
+    let commit = world::issue_commit(batch_id);
+    let committed = answer(&client, &mut watch, &commit, "issue.committed").await?;
     let raw_issue = raw(
-        simflow_inventory::raw::move_range_to_agent(&pool, &raw_first, &raw_last, "ESS0601"),
+        raw::move_range(&pool, &raw_first, &raw_last, RawPlace::Agent("ESS0601")),
         args.cards,
     )
     .await?;
 
     let give_back = ReturnByRange {
         return_id: uuid::Uuid::new_v4(),
-        staff_id: "T0601".into(),
-        warehouse: "13ZDF16".into(),
+        staff_id: HEXI_KEEPER.into(),
+        warehouse: HEXI_TARGET.into(),
         agent_ess_code: "ESS0601".into(),
         first: ours_first,
         last: ours_last,
@@ -176,7 +131,12 @@ async fn measure(settings: &Settings, args: &InventoryBenchArgs) -> anyhow::Resu
     };
     let returned = answer(&client, &mut watch, &give_back, "return.committed").await?;
     let raw_return = raw(
-        simflow_inventory::raw::move_range_to_warehouse(&pool, &raw_first, &raw_last, "13ZDF16"),
+        raw::move_range(
+            &pool,
+            &raw_first,
+            &raw_last,
+            RawPlace::Warehouse(HEXI_TARGET),
+        ),
         args.cards,
     )
     .await?;

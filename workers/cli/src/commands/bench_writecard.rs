@@ -4,24 +4,16 @@
 //! prefetch, in the same run. Outlets are not part of it: the clock stops when every request's
 //! sealed script sits in the outlet's queue.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Args;
 use futures_util::StreamExt;
-use secrecy::SecretString;
-use simflow_carddata::import::{CardFile, ImportRequest, NoProgress};
-use simflow_inventory::org::{self, Receipt};
 use simflow_runtime::Settings;
-use simflow_runtime::amqp::{Client, JobRoute};
-use simflow_runtime::metrics::{Health, Metrics};
-use simflow_runtime::shutdown::CancellationToken;
-use simflow_schemas::common::CardSelection;
-use simflow_schemas::issue::{IssueCommit, IssuePrepare};
+use simflow_runtime::amqp::JobRoute;
 use simflow_schemas::writecard::WriteRequest;
-use simflow_seal::OutletKeyPair;
 
 use crate::pipeline::{self, WorkerKind};
+use crate::world::{self, WritingPlan};
 
 /// Arguments of `bench writecard`.
 #[derive(Debug, Args)]
@@ -34,27 +26,14 @@ pub struct WritecardBenchArgs {
     pub prefetch: Vec<u16>,
 }
 
-const FIRST_BODY: u64 = 898_601_100_000_000_000;
 const FIRST_MSISDN: u64 = 13_000_000_000;
 const FIRST_IMSI: u64 = 1_010_000_000_000;
 
-fn hex_random(bytes: usize) -> String {
-    use rand::RngCore;
-    let mut buffer = vec![0u8; bytes];
-    rand::rng().fill_bytes(&mut buffer);
-    buffer.iter().map(|byte| format!("{byte:02x}")).collect()
-}
-
 /// Runs the benchmark.
 pub async fn run(settings: Settings, args: WritecardBenchArgs) -> anyhow::Result<()> {
-    let name = format!(
-        "simflow_bench_{}",
-        &uuid::Uuid::new_v4().simple().to_string()[..8]
-    );
-    let scratch = crate::scratch::Scratch::create(&settings, &name).await?;
+    let scratch = crate::scratch::Scratch::for_bench(&settings).await?;
     let mut settings = scratch.settings.clone();
-    settings.carddata.kek_id = "bench".into();
-    settings.carddata.kek = Some(SecretString::from(hex_random(32)));
+    world::generate_kek(&mut settings.carddata, "bench");
     let result = measure(&settings, &args).await;
     scratch.remove().await;
     result
@@ -62,114 +41,36 @@ pub async fn run(settings: Settings, args: WritecardBenchArgs) -> anyhow::Result
 
 async fn measure(settings: &Settings, args: &WritecardBenchArgs) -> anyhow::Result<()> {
     let total = u64::try_from(args.requests * args.prefetch.len())?;
-    let pool = pipeline::migrate_all(settings).await?;
-    let iccids: Vec<String> = {
-        let mut connection = pool.acquire().await?;
-        crate::commands::seed::load_org(&mut connection, std::path::Path::new("config/org"))
-            .await?;
-        let receipt = Receipt {
-            warehouse: "13ZDF16".into(),
-            card_type: "USIM128K_NORMAL".into(),
-            department_id: "DU06".into(),
-            first_body: FIRST_BODY,
-            count: total,
-        };
-        org::receive_blank_cards(&mut connection, &receipt, "bench").await?;
-        simflow_writecard::numbers::add_msisdns(&mut connection, FIRST_MSISDN, total).await?;
-        simflow_writecard::numbers::add_imsis(&mut connection, FIRST_IMSI, total).await?;
-        org::receipt_iccids(&receipt)?
-            .into_iter()
-            .map(|iccid| iccid.into_string())
-            .collect()
+    let (pool, _) = world::migrate_with_org(settings, std::path::Path::new("config/org")).await?;
+    let client = world::central_client(settings, "simflow-bench-client").await?;
+    // Every card with its card data, a number for each, one outlet of the agent.
+    let plan = WritingPlan {
+        cards: total,
+        with_card_data: usize::try_from(total)?,
+        first_msisdn: FIRST_MSISDN,
+        first_imsi: FIRST_IMSI,
+        numbers: total,
+        outlets: &["BENCH01"],
+        agent: "ESS0601",
+        by: "bench",
     };
-    // The vendor's card data file for every card.
-    let mut file = String::from("ICCID,IMSI,KI,OPC,ADM1\n");
-    for (index, iccid) in iccids.iter().enumerate() {
-        file.push_str(&format!(
-            "{iccid},{:015},{},{},{:08}\n",
-            1_019_000_000_000 + index as u64,
-            hex_random(16),
-            hex_random(16),
-            index % 100_000_000
-        ));
-    }
-    let importer = simflow_carddata::Importer::from_settings(pool.clone(), &settings.carddata)?;
-    let request = ImportRequest {
-        file_name: "bench.csv".into(),
-        card_type: "USIM128K_NORMAL".into(),
-        transport_key: None,
-        staff_id: "bench".into(),
-    };
-    importer
-        .import(
-            CardFile::Bytes(Arc::from(file.into_bytes())),
-            &request,
-            &NoProgress,
-        )
-        .await?;
-
-    let client = Client::connect(&settings.amqp.uri, "simflow-bench-client").await?;
-    client
-        .declare(&simflow_schemas::topology::central_topology(
-            &settings.topology_params(),
-        ))
-        .await?;
-    let management = simflow_runtime::management::Management::new(&settings.amqp);
-    let keys = OutletKeyPair::generate();
-    let vhost = simflow_runtime::amqp::vhost_of(&settings.amqp.uri)?;
-    {
-        let mut connection = pool.acquire().await?;
-        simflow_writecard::outlets::provision(
-            &mut connection,
-            &client,
-            &management,
-            &settings.topology_params(),
-            &simflow_writecard::outlets::Provisioning {
-                outlet_code: "BENCH01",
-                agent_code: "ESS0601",
-                public_key: &keys.public_key().to_base64(),
-                password: &SecretString::from(hex_random(16)),
-                vhost: &vhost,
-            },
-        )
-        .await?;
-    }
+    let iccids: Vec<String> = world::prepare_writing(&pool, &client, settings, &plan)
+        .await?
+        .cards
+        .into_iter()
+        .map(|card| card.iccid)
+        .collect();
     // Issue every card to the outlet's agent.
     let mut watch = client.watch_events(&["issue.*"]).await?;
-    let batch_id = uuid::Uuid::new_v4();
-    let prepare = IssuePrepare {
-        batch_id,
-        staff_id: "T0601".into(),
-        warehouse: "13ZDF16".into(),
-        agent_ess_code: "ESS0601".into(),
-        card_type: "USIM128K_NORMAL".into(),
-        cards: CardSelection::Quantity {
-            quantity: u32::try_from(total)?,
-        },
-    };
-    let issue_workers = pipeline::start(
-        settings,
-        &pool,
-        &[WorkerKind::Issue],
-        Arc::new(Metrics::new()),
-        Health::default(),
-        CancellationToken::new(),
-    )?;
-    let id = uuid::Uuid::new_v4().to_string();
-    client.publish_job(&prepare, &id, JobRoute::Default).await?;
-    watch.next_for(&id, Duration::from_secs(120)).await?;
-    let id = uuid::Uuid::new_v4().to_string();
-    client
-        .publish_job(
-            &IssueCommit {
-                batch_id,
-                staff_id: "T0601".into(),
-            },
-            &id,
-            JobRoute::Default,
-        )
-        .await?;
-    watch.next_for(&id, Duration::from_secs(120)).await?;
+    let issue_workers = pipeline::start_own(settings, &pool, &[WorkerKind::Issue])?;
+    world::issue_to_agent(
+        &client,
+        &mut watch,
+        "ESS0601",
+        total,
+        Duration::from_secs(120),
+    )
+    .await?;
     issue_workers.stop().await?;
 
     let sample = WriteRequest {
@@ -201,14 +102,7 @@ async fn measure(settings: &Settings, args: &WritecardBenchArgs) -> anyhow::Resu
         .await?;
         let mut run_settings = settings.clone();
         run_settings.amqp.prefetch = *prefetch;
-        let workers = pipeline::start(
-            &run_settings,
-            &pool,
-            &[WorkerKind::WriteCard],
-            Arc::new(Metrics::new()),
-            Health::default(),
-            CancellationToken::new(),
-        )?;
+        let workers = pipeline::start_own(&run_settings, &pool, &[WorkerKind::WriteCard])?;
         let offset = run * args.requests;
         let requests: Vec<WriteRequest> = (0..args.requests)
             .map(|index| WriteRequest {

@@ -3,26 +3,22 @@
 //! starts the workers in this process, pushes a realistic set of jobs through the real queues
 //! and prints each job with its answer, the stock before and after, and the dead letters.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Args;
-use simflow_inventory::org::{self, Receipt};
 use simflow_runtime::Settings;
 use simflow_runtime::amqp::{Client, EventWatch, JobRoute, ReceivedEvent};
-use simflow_runtime::metrics::{Health, Metrics};
-use simflow_runtime::shutdown::CancellationToken;
 use simflow_runtime::uri::encode_segment;
 use simflow_schemas::common::CardSelection;
-use simflow_schemas::issue::{IssueCommit, IssuePrepare};
 use simflow_schemas::registry::Message;
 use simflow_schemas::returns::{ReturnByList, ReturnByRange, ReturnFee, ReturnQuery};
 use simflow_schemas::topology::JOBS_EXCHANGE;
-use simflow_schemas::transfer::{TransferApproveIn, TransferApproveOut, TransferCreate};
+use simflow_schemas::transfer::{TransferApproveIn, TransferApproveOut};
 use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::pipeline::{self, WorkerKind};
+use crate::world::{self, VendorCard, iccid};
 
 mod counter;
 
@@ -145,48 +141,26 @@ fn print_answer(answer: &ReceivedEvent) {
     }
 }
 
-fn transfer(
-    transfer_id: Uuid,
-    staff: &str,
-    source: &str,
-    target: &str,
-    card_type: &str,
-    cards: CardSelection,
-) -> TransferCreate {
-    TransferCreate {
-        transfer_id,
-        staff_id: staff.into(),
-        source_warehouse: source.into(),
-        target_warehouse: target.into(),
-        card_type: card_type.into(),
-        cards,
-    }
-}
-
 /// Runs the demo.
 pub async fn run(settings: Settings, args: DemoArgs) -> anyhow::Result<()> {
     println!(
         "simflow demo — vhost and database {:?} on the local RabbitMQ and PostgreSQL",
         args.name
     );
-    let settings = crate::scratch::Scratch::create(&settings, &args.name)
+    let mut settings = crate::scratch::Scratch::create(&settings, &args.name)
         .await?
         .settings;
-    // The demo's key-encryption key is made up for this run (a real one comes from the
-    // environment or a secrets store, never from the repository).
-    let mut settings = settings;
+    // The demo's key-encryption key is made up for this run.
     if settings.carddata.kek.is_none() {
-        settings.carddata.kek_id = "demo".into();
-        settings.carddata.kek = Some(secrecy::SecretString::from(random_hex(32)));
+        world::generate_kek(&mut settings.carddata, "demo");
     }
-    let pool = pipeline::migrate_all(&settings).await?;
+    let (pool, (units, staff, agents)) =
+        world::migrate_with_org(&settings, std::path::Path::new("config/org")).await?;
+    println!(
+        "loaded org data: {units} units (two warehouses each), {staff} staff bindings, {agents} agents"
+    );
     {
         let mut connection = pool.acquire().await?;
-        let (units, staff, agents) =
-            super::seed::load_org(&mut connection, std::path::Path::new("config/org")).await?;
-        println!(
-            "loaded org data: {units} units (two warehouses each), {staff} staff bindings, {agents} agents"
-        );
         for (warehouse, department, card_type, first_body, count) in [
             (
                 "130041",
@@ -210,33 +184,13 @@ pub async fn run(settings: Settings, args: DemoArgs) -> anyhow::Result<()> {
                 500,
             ),
         ] {
-            let receipt = Receipt {
-                warehouse: warehouse.into(),
-                card_type: card_type.into(),
-                department_id: department.into(),
-                first_body,
-                count,
-            };
-            org::receive_blank_cards(&mut connection, &receipt, "demo").await?;
+            let receipt = world::receipt(warehouse, card_type, department, first_body, count);
+            world::receive_cards(&mut connection, &receipt, "demo").await?;
         }
     }
-    let client = Client::connect(&settings.amqp.uri, "simflow-demo").await?;
-    client
-        .declare(&simflow_schemas::topology::central_topology(
-            &settings.topology_params(),
-        ))
-        .await?;
+    let client = world::central_client(&settings, "simflow-demo").await?;
     let watch = client.watch_events(&["#"]).await?;
-    let shutdown = CancellationToken::new();
-    let metrics = Arc::new(Metrics::new());
-    let workers = pipeline::start(
-        &settings,
-        &pool,
-        WorkerKind::ALL.as_slice(),
-        Arc::clone(&metrics),
-        Health::default(),
-        shutdown,
-    )?;
+    let workers = pipeline::start_own(&settings, &pool, WorkerKind::ALL.as_slice())?;
     let mut demo = Demo {
         settings,
         pool: pool.clone(),
@@ -249,7 +203,7 @@ pub async fn run(settings: Settings, args: DemoArgs) -> anyhow::Result<()> {
     println!("\n── Transfers (调拨, 下拨) with two approvals ──");
     let hexi = Uuid::new_v4();
     demo.job("Hexi's secondary warehouse asks to move 300 normal blank cards down to its on-site target warehouse",
-        &transfer(hexi, "S0601", "130041", "13ZDF16", "USIM128K_NORMAL", CardSelection::Quantity { quantity: 300 })).await?;
+        &world::transfer_create(hexi, "S0601", "130041", "13ZDF16", "USIM128K_NORMAL", CardSelection::Quantity { quantity: 300 })).await?;
     demo.job(
         "The target side tries to approve in before the source approved out",
         &TransferApproveIn {
@@ -286,7 +240,7 @@ pub async fn run(settings: Settings, args: DemoArgs) -> anyhow::Result<()> {
     let micro = Uuid::new_v4();
     demo.job(
         "Hexi moves a range of 50 micro cards",
-        &transfer(
+        &world::transfer_create(
             micro,
             "S0601",
             "130041",
@@ -326,7 +280,7 @@ pub async fn run(settings: Settings, args: DemoArgs) -> anyhow::Result<()> {
 
     demo.job(
         "Heping tries to send cards to Hexi's target warehouse (wrong direction)",
-        &transfer(
+        &world::transfer_create(
             Uuid::new_v4(),
             "S0101",
             "130040",
@@ -338,7 +292,7 @@ pub async fn run(settings: Settings, args: DemoArgs) -> anyhow::Result<()> {
     .await?;
     demo.job(
         "Heping asks for more cards than it holds",
-        &transfer(
+        &world::transfer_create(
             Uuid::new_v4(),
             "S0101",
             "130040",
@@ -350,7 +304,7 @@ pub async fn run(settings: Settings, args: DemoArgs) -> anyhow::Result<()> {
     .await?;
     demo.job(
         "A list with a micro card in a normal-card transfer and a card of another warehouse",
-        &transfer(
+        &world::transfer_create(
             Uuid::new_v4(),
             "S0601",
             "130041",
@@ -419,6 +373,7 @@ pub async fn run(settings: Settings, args: DemoArgs) -> anyhow::Result<()> {
             letter.attempts.unwrap_or_default()
         );
     }
+    let metrics = &workers.metrics;
     let committed = metrics.jobs_settled();
     println!(
         "\nJobs settled by the workers: {committed}; inbox hits: {}",
@@ -437,21 +392,6 @@ pub async fn run(settings: Settings, args: DemoArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn iccid(body: u64) -> anyhow::Result<String> {
-    Ok(simflow_inventory::iccid::Iccid::from_body(&body.to_string())?.into_string())
-}
-
-fn issue(batch_id: Uuid, agent: &str, card_type: &str, cards: CardSelection) -> IssuePrepare {
-    IssuePrepare {
-        batch_id,
-        staff_id: "T0601".into(),
-        warehouse: "13ZDF16".into(),
-        agent_ess_code: agent.into(),
-        card_type: card_type.into(),
-        cards,
-    }
-}
-
 /// Batch issue to agents and batch return from them (workflows 2 and 3 of the deck).
 async fn demo_agents(demo: &mut Demo) -> anyhow::Result<()> {
     println!("\n── Batch issue to agents (批量领卡): prepare, then final submission ──");
@@ -459,7 +399,7 @@ async fn demo_agents(demo: &mut Demo) -> anyhow::Result<()> {
     let prepared = demo
         .job(
             "Hexi's on-site keeper issues 100 normal cards by range to agent ESS0601",
-            &issue(
+            &world::issue_prepare(
                 first_batch,
                 "ESS0601",
                 "USIM128K_NORMAL",
@@ -478,10 +418,7 @@ async fn demo_agents(demo: &mut Demo) -> anyhow::Result<()> {
     {
         println!("      | {line}");
     }
-    let commit = IssueCommit {
-        batch_id: first_batch,
-        staff_id: "T0601".into(),
-    };
+    let commit = world::issue_commit(first_batch);
     demo.job(
         "The keeper confirms the final submission (正式提交)",
         &commit,
@@ -497,7 +434,7 @@ async fn demo_agents(demo: &mut Demo) -> anyhow::Result<()> {
         .join("\n");
     demo.job(
         "50 cards to agent ESS0602 from an uploaded text file",
-        &issue(
+        &world::issue_prepare(
             second_batch,
             "ESS0602",
             "USIM128K_NORMAL",
@@ -508,17 +445,11 @@ async fn demo_agents(demo: &mut Demo) -> anyhow::Result<()> {
         ),
     )
     .await?;
-    demo.job(
-        "Final submission",
-        &IssueCommit {
-            batch_id: second_batch,
-            staff_id: "T0601".into(),
-        },
-    )
-    .await?;
+    demo.job("Final submission", &world::issue_commit(second_batch))
+        .await?;
     demo.job(
         "A micro card slipped into a normal-card batch: refused, nothing held",
-        &issue(
+        &world::issue_prepare(
             Uuid::new_v4(),
             "ESS0601",
             "USIM128K_NORMAL",
@@ -533,7 +464,7 @@ async fn demo_agents(demo: &mut Demo) -> anyhow::Result<()> {
     .await?;
     demo.job(
         "An agent of another unit cannot be served from Hexi's warehouse",
-        &issue(
+        &world::issue_prepare(
             Uuid::new_v4(),
             "ESS0101",
             "USIM128K_NORMAL",
@@ -613,11 +544,10 @@ async fn demo_agents(demo: &mut Demo) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn random_hex(bytes: usize) -> String {
-    use rand::RngCore;
-    let mut buffer = vec![0u8; bytes];
-    rand::rng().fill_bytes(&mut buffer);
-    buffer.iter().map(|byte| format!("{byte:02x}")).collect()
+/// The demo's vendor ADM1 of the card with ICCID body `body`: derived from the body, so the
+/// demo's soft SIMs can be made with it.
+fn adm1(body: u64) -> String {
+    format!("{:08}", 10_000_000 + body % 1_000_000)
 }
 
 /// The vendor's card data file for cards `first_body ..` (generated keys), with `bad` rows
@@ -628,30 +558,25 @@ pub fn vendor_file(
     first_imsi: u64,
     bad: bool,
 ) -> anyhow::Result<String> {
-    let mut text = String::from("ICCID,IMSI,KI,OPC,ADM1\n");
-    for offset in 0..count {
-        let mut iccid = iccid(first_body + offset)?;
-        let mut ki = random_hex(16);
-        if bad && offset == 12 {
+    let mut cards = (first_body..first_body + count)
+        .map(|body| Ok(VendorCard::with_adm1(iccid(body)?, adm1(body))))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    if bad {
+        if let Some(card) = cards.get_mut(12) {
             // A wrong check digit.
-            let last = iccid
+            let last = card
+                .iccid
                 .pop()
                 .and_then(|digit| digit.to_digit(10))
                 .unwrap_or(0);
-            iccid.push(char::from_digit((last + 1) % 10, 10).unwrap_or('0'));
+            card.iccid
+                .push(char::from_digit((last + 1) % 10, 10).unwrap_or('0'));
         }
-        if bad && offset == 20 {
-            ki.truncate(30);
+        if let Some(card) = cards.get_mut(20) {
+            card.ki.truncate(30);
         }
-        text.push_str(&format!(
-            "{iccid},{:015},{ki},{},{:08}\n",
-            first_imsi + offset,
-            random_hex(16),
-            // The vendor's ADM1 per card: derived from the ICCID body in the demo.
-            10_000_000 + (first_body + offset) % 1_000_000
-        ));
     }
-    Ok(text)
+    Ok(world::card_data_file(&cards, first_imsi))
 }
 
 /// Card data file import (号卡文件): the keys the write path needs, encrypted at rest.
@@ -662,22 +587,15 @@ async fn demo_card_data(demo: &mut Demo) -> anyhow::Result<()> {
         "\n{:>2}. The vendor's card data file for the 150 cards issued to agents arrives; two rows are spoiled",
         demo.step
     );
-    let importer =
-        simflow_carddata::Importer::from_settings(demo.pool.clone(), &demo.settings.carddata)?;
     let file = vendor_file(898_601_100_000_000_000, 150, 1_019_000_000_000, true)?;
-    let request = simflow_carddata::ImportRequest {
-        file_name: "vendor-batch-0042.csv".into(),
-        card_type: "USIM128K_NORMAL".into(),
-        transport_key: None,
-        staff_id: "S0601".into(),
-    };
-    let report = importer
-        .import(
-            simflow_carddata::CardFile::Bytes(std::sync::Arc::from(file.into_bytes())),
-            &request,
-            &simflow_carddata::import::NoProgress,
-        )
-        .await?;
+    let report = world::import_card_data(
+        &demo.pool,
+        &demo.settings.carddata,
+        "vendor-batch-0042.csv",
+        "S0601",
+        file,
+    )
+    .await?;
     println!(
         "    ← {} rows imported, {} refused (keys encrypted at rest; no key value is ever printed):",
         report.accepted, report.rejected

@@ -2,11 +2,9 @@
 //! pair, list the PC/SC readers it can see, and run it.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use clap::{Args, Subcommand};
 use simflow_outlet::OutletSettings;
-use simflow_runtime::metrics::{Health, Metrics};
 use simflow_runtime::{Settings, Shutdown};
 
 /// The outlet node's subcommands.
@@ -61,23 +59,21 @@ pub async fn run(settings: &Settings, command: OutletCommand) -> anyhow::Result<
             outlet.validate()?;
             let shutdown = Shutdown::new();
             shutdown.on_signals()?;
-            let metrics = Arc::new(Metrics::new());
-            let health = Health::default();
-            let (address, http) = simflow_runtime::http::serve(
-                &settings.http.listen,
-                Arc::clone(&metrics),
-                health.clone(),
+            let observed = crate::pipeline::observe(settings, shutdown.token()).await?;
+            eprintln!(
+                "simflow outlet {}: reader {:?}; /metrics and /healthz on http://{}",
+                outlet.code, outlet.reader, observed.address
+            );
+            let result = simflow_outlet::run(
+                &outlet,
+                observed.metrics,
+                observed.health,
+                true,
                 shutdown.token(),
             )
-            .await?;
-            eprintln!(
-                "simflow outlet {}: reader {:?}; /metrics and /healthz on http://{address}",
-                outlet.code, outlet.reader
-            );
-            let result =
-                simflow_outlet::run(&outlet, metrics, health, true, shutdown.token()).await;
+            .await;
             shutdown.token().cancel();
-            let _ = http.await;
+            let _ = observed.http.await;
             result
         }
     }

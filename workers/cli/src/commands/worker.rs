@@ -1,9 +1,6 @@
 //! `simflow worker`: run workers until SIGTERM or SIGINT, then finish in-flight jobs and exit 0.
 
-use std::sync::Arc;
-
 use clap::Args;
-use simflow_runtime::metrics::{Health, Metrics};
 use simflow_runtime::readiness;
 use simflow_runtime::{Settings, Shutdown};
 
@@ -33,29 +30,33 @@ pub async fn run(settings: Settings, args: WorkerArgs) -> anyhow::Result<()> {
     shutdown.on_signals()?;
     // Serve health first: while the database is down the process stays up and says why it is
     // not ready, instead of exiting and being restarted in a loop.
-    let metrics = Arc::new(Metrics::new());
-    let health = Health::default();
-    let (address, http) = simflow_runtime::http::serve(
-        &settings.http.listen,
-        Arc::clone(&metrics),
-        health.clone(),
-        shutdown.token(),
-    )
-    .await?;
-    eprintln!("simflow worker: serving /metrics, /livez and /readyz on http://{address}");
+    let observed = pipeline::observe(&settings, shutdown.token()).await?;
+    eprintln!(
+        "simflow worker: serving /metrics, /livez and /readyz on http://{}",
+        observed.address
+    );
     let token = shutdown.token();
-    let Some(pool) =
-        readiness::until_database_ready(&health, &token, || pipeline::migrate_all(&settings)).await
+    let Some(pool) = readiness::until_database_ready(&observed.health, &token, || {
+        pipeline::migrate_all(&settings)
+    })
+    .await
     else {
         // Shutdown before the database came: nothing was started.
-        let _ = http.await;
+        let _ = observed.http.await;
         return Ok(());
     };
-    let watch = readiness::watch_database(pool.clone(), health.clone(), shutdown.token());
-    let mut workers = pipeline::start(&settings, &pool, &kinds, metrics, health, shutdown.token())?;
+    let watch = readiness::watch_database(pool.clone(), observed.health.clone(), token.clone());
+    let mut workers = pipeline::start(
+        &settings,
+        &pool,
+        &kinds,
+        observed.metrics,
+        observed.health,
+        shutdown.token(),
+    )?;
     workers.wait().await?;
     let _ = watch.await;
-    let _ = http.await;
+    let _ = observed.http.await;
     pool.close().await;
     Ok(())
 }

@@ -4,66 +4,25 @@
 //! is dead-lettered WRITE_SCRIPT_MISSING, the corrected row is imported, the dead letter
 //! replayed, and the card written.
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context;
-use secrecy::{ExposeSecret, SecretString};
 use simflow_runtime::amqp::{JobRoute, ReceivedEvent};
-use simflow_runtime::metrics::{Health, Metrics};
-use simflow_runtime::shutdown::CancellationToken;
 use simflow_schemas::card::CardReadRequest;
 use simflow_schemas::writecard::{OrderCancel, OrderPresubmit, OrderSubmit, WriteRequest};
 use simflow_softsim::{CardImage, SoftSim};
 use uuid::Uuid;
 
-use super::{Demo, iccid, print_answer, random_hex};
+use super::{Demo, adm1, iccid, print_answer};
 use crate::commands::vreaders::{insert, virtual_readers, wait_empty};
+use crate::world::{self, RunningNode};
 
 /// The first number of the demo's MSISDN pool and of its IMSI pool (MCC 460, MNC 00).
 const FIRST_MSISDN: u64 = 13_012_340_000;
 const FIRST_IMSI: u64 = 460_001_234_500_000;
 
-/// The demo's vendor ADM1 of the card at `offset` (as `vendor_file` writes it).
-fn adm1(offset: u64) -> String {
-    format!("{:08}", 10_000_000 + offset)
-}
-
-/// The broker URI of an outlet user on the demo's vhost.
-fn outlet_uri(
-    central: &SecretString,
-    user: &str,
-    password: &SecretString,
-) -> anyhow::Result<SecretString> {
-    let uri = central.expose_secret();
-    let (scheme, rest) = uri.split_once("://").context("amqp URI without scheme")?;
-    let host = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
-    Ok(SecretString::from(format!(
-        "{scheme}://{}:{}@{host}",
-        simflow_runtime::uri::encode_segment(user),
-        password.expose_secret()
-    )))
-}
-
-struct Node {
-    stop: CancellationToken,
-    task: tokio::task::JoinHandle<anyhow::Result<()>>,
-    health: Health,
-}
-
-impl Node {
-    fn clerk_state(&self) -> String {
-        self.health
-            .snapshot()
-            .get("reader")
-            .map(|reader| reader.state.clone())
-            .unwrap_or_default()
-    }
-}
-
 fn blank_card(offset: u64) -> anyhow::Result<SoftSim> {
-    let iccid = iccid(898_601_100_000_000_000 + offset)?;
-    Ok(SoftSim::new(CardImage::blank(&iccid, &adm1(offset)))?)
+    let body = 898_601_100_000_000_000 + offset;
+    Ok(SoftSim::new(CardImage::blank(&iccid(body)?, &adm1(body)))?)
 }
 
 /// Waits for the write outcome of `order_id` (`card.written` / `card.write_failed`), or the
@@ -122,7 +81,6 @@ pub(super) async fn run(demo: &mut Demo) -> anyhow::Result<()> {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir)?;
     let vhost = simflow_runtime::amqp::vhost_of(&demo.settings.amqp.uri)?;
-    let management = simflow_runtime::management::Management::new(&demo.settings.amqp);
 
     demo.step += 1;
     println!(
@@ -132,52 +90,27 @@ pub(super) async fn run(demo: &mut Demo) -> anyhow::Result<()> {
     let mut nodes = Vec::new();
     {
         let mut db = demo.pool.acquire().await?;
-        simflow_writecard::numbers::add_msisdns(&mut db, FIRST_MSISDN, 100).await?;
-        simflow_writecard::numbers::add_imsis(&mut db, FIRST_IMSI, 100).await?;
+        world::fill_number_pools(&mut db, FIRST_MSISDN, FIRST_IMSI, 100).await?;
         for (code, reader) in [("HX01", &readers[0]), ("HX02", &readers[1])] {
-            let key_file = dir.join(format!("{code}.key"));
-            let keys = simflow_outlet::generate_key_file(&key_file)?;
-            let password = SecretString::from(random_hex(16));
-            simflow_writecard::outlets::provision(
+            let keys = simflow_outlet::generate_key_file(&dir.join(format!("{code}.key")))?;
+            let password = world::provision_outlet(
                 &mut db,
                 &demo.client,
-                &management,
-                &demo.settings.topology_params(),
-                &simflow_writecard::outlets::Provisioning {
-                    outlet_code: code,
-                    agent_code: "ESS0601",
-                    public_key: &keys.public_key().to_base64(),
-                    password: &password,
-                    vhost: &vhost,
-                },
+                &demo.settings,
+                code,
+                "ESS0601",
+                &keys.public_key(),
             )
             .await?;
-            let user = simflow_runtime::outlet::outlet_user(&vhost, code);
-            let settings = simflow_outlet::OutletSettings {
-                code: code.to_owned(),
-                reader: reader.name.clone(),
-                key_file,
-                journal: dir.join(format!("{code}.journal.sqlite")),
-                broker_uri: Some(outlet_uri(&demo.settings.amqp.uri, &user, &password)?),
-                card_wait_seconds: 20,
-                reinsert_wait_seconds: 20,
-            };
+            let broker_uri = world::outlet_uri(&demo.settings, code, &password)?;
+            let settings = world::node_settings(code, &reader.name, &dir, broker_uri, 20);
             println!(
-                "    {code}: broker user {user}, reader {:?}, key {}",
+                "    {code}: broker user {}, reader {:?}, key {}",
+                simflow_runtime::outlet::outlet_user(&vhost, code),
                 reader.name,
                 keys.public_key().fingerprint()
             );
-            let health = Health::default();
-            let stop = CancellationToken::new();
-            let task = {
-                let health = health.clone();
-                let stop = stop.clone();
-                tokio::spawn(async move {
-                    simflow_outlet::run(&settings, Arc::new(Metrics::new()), health, false, stop)
-                        .await
-                })
-            };
-            nodes.push(Node { stop, task, health });
+            nodes.push(RunningNode::start(settings));
         }
     }
 
@@ -348,21 +281,15 @@ pub(super) async fn run(demo: &mut Demo) -> anyhow::Result<()> {
         "\n{:>2}. The vendor sends the corrected row; it is imported and ops replay the dead letter",
         demo.step
     );
-    let importer =
-        simflow_carddata::Importer::from_settings(demo.pool.clone(), &demo.settings.carddata)?;
     let file = super::vendor_file(898_601_100_000_000_012, 1, 1_019_000_000_012, false)?;
-    let report = importer
-        .import(
-            simflow_carddata::CardFile::Bytes(Arc::from(file.into_bytes())),
-            &simflow_carddata::ImportRequest {
-                file_name: "vendor-batch-0042-fix.csv".into(),
-                card_type: "USIM128K_NORMAL".into(),
-                transport_key: None,
-                staff_id: "S0601".into(),
-            },
-            &simflow_carddata::import::NoProgress,
-        )
-        .await?;
+    let report = world::import_card_data(
+        &demo.pool,
+        &demo.settings.carddata,
+        "vendor-batch-0042-fix.csv",
+        "S0601",
+        file,
+    )
+    .await?;
     println!(
         "    ← {} row imported, {} refused",
         report.accepted, report.rejected
@@ -388,8 +315,7 @@ pub(super) async fn run(demo: &mut Demo) -> anyhow::Result<()> {
     in_hx01.remove().await;
     in_hx02.remove().await;
     for node in nodes {
-        node.stop.cancel();
-        node.task.await??;
+        node.stop().await?;
     }
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
