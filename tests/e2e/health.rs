@@ -5,13 +5,12 @@ use std::time::Duration;
 
 use simflow_runtime::amqp::JobRoute;
 use simflow_schemas::common::CardSelection;
-use simflow_schemas::transfer::TransferCreate;
 use simflow_tests::TestEnv;
 use simflow_tests::pg::PrivateServer;
 use simflow_tests::process::SimflowProcess;
 use uuid::Uuid;
 
-use crate::support::ANSWER;
+use crate::support::{ANSWER, hexi_transfer};
 
 async fn probe(address: &str, path: &str) -> anyhow::Result<(u16, serde_json::Value)> {
     let response = reqwest::get(format!("http://{address}{path}")).await?;
@@ -88,14 +87,7 @@ async fn a_worker_without_its_database_stays_up_says_why_and_works_once_it_comes
     pool.close().await;
     let mut watch = env.watch().await?;
     let id = Uuid::new_v4().to_string();
-    let job = TransferCreate {
-        transfer_id: Uuid::new_v4(),
-        staff_id: "S0601".into(),
-        source_warehouse: "130041".into(),
-        target_warehouse: "13ZDF16".into(),
-        card_type: "USIM128K_NORMAL".into(),
-        cards: CardSelection::Quantity { quantity: 1 },
-    };
+    let job = hexi_transfer(Uuid::new_v4(), CardSelection::Quantity { quantity: 1 });
     env.client.publish_job(&job, &id, JobRoute::Default).await?;
     assert_eq!(
         watch.next_for(&id, ANSWER).await?.routing_key,

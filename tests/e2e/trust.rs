@@ -23,16 +23,34 @@ use simflow_tests::TestEnv;
 use simflow_tests::process::SimflowProcess;
 use uuid::Uuid;
 
-use crate::support::{ANSWER, count};
+use crate::support::{ANSWER, count, hexi_transfer, receive_hexi_normal};
 
 fn create_one() -> TransferCreate {
-    TransferCreate {
-        transfer_id: Uuid::new_v4(),
-        staff_id: "S0601".into(),
-        source_warehouse: "130041".into(),
-        target_warehouse: "13ZDF16".into(),
-        card_type: "USIM128K_NORMAL".into(),
-        cards: CardSelection::Quantity { quantity: 1 },
+    hexi_transfer(Uuid::new_v4(), CardSelection::Quantity { quantity: 1 })
+}
+
+/// A test world with five blank cards in Hexi's secondary warehouse and the transfer worker.
+async fn transfer_world() -> anyhow::Result<(TestEnv, simflow_cli::pipeline::RunningWorkers)> {
+    let env = TestEnv::new().await?;
+    receive_hexi_normal(&env, 5).await?;
+    let workers = env.start_workers(&[WorkerKind::Transfer]);
+    Ok((env, workers))
+}
+
+/// A transfer-create envelope to the jobs exchange, with `message_id`, `headers` and `body`.
+fn transfer_message<'a>(
+    message_id: Option<&'a str>,
+    headers: Vec<(&'a str, AnyHeader)>,
+    body: &'a [u8],
+) -> AnyMessage<'a> {
+    AnyMessage {
+        exchange: JOBS_EXCHANGE,
+        routing_key: "transfer",
+        message_id,
+        message_type: Some("transfer.create.v1"),
+        headers,
+        body,
+        ..AnyMessage::default()
     }
 }
 
@@ -81,16 +99,7 @@ fn job_body() -> Vec<u8> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_upstream_role_publishes_jobs_and_reads_answers_but_reaches_nothing_internal()
 -> anyhow::Result<()> {
-    let env = TestEnv::new().await?;
-    env.receive_cards(
-        "130041",
-        "USIM128K_NORMAL",
-        "DU06",
-        898_601_100_000_000_000,
-        5,
-    )
-    .await?;
-    let workers = env.start_workers(&[WorkerKind::Transfer]);
+    let (env, workers) = transfer_world().await?;
     let upstream = Upstream::provision(&env).await?;
 
     // Its own answers queue on the events exchange, and a job on the jobs exchange.
@@ -99,14 +108,7 @@ async fn the_upstream_role_publishes_jobs_and_reads_answers_but_reaches_nothing_
     let id = Uuid::new_v4().to_string();
     let body = job_body();
     client
-        .publish_any(&AnyMessage {
-            exchange: JOBS_EXCHANGE,
-            routing_key: "transfer",
-            message_id: Some(&id),
-            message_type: Some("transfer.create.v1"),
-            body: &body,
-            ..AnyMessage::default()
-        })
+        .publish_any(&transfer_message(Some(&id), Vec::new(), &body))
         .await?;
     assert_eq!(
         answers.next_for(&id, ANSWER).await?.routing_key,
@@ -181,16 +183,7 @@ async fn the_upstream_role_publishes_jobs_and_reads_answers_but_reaches_nothing_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn headers_a_publisher_sets_change_nothing_the_centre_does() -> anyhow::Result<()> {
-    let env = TestEnv::new().await?;
-    env.receive_cards(
-        "130041",
-        "USIM128K_NORMAL",
-        "DU06",
-        898_601_100_000_000_000,
-        5,
-    )
-    .await?;
-    let workers = env.start_workers(&[WorkerKind::Transfer]);
+    let (env, workers) = transfer_world().await?;
     let mut watch = env.watch().await?;
     let forged = || {
         vec![
@@ -207,15 +200,7 @@ async fn headers_a_publisher_sets_change_nothing_the_centre_does() -> anyhow::Re
     let good = Uuid::new_v4().to_string();
     let body = job_body();
     env.client
-        .publish_any(&AnyMessage {
-            exchange: JOBS_EXCHANGE,
-            routing_key: "transfer",
-            message_id: Some(&good),
-            message_type: Some("transfer.create.v1"),
-            headers: forged(),
-            body: &body,
-            ..AnyMessage::default()
-        })
+        .publish_any(&transfer_message(Some(&good), forged(), &body))
         .await?;
     assert_eq!(
         watch.next_for(&good, ANSWER).await?.routing_key,
@@ -224,15 +209,7 @@ async fn headers_a_publisher_sets_change_nothing_the_centre_does() -> anyhow::Re
     // A poison one is dead-lettered as tried once, with simflow's own reason.
     let poison = Uuid::new_v4().to_string();
     env.client
-        .publish_any(&AnyMessage {
-            exchange: JOBS_EXCHANGE,
-            routing_key: "transfer",
-            message_id: Some(&poison),
-            message_type: Some("transfer.create.v1"),
-            headers: forged(),
-            body: b"{not json",
-            ..AnyMessage::default()
-        })
+        .publish_any(&transfer_message(Some(&poison), forged(), b"{not json"))
         .await?;
     let failed = watch.next_for(&poison, ANSWER).await?;
     assert_eq!(failed.body["attempts"], 1);
@@ -245,16 +222,7 @@ async fn headers_a_publisher_sets_change_nothing_the_centre_does() -> anyhow::Re
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_event_nobody_subscribed_to_is_kept_and_its_job_settles() -> anyhow::Result<()> {
-    let env = TestEnv::new().await?;
-    env.receive_cards(
-        "130041",
-        "USIM128K_NORMAL",
-        "DU06",
-        898_601_100_000_000_000,
-        5,
-    )
-    .await?;
-    let workers = env.start_workers(&[WorkerKind::Transfer]);
+    let (env, workers) = transfer_world().await?;
     // No queue is bound to the events exchange in this vhost.
     let id = Uuid::new_v4().to_string();
     env.client
@@ -358,27 +326,12 @@ async fn a_poison_message_is_dead_lettered_once_even_when_its_worker_dies_before
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failure_events_have_ids_of_their_own_and_outcomes_echo_the_correlation_id()
 -> anyhow::Result<()> {
-    let env = TestEnv::new().await?;
-    env.receive_cards(
-        "130041",
-        "USIM128K_NORMAL",
-        "DU06",
-        898_601_100_000_000_000,
-        5,
-    )
-    .await?;
-    let workers = env.start_workers(&[WorkerKind::Transfer]);
+    let (env, workers) = transfer_world().await?;
     let mut watch = env.watch().await?;
     // Three different messages without a message id.
     for body in [&b"{}"[..], b"[]", b"{\"x\":1}"] {
         env.client
-            .publish_any(&AnyMessage {
-                exchange: JOBS_EXCHANGE,
-                routing_key: "transfer",
-                message_type: Some("transfer.create.v1"),
-                body,
-                ..AnyMessage::default()
-            })
+            .publish_any(&transfer_message(None, Vec::new(), body))
             .await?;
     }
     let mut ids = std::collections::BTreeSet::new();
@@ -393,13 +346,8 @@ async fn failure_events_have_ids_of_their_own_and_outcomes_echo_the_correlation_
     let body = job_body();
     env.client
         .publish_any(&AnyMessage {
-            exchange: JOBS_EXCHANGE,
-            routing_key: "transfer",
-            message_id: Some(&job),
-            message_type: Some("transfer.create.v1"),
             correlation_id: Some("crm-request-42"),
-            body: &body,
-            ..AnyMessage::default()
+            ..transfer_message(Some(&job), Vec::new(), &body)
         })
         .await?;
     let answer = watch.next_for("crm-request-42", ANSWER).await?;
@@ -411,16 +359,7 @@ async fn failure_events_have_ids_of_their_own_and_outcomes_echo_the_correlation_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reused_message_id_with_another_body_is_refused_with_its_own_code() -> anyhow::Result<()>
 {
-    let env = TestEnv::new().await?;
-    env.receive_cards(
-        "130041",
-        "USIM128K_NORMAL",
-        "DU06",
-        898_601_100_000_000_000,
-        5,
-    )
-    .await?;
-    let workers = env.start_workers(&[WorkerKind::Transfer]);
+    let (env, workers) = transfer_world().await?;
     let mut watch = env.watch().await?;
     let id = Uuid::new_v4().to_string();
     let route = simflow_runtime::amqp::JobRoute::Default;
@@ -472,14 +411,9 @@ async fn bodies_that_are_not_plain_json_of_a_sensible_size_are_refused_with_thei
         let id = Uuid::new_v4().to_string();
         env.client
             .publish_any(&AnyMessage {
-                exchange: JOBS_EXCHANGE,
-                routing_key: "transfer",
-                message_id: Some(&id),
-                message_type: Some("transfer.create.v1"),
                 content_type,
                 content_encoding,
-                body,
-                ..AnyMessage::default()
+                ..transfer_message(Some(&id), Vec::new(), body)
             })
             .await?;
         let failed = watch.next_for(&id, ANSWER).await?;

@@ -35,16 +35,33 @@ impl RawRun {
     }
 }
 
+/// What a raw run sends: `count` messages of `body_size` bytes, up to `window` unconfirmed,
+/// consumed with `prefetch`.
+#[derive(Debug, Clone, Copy)]
+pub struct RawLoad<'a> {
+    /// The broker.
+    pub uri: &'a SecretString,
+    /// Bytes per message (the job's size).
+    pub body_size: usize,
+    /// Messages.
+    pub count: usize,
+    /// Consumer prefetch.
+    pub prefetch: u16,
+    /// Publishes in flight.
+    pub window: usize,
+}
+
 /// Publishes `count` persistent messages of `body_size` bytes with confirms (up to `window` in
 /// flight) to a fresh quorum queue shaped like a work queue, while a consumer with `prefetch`
 /// acks each; returns when the last one is acked. The queue is deleted afterwards.
-pub async fn raw_round_trip(
-    uri: &SecretString,
-    body_size: usize,
-    count: usize,
-    prefetch: u16,
-    window: usize,
-) -> anyhow::Result<RawRun> {
+pub async fn raw_round_trip(load: &RawLoad<'_>) -> anyhow::Result<RawRun> {
+    let RawLoad {
+        uri,
+        body_size,
+        count,
+        prefetch,
+        window,
+    } = *load;
     let connection = amqp::connect(uri, "simflow-bench-raw").await?;
     let queue = format!("simflow.bench.raw.{}", uuid::Uuid::new_v4().simple());
     let mut arguments = simflow_schemas::topology::central_topology(&TopologyParams::default())
@@ -91,13 +108,9 @@ pub async fn raw_round_trip(
 /// consumes each message (with `prefetch`), publishes one persistent answer with a confirm to
 /// a reply queue, then acks; a second consumer takes the answers. That is the broker traffic
 /// of one simflow job and its outcome event, with no database and no rules.
-pub async fn raw_request_reply(
-    uri: &SecretString,
-    body_size: usize,
-    count: usize,
-    prefetch: u16,
-    window: usize,
-) -> anyhow::Result<RawRun> {
+pub async fn raw_request_reply(load: &RawLoad<'_>) -> anyhow::Result<RawRun> {
+    let (uri, body_size, count) = (load.uri, load.body_size, load.count);
+    let (prefetch, window) = (load.prefetch, load.window);
     let connection = amqp::connect(uri, "simflow-bench-raw-reply").await?;
     let suffix = uuid::Uuid::new_v4().simple().to_string();
     let requests = format!("simflow.bench.requests.{suffix}");

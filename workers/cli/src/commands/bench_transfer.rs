@@ -139,24 +139,19 @@ async fn measure(settings: &Settings, args: &TransferBenchArgs) -> anyhow::Resul
         let (raw, reply) = match raw_at.get(prefetch) {
             Some(limits) => *limits,
             None => {
-                let raw = simflow_runtime::bench::raw_round_trip(
-                    &settings.amqp.uri,
+                let load = simflow_runtime::bench::RawLoad {
+                    uri: &settings.amqp.uri,
                     body_size,
-                    args.jobs,
-                    *prefetch,
-                    1000,
-                )
-                .await?
-                .per_second();
-                let reply = simflow_runtime::bench::raw_request_reply(
-                    &settings.amqp.uri,
-                    body_size,
-                    args.jobs,
-                    *prefetch,
-                    1000,
-                )
-                .await?
-                .per_second();
+                    count: args.jobs,
+                    prefetch: *prefetch,
+                    window: 1000,
+                };
+                let raw = simflow_runtime::bench::raw_round_trip(&load)
+                    .await?
+                    .per_second();
+                let reply = simflow_runtime::bench::raw_request_reply(&load)
+                    .await?
+                    .per_second();
                 raw_at.insert(*prefetch, (raw, reply));
                 (raw, reply)
             }

@@ -92,13 +92,13 @@ async fn measure(settings: &Settings, args: &WritecardBenchArgs) -> anyhow::Resu
         "prefetch", "raw broker msg/s", "write requests/s", "ratio"
     );
     for (run, prefetch) in args.prefetch.iter().enumerate() {
-        let raw = simflow_runtime::bench::raw_round_trip(
-            &settings.amqp.uri,
+        let raw = simflow_runtime::bench::raw_round_trip(&simflow_runtime::bench::RawLoad {
+            uri: &settings.amqp.uri,
             body_size,
-            args.requests,
-            *prefetch,
-            1000,
-        )
+            count: args.requests,
+            prefetch: *prefetch,
+            window: 1000,
+        })
         .await?;
         let mut run_settings = settings.clone();
         run_settings.amqp.prefetch = *prefetch;

@@ -221,27 +221,12 @@ impl Settler {
         let (level, jitter) = retry::retry_level(envelope.attempt, &levels);
         tracing::warn!(worker = self.worker, attempt = envelope.attempt, retry_in_ms = (level + jitter).as_millis() as u64, %error, "job failed transiently; retrying later");
         tokio::time::sleep(jitter).await;
-        let properties = amqp::with_headers(
-            amqp::republishable(&delivery.properties),
-            &[
-                (
-                    amqp::ATTEMPT_HEADER,
-                    AMQPValue::LongLongInt(i64::from(envelope.attempt) + 1),
-                ),
-                (
-                    amqp::FIRST_FAILURE_HEADER,
-                    text_value(&first_failure(delivery)),
-                ),
-                (
-                    amqp::ORIGINAL_EXCHANGE_HEADER,
-                    text_value(&original_exchange(delivery)),
-                ),
-                (
-                    amqp::ORIGINAL_ROUTING_KEY_HEADER,
-                    text_value(self.queue.key()),
-                ),
-            ],
-            &[],
+        let properties = self.copy_properties(
+            delivery,
+            &[(
+                amqp::ATTEMPT_HEADER,
+                AMQPValue::LongLongInt(i64::from(envelope.attempt) + 1),
+            )],
         );
         // The retry queue dead-letters back to the jobs exchange with this routing key.
         self.publisher
@@ -254,6 +239,31 @@ impl Settler {
             .await?;
         self.metrics.retries.with_label_values(&[self.worker]).inc();
         self.ack(delivery, envelope, "retried").await
+    }
+
+    /// The properties of a copy simflow republishes (to a retry queue or the dead-letter
+    /// queue): the original's, with where it came from, when it first failed, and `extra`.
+    fn copy_properties(
+        &self,
+        delivery: &Delivery,
+        extra: &[(&str, AMQPValue)],
+    ) -> lapin::BasicProperties {
+        let mut headers = vec![
+            (
+                amqp::FIRST_FAILURE_HEADER,
+                text_value(&first_failure(delivery)),
+            ),
+            (
+                amqp::ORIGINAL_EXCHANGE_HEADER,
+                text_value(&original_exchange(delivery)),
+            ),
+            (
+                amqp::ORIGINAL_ROUTING_KEY_HEADER,
+                text_value(self.queue.key()),
+            ),
+        ];
+        headers.extend(extra.iter().cloned());
+        amqp::with_headers(amqp::republishable(&delivery.properties), &headers, &[])
     }
 
     async fn dead_letter(
@@ -284,8 +294,8 @@ impl Settler {
             }
         }
         tracing::error!(worker = self.worker, code = %reason.code, detail, attempt, "dead-lettering a job");
-        let properties = amqp::with_headers(
-            amqp::republishable(&delivery.properties),
+        let properties = self.copy_properties(
+            delivery,
             &[
                 (amqp::REASON_CODE_HEADER, text_value(&reason.code)),
                 (amqp::REASON_ZH_HEADER, text_value(&reason.message_zh)),
@@ -296,20 +306,7 @@ impl Settler {
                     AMQPValue::LongLongInt(i64::from(attempt)),
                 ),
                 (amqp::WORKER_HEADER, text_value(self.worker)),
-                (
-                    amqp::FIRST_FAILURE_HEADER,
-                    text_value(&first_failure(delivery)),
-                ),
-                (
-                    amqp::ORIGINAL_EXCHANGE_HEADER,
-                    text_value(&original_exchange(delivery)),
-                ),
-                (
-                    amqp::ORIGINAL_ROUTING_KEY_HEADER,
-                    text_value(self.queue.key()),
-                ),
             ],
-            &[],
         );
         let copy = self
             .publisher
