@@ -127,3 +127,74 @@ async fn a_worker_that_dies_between_commit_and_ack_loses_nothing_and_does_nothin
     );
     Ok(())
 }
+
+/// The transfer rules, except that one transfer id breaks the whole transaction (a statement
+/// fails and the handler swallows the error): a defect no savepoint contains.
+#[derive(Debug, Clone)]
+struct BreaksTheTransaction {
+    transfer_id: Uuid,
+}
+
+impl simflow_runtime::Handler for BreaksTheTransaction {
+    type Job = simflow_schemas::registry::TransferJob;
+    const QUEUE: simflow_schemas::topology::JobQueue =
+        simflow_schemas::topology::JobQueue::Transfer;
+
+    async fn handle(
+        &self,
+        context: &simflow_runtime::JobContext,
+        job: Self::Job,
+        db: &mut sqlx::PgConnection,
+    ) -> Result<simflow_runtime::Outcome, simflow_runtime::JobError> {
+        use simflow_schemas::registry::TransferJob;
+        if matches!(&job, TransferJob::Create(create) if create.transfer_id == self.transfer_id) {
+            let _ignored = sqlx::query("SELECT 1 / 0").execute(&mut *db).await;
+            return Ok(simflow_runtime::Outcome::nothing());
+        }
+        simflow_inventory::TransferHandler
+            .handle(context, job, db)
+            .await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_that_breaks_its_whole_transaction_cannot_keep_its_batch_mates_from_committing()
+-> anyhow::Result<()> {
+    let env = TestEnv::new().await?;
+    receive_hexi_normal(&env, 10).await?;
+    let mut watch = env.watch().await?;
+    let mut jobs: Vec<TransferCreate> = (0..8).map(|_| create("130041")).collect();
+    let breaking = jobs[3].transfer_id;
+    jobs[3].cards = CardSelection::Quantity { quantity: 1 };
+    let ids = publish_each(&env, &jobs).await?;
+    let mut settings = env.settings.clone();
+    settings.worker.max_attempts = 1;
+    // One batch slot that waits for the jobs already queued: they share a transaction.
+    settings.worker.batch_concurrency = 1;
+    settings.worker.batch_max_wait_ms = 500;
+    let pool = simflow_runtime::db::lazy_pool(&settings.database)?;
+    let shutdown = simflow_runtime::shutdown::CancellationToken::new();
+    let worker = simflow_runtime::Worker::new(
+        BreaksTheTransaction {
+            transfer_id: breaking,
+        },
+        settings,
+        pool,
+        std::sync::Arc::new(simflow_runtime::metrics::Metrics::new()),
+        simflow_runtime::metrics::Health::default(),
+    );
+    let running = tokio::spawn(worker.run(shutdown.clone()));
+    let seen = answers(&mut watch, &ids).await?;
+    for (index, id) in ids.iter().enumerate() {
+        let expected = if index == 3 {
+            "transfer.failed"
+        } else {
+            "transfer.created"
+        };
+        assert_eq!(seen[id], vec![expected.to_owned()], "job {index}");
+    }
+    assert_eq!(cards_on_transfers(&env).await, 7);
+    shutdown.cancel();
+    running.await??;
+    Ok(())
+}

@@ -377,10 +377,22 @@ impl<H: Handler> Inner<H> {
         let mut verdicts: Vec<Option<Verdict>> = vec![None; jobs.len()];
         let mut waits = retry::in_process_waits(self.settings.worker.in_process_tries).into_iter();
         let mut remaining: Vec<usize> = (0..jobs.len()).collect();
+        let mut first_round = true;
         while !remaining.is_empty() {
-            let round: Vec<BatchJob<H::Job>> =
-                remaining.iter().map(|index| jobs[*index].clone()).collect();
-            let results = self.transact_once(round).await;
+            // The first round shares one transaction; later rounds give each job its own, so a
+            // job that breaks the whole transaction (not only its savepoint) cannot keep its
+            // batch mates failing with it.
+            let results = if first_round {
+                let round = remaining.iter().map(|index| jobs[*index].clone()).collect();
+                self.transact_once(round).await
+            } else {
+                let mut results = Vec::with_capacity(remaining.len());
+                for index in &remaining {
+                    results.extend(self.transact_once(vec![jobs[*index].clone()]).await);
+                }
+                results
+            };
+            first_round = false;
             let wait = if results
                 .iter()
                 .any(|verdict| matches!(verdict, Verdict::Transient(_)))
