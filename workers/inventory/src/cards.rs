@@ -14,6 +14,7 @@ use uuid::Uuid;
 
 use crate::reasons::{self, Reason};
 use crate::selection::{self, MAX_LISTED_PROBLEMS, Selection};
+use crate::slip::{IccidRange, MAX_SLIP_RANGES};
 
 /// Which cards in a warehouse a job may take.
 #[derive(Debug, Clone, Copy)]
@@ -40,7 +41,8 @@ pub enum Hold {
     },
 }
 
-/// The cards held: how many, the lowest and highest ICCID.
+/// The cards held: how many, the lowest and highest ICCID, and (for a batch, whose slip lists
+/// them) the runs of consecutive ICCIDs, at most [`MAX_SLIP_RANGES`] + 1.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Held {
     /// How many cards.
@@ -49,6 +51,8 @@ pub struct Held {
     pub first: String,
     /// Highest ICCID.
     pub last: String,
+    /// Runs of consecutive ICCIDs (batches only; empty for transfers).
+    pub runs: Vec<IccidRange>,
 }
 
 type Builder = sqlx::QueryBuilder<sqlx::Postgres>;
@@ -105,8 +109,36 @@ fn push_set(builder: &mut Builder, hold: &Hold) {
     }
 }
 
-const HELD_SUMMARY: &str =
-    " SELECT count(*), coalesce(min(iccid), ''), coalesce(max(iccid), '') FROM held";
+/// What the hold statement answers, besides holding: the held cards' count, lowest and highest
+/// ICCID, how many cards a range names (checked against the held count), and for a batch the
+/// runs of consecutive ICCIDs (consecutive = bodies without the check digit differ by one) for
+/// its slip. One statement, one pass over the held cards.
+fn push_summary(builder: &mut Builder, selection: &Selection, hold: &Hold) {
+    builder.push(" SELECT count(*), coalesce(min(iccid), ''), coalesce(max(iccid), ''), ");
+    if matches!(selection, Selection::Range { .. }) {
+        builder.push("(SELECT count(*) FROM inventory.cards c WHERE");
+        push_selected(builder, selection);
+        builder.push(")");
+    } else {
+        builder.push("NULL::bigint");
+    }
+    builder.push(", ");
+    if matches!(hold, Hold::Batch { .. }) {
+        builder.push(
+            "(SELECT coalesce(json_agg(json_build_array(first, last, cards) ORDER BY first), '[]'::json) \
+             FROM (SELECT min(iccid) AS first, max(iccid) AS last, count(*) AS cards FROM ( \
+                SELECT iccid, length(iccid) AS width, \
+                       left(iccid, length(iccid) - 1)::numeric \
+                       - row_number() OVER (PARTITION BY length(iccid) ORDER BY iccid) AS run \
+                FROM held) AS numbered GROUP BY width, run ORDER BY 1 LIMIT ",
+        );
+        builder.push_bind(i64::try_from(MAX_SLIP_RANGES + 1).unwrap_or(i64::MAX));
+        builder.push(") AS runs)");
+    } else {
+        builder.push("'[]'::json");
+    }
+    builder.push(" FROM held");
+}
 
 /// Holds the selected cards; all of them or none (the rejection lists why).
 pub async fn hold(
@@ -115,19 +147,6 @@ pub async fn hold(
     stock: &WarehouseStock<'_>,
     hold: &Hold,
 ) -> Result<Held, JobError> {
-    let wanted: Option<i64> = match selection {
-        Selection::List(iccids) => Some(i64::try_from(iccids.len()).unwrap_or(i64::MAX)),
-        Selection::Range { .. } => {
-            let mut count = Builder::new("SELECT count(*) FROM inventory.cards c WHERE");
-            push_selected(&mut count, selection);
-            let in_range: i64 = count.build_query_scalar().fetch_one(&mut *db).await?;
-            if in_range == 0 {
-                return Err(JobError::reject(reasons::EMPTY_SELECTION));
-            }
-            Some(in_range)
-        }
-        Selection::Quantity(_) => None,
-    };
     let mut update = Builder::new("WITH ");
     match selection {
         Selection::Quantity(quantity) => {
@@ -151,9 +170,24 @@ pub async fn hold(
             update.push(" RETURNING c.iccid)");
         }
     }
-    update.push(HELD_SUMMARY);
-    let (count, first, last): (i64, String, String) =
+    push_summary(&mut update, selection, hold);
+    type Summary = (
+        i64,
+        String,
+        String,
+        Option<i64>,
+        sqlx::types::Json<Vec<(String, String, i64)>>,
+    );
+    let (count, first, last, in_range, runs): Summary =
         update.build_query_as().fetch_one(&mut *db).await?;
+    let wanted: Option<i64> = match selection {
+        Selection::List(iccids) => Some(i64::try_from(iccids.len()).unwrap_or(i64::MAX)),
+        Selection::Range { .. } if in_range == Some(0) => {
+            return Err(JobError::reject(reasons::EMPTY_SELECTION));
+        }
+        Selection::Range { .. } => in_range,
+        Selection::Quantity(_) => None,
+    };
     match (selection, wanted) {
         (Selection::Quantity(quantity), _) if count < i64::from(*quantity) => {
             return Err(JobError::reject_with(
@@ -166,7 +200,17 @@ pub async fn hold(
         }
         _ => {}
     }
-    Ok(Held { count, first, last })
+    let runs = runs
+        .0
+        .into_iter()
+        .map(|(first, last, count)| IccidRange { first, last, count })
+        .collect();
+    Ok(Held {
+        count,
+        first,
+        last,
+        runs,
+    })
 }
 
 /// Why the selected cards could not all be held. Runs after the hold statement in the same

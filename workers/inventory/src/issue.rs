@@ -220,7 +220,12 @@ async fn prepare_batch(
         card_type: &prepare.card_type,
         department: Some(&staff.department_id),
     };
-    let Held { count, first, last } = cards::hold(
+    let Held {
+        count,
+        first,
+        last,
+        runs: ranges,
+    } = cards::hold(
         db,
         &selection,
         &stock,
@@ -230,7 +235,6 @@ async fn prepare_batch(
         },
     )
     .await?;
-    let ranges = slip::held_ranges(db, prepare.batch_id, &first, &last).await?;
     let acceptance_slip = slip::issue_slip(&slip::IssueSlip {
         batch_id: prepare.batch_id,
         warehouse: &prepare.warehouse,

@@ -4,7 +4,6 @@
 use std::fmt::Write as _;
 
 use chrono::{DateTime, FixedOffset, Utc};
-use sqlx::PgConnection;
 use uuid::Uuid;
 
 /// At most this many ranges are listed on a slip; the rest are summarised.
@@ -19,34 +18,6 @@ pub struct IccidRange {
     pub last: String,
     /// Cards in the run.
     pub count: i64,
-}
-
-/// The runs of consecutive ICCIDs a batch holds (consecutive = bodies without the check digit
-/// differ by one), at most [`MAX_SLIP_RANGES`] + 1 of them.
-/// `first` and `last` bound the batch's ICCIDs (they find its cards through the primary key).
-pub async fn held_ranges(
-    db: &mut PgConnection,
-    batch_id: Uuid,
-    first: &str,
-    last: &str,
-) -> Result<Vec<IccidRange>, sqlx::Error> {
-    let rows: Vec<(String, String, i64)> = sqlx::query_as(
-        "SELECT min(iccid), max(iccid), count(*) FROM ( \
-            SELECT iccid, length(iccid) AS width, \
-                   left(iccid, length(iccid) - 1)::numeric - row_number() OVER (PARTITION BY length(iccid) ORDER BY iccid) AS run \
-            FROM inventory.cards WHERE iccid BETWEEN $3 AND $4 AND batch_id = $1) AS numbered \
-         GROUP BY width, run ORDER BY 1 LIMIT $2",
-    )
-    .bind(batch_id)
-    .bind(i64::try_from(MAX_SLIP_RANGES + 1).unwrap_or(i64::MAX))
-    .bind(first)
-    .bind(last)
-    .fetch_all(db)
-    .await?;
-    Ok(rows
-        .into_iter()
-        .map(|(first, last, count)| IccidRange { first, last, count })
-        .collect())
 }
 
 /// What a batch issue slip shows.

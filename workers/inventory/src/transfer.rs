@@ -154,8 +154,9 @@ async fn create_transfer(
         card_type: &create.card_type,
         department: None,
     };
-    let Held { count, first, last } =
-        cards::hold(db, &selection, &stock, &Hold::Transfer(create.transfer_id)).await?;
+    let Held {
+        count, first, last, ..
+    } = cards::hold(db, &selection, &stock, &Hold::Transfer(create.transfer_id)).await?;
     let row: TransferRow = sqlx::query_as(
         "INSERT INTO inventory.transfers (transfer_id, source_warehouse, target_warehouse, card_type, selection, \
              state, card_count, first_iccid, last_iccid, created_by) \
