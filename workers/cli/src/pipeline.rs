@@ -123,6 +123,25 @@ pub fn start(
     shutdown: CancellationToken,
 ) -> anyhow::Result<RunningWorkers> {
     let inventory: simflow_inventory::InventorySettings = settings.section("inventory")?;
+    // Each queue's consumer runs up to batch_concurrency transactions at once, each holding a
+    // pooled connection; the write-card kind consumes three queues.
+    let consumers: usize = kinds
+        .iter()
+        .map(|kind| match kind {
+            WorkerKind::WriteCard => 3,
+            _ => 1,
+        })
+        .sum();
+    let wanted = consumers * settings.worker.batch_concurrency;
+    let pool_size = usize::try_from(settings.database.max_connections).unwrap_or(usize::MAX);
+    if wanted > pool_size {
+        tracing::warn!(
+            consumers,
+            batch_concurrency = settings.worker.batch_concurrency,
+            max_connections = pool_size,
+            "database.max_connections is below consumers × worker.batch_concurrency: batches will wait for connections"
+        );
+    }
     let parts = Parts {
         settings: settings.clone(),
         pool: pool.clone(),
