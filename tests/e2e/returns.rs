@@ -3,7 +3,7 @@
 //! return where nothing qualifies, idempotent re-sends, and the per-card detail afterwards.
 
 use simflow_cli::pipeline::WorkerKind;
-use simflow_schemas::common::CardSelection;
+use simflow_schemas::common::{CardSelection, ReturnSelection};
 use simflow_schemas::issue::IssueCommit;
 use simflow_schemas::returns::{
     ReturnByList, ReturnByRange, ReturnCommitted, ReturnFee, ReturnQueried, ReturnQuery,
@@ -49,7 +49,7 @@ async fn issued() -> anyhow::Result<(
     Ok((env, normal, workers, watch))
 }
 
-fn by_list(return_id: Uuid, agent: &str, cards: CardSelection, amount: i64) -> ReturnByList {
+fn by_list(return_id: Uuid, agent: &str, cards: ReturnSelection, amount: i64) -> ReturnByList {
     ReturnByList {
         return_id,
         staff_id: "T0601".into(),
@@ -89,7 +89,7 @@ async fn a_text_import_return_takes_the_agents_cards_and_reports_the_rest_per_ca
     let job = by_list(
         return_id,
         "ESS0601",
-        CardSelection::TextFile {
+        ReturnSelection::TextFile {
             file_name: "tuika.txt".into(),
             content,
         },
@@ -165,7 +165,7 @@ async fn a_text_import_return_takes_the_agents_cards_and_reports_the_rest_per_ca
     let other = by_list(
         return_id,
         "ESS0601",
-        CardSelection::Iccids {
+        ReturnSelection::Iccids {
             iccids: vec![normal[9].clone()],
         },
         100,
@@ -192,7 +192,7 @@ async fn a_return_with_no_qualifying_card_is_refused_and_changes_nothing() -> an
     let job = by_list(
         Uuid::new_v4(),
         "ESS0601",
-        CardSelection::Iccids {
+        ReturnSelection::Iccids {
             iccids: vec![normal[41].clone(), normal[90].clone()],
         },
         200,
@@ -218,7 +218,7 @@ async fn a_return_with_no_qualifying_card_is_refused_and_changes_nothing() -> an
     let negative = by_list(
         Uuid::new_v4(),
         "ESS0601",
-        CardSelection::Iccids {
+        ReturnSelection::Iccids {
             iccids: vec![normal[1].clone()],
         },
         -5,
@@ -230,7 +230,7 @@ async fn a_return_with_no_qualifying_card_is_refused_and_changes_nothing() -> an
     let wrong_unit = by_list(
         Uuid::new_v4(),
         "ESS0101",
-        CardSelection::Iccids {
+        ReturnSelection::Iccids {
             iccids: vec![normal[1].clone()],
         },
         0,
@@ -310,7 +310,7 @@ async fn the_ledger_replays_to_the_current_stock_and_tampering_is_caught() -> an
     let job = by_list(
         Uuid::new_v4(),
         "ESS0602",
-        CardSelection::Iccids {
+        ReturnSelection::Iccids {
             iccids: vec![normal[40].clone()],
         },
         0,

@@ -13,7 +13,7 @@ use simflow_runtime::amqp::{Client, EventWatch, JobRoute, ReceivedEvent};
 use simflow_runtime::metrics::{Health, Metrics};
 use simflow_runtime::shutdown::CancellationToken;
 use simflow_runtime::uri::encode_segment;
-use simflow_schemas::common::CardSelection;
+use simflow_schemas::common::{CardSelection, ReturnSelection};
 use simflow_schemas::issue::{IssueCommit, IssuePrepare};
 use simflow_schemas::registry::Message;
 use simflow_schemas::returns::{ReturnByList, ReturnByRange, ReturnFee, ReturnQuery};
@@ -555,7 +555,7 @@ async fn demo_agents(demo: &mut Demo) -> anyhow::Result<()> {
             staff_id: "T0601".into(),
             warehouse: "13ZDF16".into(),
             agent_ess_code: "ESS0601".into(),
-            cards: CardSelection::TextFile { file_name: "tuika-ESS0601.txt".into(), content: lines.join("\n") },
+            cards: ReturnSelection::TextFile { file_name: "tuika-ESS0601.txt".into(), content: lines.join("\n") },
             fee: ReturnFee { return_amount_fen: 1200 },
         },
     )
@@ -598,7 +598,7 @@ async fn demo_agents(demo: &mut Demo) -> anyhow::Result<()> {
             staff_id: "T0601".into(),
             warehouse: "13ZDF16".into(),
             agent_ess_code: "ESS0601".into(),
-            cards: CardSelection::Iccids {
+            cards: ReturnSelection::Iccids {
                 iccids: vec![
                     iccid(898_601_100_000_000_110)?,
                     iccid(898_601_100_000_000_111)?,
