@@ -56,6 +56,19 @@ if (( rust_minor < 94 )); then
     exit 1
 fi
 
+# The AsyncAPI check of the test command runs @asyncapi/parser on Node.js 20 or newer
+# (schemas/check/run.sh installs the parser itself with npm ci).
+node_major=$( (node --version 2>/dev/null || echo v0) | sed -E 's/^v([0-9]+).*/\1/')
+if (( node_major < 20 )) || ! command -v npm >/dev/null 2>&1; then
+    installed nodejs || apt_install nodejs
+    installed npm || command -v npm >/dev/null 2>&1 || apt_install npm
+    node_major=$( (node --version 2>/dev/null || echo v0) | sed -E 's/^v([0-9]+).*/\1/')
+    if (( node_major < 20 )); then
+        log "Node.js $(node --version 2>/dev/null || echo missing) is too old for @asyncapi/parser: install Node.js 20 or newer"
+        exit 1
+    fi
+fi
+
 # The gates of the test command: cargo-deny (licences, bans, sources, advisories). Built from
 # crates.io once (a few minutes); rustfmt and clippy come with the toolchain.
 cargo_home="${CARGO_HOME:-$HOME/.cargo}"

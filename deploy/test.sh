@@ -33,6 +33,11 @@ else
     echo "test.sh: gate: cargo deny check advisories skipped: github.com (the RustSec advisory database) is unreachable from this machine" >&2
 fi
 
+# The AsyncAPI document as AsyncAPI's own parser reads it (schemas/check/: pinned with npm's
+# lock file): no errors and no warnings; it prints the parser's summary.
+echo "test.sh: gate: AsyncAPI document (@asyncapi/parser)" >&2
+schemas/check/run.sh
+
 cargo build --locked --workspace --all-targets
 # The fast tier first: every business rule against PostgreSQL, no broker, seconds.
 cargo test --locked -p simflow-tests --test rules

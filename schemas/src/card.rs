@@ -8,16 +8,18 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::common::ClerkMessage;
+use crate::common::{ClerkMessage, outlet_code_schema};
 
 /// `card.read_request.v1`: ask an outlet's writer to read the inserted card.
-/// Published to the outlets exchange with the outlet code as routing key.
+/// Upstream publishes it to the jobs exchange (routing key `writecard`); the centre forwards it,
+/// unchanged, to the outlet's queue.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CardReadRequest {
     /// The request's id, chosen by the caller; the answer carries it.
     pub request_id: Uuid,
     /// The outlet whose reader should read.
+    #[schemars(schema_with = "outlet_code_schema")]
     pub outlet_code: String,
     /// The acting clerk's staff ID.
     pub staff_id: String,

@@ -6,6 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::card::CardReadRequest;
+use crate::common::formats;
 use crate::registry::Message;
 use crate::registry::{
     self, CardFileJob, IssueJob, JobSet, MessageRole, OutletResultJob, OutletWorkJob, ReturnJob,
@@ -21,6 +22,16 @@ fn pretty(value: &serde_json::Value) -> String {
     let mut text = serde_json::to_string_pretty(value).expect("JSON values serialise");
     text.push('\n');
     text
+}
+
+/// A validator that asserts formats, ours included (`iccid`, `iccid-lines`).
+pub(crate) fn validator(schema: &serde_json::Value) -> jsonschema::Validator {
+    jsonschema::options()
+        .should_validate_formats(true)
+        .with_format(formats::ICCID, formats::is_iccid)
+        .with_format(formats::ICCID_LINES, formats::is_iccid_lines)
+        .build(schema)
+        .expect("schema compiles")
 }
 
 /// Compares a generated file with the checked-in one, or rewrites it when blessing.
@@ -92,7 +103,7 @@ fn every_message_type_has_an_example_that_validates_and_decodes() {
     let mut problems = Vec::new();
     for info in registry::all() {
         let schema = serde_json::to_value((info.schema)()).expect("schema serialises");
-        let validator = jsonschema::validator_for(&schema).expect("schema compiles");
+        let validator = validator(&schema);
         let mut found = 0;
         for entry in std::fs::read_dir(&examples).expect("schemas/examples exists") {
             let path = entry.expect("dir entry").path();
@@ -232,4 +243,31 @@ fn message_types_are_unique_and_versioned() {
             info.message_type
         );
     }
+}
+
+#[test]
+fn our_formats_refuse_a_wrong_check_digit_and_a_repeated_line() {
+    let iccid = validator(&serde_json::json!({ "type": "string", "format": formats::ICCID }));
+    assert!(iccid.is_valid(&serde_json::json!("8988211000000530082")));
+    assert!(!iccid.is_valid(&serde_json::json!("8988211000000530083")));
+    let lines = validator(&serde_json::json!({ "type": "string", "format": formats::ICCID_LINES }));
+    assert!(lines.is_valid(&serde_json::json!(" 8988211000000530082\r\n\n")));
+    assert!(!lines.is_valid(&serde_json::json!(
+        "8988211000000530082\n8988211000000530082"
+    )));
+    assert!(!lines.is_valid(&serde_json::json!("\n \n")));
+}
+
+#[test]
+fn the_broker_example_limits_bodies_to_the_contracts_size() {
+    let path = crate_dir().join("../deploy/rabbitmq/rabbitmq.conf.example");
+    let text = std::fs::read_to_string(&path).expect("rabbitmq.conf.example readable");
+    let limit = text
+        .lines()
+        .find_map(|line| line.strip_prefix("max_message_size = "))
+        .expect("max_message_size set");
+    assert_eq!(
+        limit.trim().parse::<u64>().expect("a number"),
+        crate::topology::MAX_MESSAGE_BYTES
+    );
 }

@@ -24,7 +24,7 @@ pub mod topology;
 pub mod transfer;
 pub mod writecard;
 
-pub use common::{CardSelection, ClerkMessage};
+pub use common::{CardSelection, ClerkMessage, ReturnSelection};
 pub use reason::Reason;
 pub use registry::{DecodeError, Event, JobSet, Message, MessageInfo, MessageRole};
 

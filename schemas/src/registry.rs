@@ -7,6 +7,8 @@
 //! [`JobSet::decode`] with the AMQP `type` property and the body; an unknown type, a type that
 //! belongs to another queue, or a body that does not match its schema is an error, never a guess.
 
+use schemars::generate::SchemaSettings;
+use schemars::transform::RecursiveTransform;
 use schemars::{JsonSchema, Schema, SchemaGenerator};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -109,12 +111,22 @@ pub enum DecodeError {
     },
 }
 
+/// How every message schema is generated: from `settings` (a JSON Schema dialect), with each
+/// integer bounded by its Rust type ([`crate::common::integer_bounds`]).
+pub fn schema_settings(settings: SchemaSettings) -> SchemaSettings {
+    settings.with_transform(RecursiveTransform(crate::common::integer_bounds))
+}
+
 fn info<M: Message>(rust_name: &'static str) -> MessageInfo {
     MessageInfo {
         message_type: M::TYPE,
         role: M::ROLE,
         rust_name,
-        schema: || schemars::schema_for!(M),
+        schema: || {
+            schema_settings(SchemaSettings::draft2020_12())
+                .into_generator()
+                .into_root_schema_for::<M>()
+        },
         subschema: |generator| generator.subschema_for::<M>(),
         check: |body| serde_json::from_slice::<M>(body).map(drop),
     }
@@ -333,6 +345,20 @@ job_sets! {
         CardRead(OutletCardRead), subject |m| m.request_id.to_string();
         /// How a write ended.
         WriteResult(WriteResult), subject |m| m.script_id.to_string();
+    }
+}
+
+/// The `type`s a central queue's consumer takes: the closed enum of that queue.
+/// Outlet queues take [`OutletWorkJob`]'s, which is what expires into `simflow.outlet-expired`.
+pub fn job_types(queue: JobQueue) -> &'static [&'static str] {
+    match queue {
+        JobQueue::Transfer => TransferJob::TYPES,
+        JobQueue::Issue => IssueJob::TYPES,
+        JobQueue::Return => ReturnJob::TYPES,
+        JobQueue::CardFile => CardFileJob::TYPES,
+        JobQueue::WriteCard => WriteCardJob::TYPES,
+        JobQueue::OutletResults => OutletResultJob::TYPES,
+        JobQueue::OutletExpired => OutletWorkJob::TYPES,
     }
 }
 

@@ -9,13 +9,14 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::common::{CardProblem, CardSelection, ClerkMessage};
+use crate::common::{CardProblem, ClerkMessage, ReturnSelection, iccid_schema, same_length_ends};
 
 /// The fee block of a return: what the clerk entered.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReturnFee {
     /// The return amount the clerk entered (退卡金额), in fen; zero or more.
+    #[schemars(range(min = 0))]
     pub return_amount_fen: i64,
 }
 
@@ -32,7 +33,7 @@ pub struct ReturnByList {
     /// The agent returning the cards, by ESS department code.
     pub agent_ess_code: String,
     /// The cards: `iccids` or `text_file` (ranges use `return.by_range.v1`).
-    pub cards: CardSelection,
+    pub cards: ReturnSelection,
     /// The fee block.
     pub fee: ReturnFee,
 }
@@ -40,6 +41,7 @@ pub struct ReturnByList {
 /// `return.query.v1`: the query step of a range return: what would come back.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(extend("anyOf" = same_length_ends()))]
 pub struct ReturnQuery {
     /// The query's id, chosen by the caller.
     pub query_id: Uuid,
@@ -50,14 +52,17 @@ pub struct ReturnQuery {
     /// The agent, by ESS department code.
     pub agent_ess_code: String,
     /// First ICCID of the range (号段起始).
+    #[schemars(schema_with = "iccid_schema")]
     pub first: String,
-    /// Last ICCID of the range (号段终止).
+    /// Last ICCID of the range (号段终止): the same length as the first, not before it.
+    #[schemars(schema_with = "iccid_schema")]
     pub last: String,
 }
 
 /// `return.by_range.v1`: return every card of a start/end range.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(extend("anyOf" = same_length_ends()))]
 pub struct ReturnByRange {
     /// The return's id, chosen by the caller.
     pub return_id: Uuid,
@@ -68,8 +73,10 @@ pub struct ReturnByRange {
     /// The agent, by ESS department code.
     pub agent_ess_code: String,
     /// First ICCID of the range.
+    #[schemars(schema_with = "iccid_schema")]
     pub first: String,
-    /// Last ICCID of the range.
+    /// Last ICCID of the range: the same length as the first, not before it.
+    #[schemars(schema_with = "iccid_schema")]
     pub last: String,
     /// The fee block.
     pub fee: ReturnFee,

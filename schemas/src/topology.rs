@@ -41,6 +41,17 @@ pub const OUTLET_RESULTS_KEY: &str = "outlet-results";
 /// Dead-letter routing key of every outlet queue (expired scripts and read requests).
 pub const OUTLET_EXPIRED_KEY: &str = "outlet-expired";
 
+/// The largest message body the contract allows, in bytes (1 MiB): the default of the workers'
+/// `[amqp] max_message_bytes` and the broker's `max_message_size`
+/// (`deploy/rabbitmq/rabbitmq.conf.example`), which refuses a larger publish.
+pub const MAX_MESSAGE_BYTES: u64 = 1_048_576;
+
+/// The one `content_type` of the contract (a message without one is taken as JSON).
+pub const CONTENT_TYPE: &str = "application/json";
+
+/// The one `content_encoding` of the contract besides none: bodies are never compressed.
+pub const CONTENT_ENCODING: &str = "identity";
+
 /// A broker user's permissions in a vhost: regular expressions over resource names.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Permissions {

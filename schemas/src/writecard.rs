@@ -9,7 +9,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::common::ClerkMessage;
+use crate::common::{ClerkMessage, iccid_schema, msisdn_schema, outlet_code_schema};
 
 /// `writecard.request.v1`: write the chosen number onto the card in an outlet's reader.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -18,12 +18,15 @@ pub struct WriteRequest {
     /// The account-opening order (开户订单) this write belongs to, chosen by the counter app.
     pub order_id: Uuid,
     /// The outlet whose reader holds the card.
+    #[schemars(schema_with = "outlet_code_schema")]
     pub outlet_code: String,
     /// The acting clerk's staff ID; its department must equal the agent's.
     pub staff_id: String,
     /// The inserted card's ICCID, as the read step returned it.
+    #[schemars(schema_with = "iccid_schema")]
     pub iccid: String,
     /// The number the customer chose (选号), an MSISDN from the number pool.
+    #[schemars(schema_with = "msisdn_schema")]
     pub msisdn: String,
     /// The customer's name as entered (shown masked on documents).
     pub customer_name: String,
@@ -40,8 +43,10 @@ pub struct WriteScriptEnvelope {
     /// The order.
     pub order_id: Uuid,
     /// The outlet that may open it.
+    #[schemars(schema_with = "outlet_code_schema")]
     pub outlet_code: String,
     /// The card it is for; the outlet checks the inserted card against it.
+    #[schemars(schema_with = "iccid_schema")]
     pub iccid: String,
     /// The outlet must not start writing after this time.
     pub not_after: DateTime<Utc>,

@@ -4,7 +4,7 @@
 
 use simflow_cli::pipeline::WorkerKind;
 use simflow_cli::world::{issue_commit, issue_prepare};
-use simflow_schemas::common::CardSelection;
+use simflow_schemas::common::{CardSelection, ReturnSelection};
 use simflow_schemas::returns::{
     ReturnByList, ReturnByRange, ReturnCommitted, ReturnFee, ReturnQueried, ReturnQuery,
 };
@@ -41,7 +41,7 @@ async fn issued() -> anyhow::Result<(
     Ok((env, normal, workers, watch))
 }
 
-fn by_list(return_id: Uuid, agent: &str, cards: CardSelection, amount: i64) -> ReturnByList {
+fn by_list(return_id: Uuid, agent: &str, cards: ReturnSelection, amount: i64) -> ReturnByList {
     ReturnByList {
         return_id,
         staff_id: "T0601".into(),
@@ -81,7 +81,7 @@ async fn a_text_import_return_takes_the_agents_cards_and_reports_the_rest_per_ca
     let job = by_list(
         return_id,
         "ESS0601",
-        CardSelection::TextFile {
+        ReturnSelection::TextFile {
             file_name: "tuika.txt".into(),
             content,
         },
@@ -150,7 +150,7 @@ async fn a_text_import_return_takes_the_agents_cards_and_reports_the_rest_per_ca
     let other = by_list(
         return_id,
         "ESS0601",
-        CardSelection::Iccids {
+        ReturnSelection::Iccids {
             iccids: vec![normal[9].clone()],
         },
         100,
@@ -177,7 +177,7 @@ async fn a_return_with_no_qualifying_card_is_refused_and_changes_nothing() -> an
     let job = by_list(
         Uuid::new_v4(),
         "ESS0601",
-        CardSelection::Iccids {
+        ReturnSelection::Iccids {
             iccids: vec![normal[41].clone(), normal[90].clone()],
         },
         200,
@@ -196,7 +196,7 @@ async fn a_return_with_no_qualifying_card_is_refused_and_changes_nothing() -> an
     let negative = by_list(
         Uuid::new_v4(),
         "ESS0601",
-        CardSelection::Iccids {
+        ReturnSelection::Iccids {
             iccids: vec![normal[1].clone()],
         },
         -5,
@@ -208,7 +208,7 @@ async fn a_return_with_no_qualifying_card_is_refused_and_changes_nothing() -> an
     let wrong_unit = by_list(
         Uuid::new_v4(),
         "ESS0101",
-        CardSelection::Iccids {
+        ReturnSelection::Iccids {
             iccids: vec![normal[1].clone()],
         },
         0,
@@ -288,7 +288,7 @@ async fn the_ledger_replays_to_the_current_stock_and_tampering_is_caught() -> an
     let job = by_list(
         Uuid::new_v4(),
         "ESS0602",
-        CardSelection::Iccids {
+        ReturnSelection::Iccids {
             iccids: vec![normal[40].clone()],
         },
         0,

@@ -4,7 +4,7 @@
 
 use simflow_inventory::ReturnHandler;
 use simflow_runtime::testing::TestWorker;
-use simflow_schemas::common::CardSelection;
+use simflow_schemas::common::ReturnSelection;
 use simflow_schemas::returns::{ReturnByList, ReturnFee};
 use simflow_tests::rules::{self, first_event, rejection_code};
 use sqlx::Connection;
@@ -22,7 +22,7 @@ fn by_list(agent: &str, iccids: Vec<String>, amount: i64) -> ReturnByList {
         staff_id: "T0601".into(),
         warehouse: TARGET.into(),
         agent_ess_code: agent.into(),
-        cards: CardSelection::Iccids { iccids },
+        cards: ReturnSelection::Iccids { iccids },
         fee: ReturnFee {
             return_amount_fen: amount,
         },

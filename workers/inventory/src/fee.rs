@@ -10,6 +10,14 @@
 pub const RULE: &str = "实收金额 = 退卡金额 × 成功张数 ÷ 申请张数（向下取整到分） / \
 paid = floor(return amount × cards returned ÷ cards requested), in fen";
 
+/// Checks the amount the clerk entered: zero or more fen (`FEE_INVALID` otherwise).
+pub fn check_entered(return_amount_fen: i64) -> Result<(), crate::reasons::Reason> {
+    if return_amount_fen < 0 {
+        return Err(crate::reasons::FEE_INVALID);
+    }
+    Ok(())
+}
+
 /// The amount paid for a return, in fen.
 pub fn paid_amount_fen(return_amount_fen: i64, returned: u64, requested: u64) -> i64 {
     if requested == 0 || return_amount_fen <= 0 {
@@ -22,7 +30,16 @@ pub fn paid_amount_fen(return_amount_fen: i64, returned: u64, requested: u64) ->
 
 #[cfg(test)]
 mod tests {
-    use super::paid_amount_fen;
+    use super::{check_entered, paid_amount_fen};
+
+    #[test]
+    fn a_negative_entered_amount_is_refused_and_zero_is_not() {
+        assert_eq!(
+            check_entered(-1).map_err(|reason| reason.code),
+            Err("FEE_INVALID")
+        );
+        assert_eq!(check_entered(0), Ok(()));
+    }
 
     #[test]
     fn a_full_return_pays_the_entered_amount() {

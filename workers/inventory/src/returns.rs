@@ -183,10 +183,7 @@ async fn return_by_list(
     job: ReturnByList,
     db: &mut PgConnection,
 ) -> Result<Outcome, JobError> {
-    let list = match selection::parse_lenient(&job.cards).map_err(JobError::Rejected)? {
-        Some(list) => list,
-        None => return Err(JobError::reject(reasons::BAD_RANGE)),
-    };
+    let list = selection::parse_lenient(&job.cards).map_err(JobError::Rejected)?;
     let spec = spec_of!(job, serde_json::to_value(&job.cards).unwrap_or_default());
     perform_return(
         context,
@@ -281,9 +278,7 @@ async fn perform_return(
     if let Some(answer) = earlier_answer(db, spec).await? {
         return Ok(answer);
     }
-    if spec.fee.return_amount_fen < 0 {
-        return Err(JobError::reject(reasons::FEE_INVALID));
-    }
+    fee::check_entered(spec.fee.return_amount_fen).map_err(JobError::reject)?;
     check_parties(db, spec.staff_id, spec.warehouse, spec.agent).await?;
 
     // Every card in one statement: the qualifying ones come back (with their ledger entries),

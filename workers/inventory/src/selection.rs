@@ -4,13 +4,13 @@
 use std::collections::BTreeSet;
 
 use simflow_runtime::Rejection;
-use simflow_schemas::common::{CardProblem, CardSelection};
+use simflow_schemas::common::{CardProblem, CardSelection, ReturnSelection};
 
 use crate::iccid::Iccid;
 use crate::reasons;
 
-/// At most this many cards in one job (a city batch is 100,000; this leaves room).
-pub const MAX_CARDS_PER_JOB: usize = 1_000_000;
+/// At most this many cards in one job: the contract's limit (its schemas say the same).
+pub const MAX_CARDS_PER_JOB: usize = simflow_schemas::common::MAX_CARDS_PER_JOB as usize;
 
 /// At most this many problems are listed in an answer; the count covers all of them.
 pub const MAX_LISTED_PROBLEMS: usize = 1_000;
@@ -105,12 +105,11 @@ pub struct LenientList {
     pub lines: u64,
 }
 
-/// Reads a list or text file leniently (ranges and quantities are not lists: `None`).
-pub fn parse_lenient(cards: &CardSelection) -> Result<Option<LenientList>, Rejection> {
+/// Reads a return's list or text file leniently.
+pub fn parse_lenient(cards: &ReturnSelection) -> Result<LenientList, Rejection> {
     let lines: Box<dyn Iterator<Item = &str>> = match cards {
-        CardSelection::Iccids { iccids } => Box::new(iccids.iter().map(String::as_str)),
-        CardSelection::TextFile { content, .. } => Box::new(content.lines()),
-        CardSelection::Range { .. } | CardSelection::Quantity { .. } => return Ok(None),
+        ReturnSelection::Iccids { iccids } => Box::new(iccids.iter().map(String::as_str)),
+        ReturnSelection::TextFile { content, .. } => Box::new(content.lines()),
     };
     let mut seen = BTreeSet::new();
     let mut list = LenientList::default();
@@ -136,7 +135,7 @@ pub fn parse_lenient(cards: &CardSelection) -> Result<Option<LenientList>, Rejec
         return Err(Rejection::from(reason));
     }
     list.iccids = seen.into_iter().map(Iccid::into_string).collect();
-    Ok(Some(list))
+    Ok(list)
 }
 
 /// Checks a wire selection.

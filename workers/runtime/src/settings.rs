@@ -36,7 +36,7 @@ pub struct AmqpSettings {
 }
 
 fn default_max_message_bytes() -> usize {
-    1024 * 1024
+    usize::try_from(simflow_schemas::topology::MAX_MESSAGE_BYTES).unwrap_or(usize::MAX)
 }
 
 /// Database settings.

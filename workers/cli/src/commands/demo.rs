@@ -9,7 +9,7 @@ use clap::Args;
 use simflow_runtime::Settings;
 use simflow_runtime::amqp::{Client, EventWatch, JobRoute, ReceivedEvent};
 use simflow_runtime::uri::encode_segment;
-use simflow_schemas::common::CardSelection;
+use simflow_schemas::common::{CardSelection, ReturnSelection};
 use simflow_schemas::registry::Message;
 use simflow_schemas::returns::{ReturnByList, ReturnByRange, ReturnFee, ReturnQuery};
 use simflow_schemas::topology::JOBS_EXCHANGE;
@@ -486,7 +486,7 @@ async fn demo_agents(demo: &mut Demo) -> anyhow::Result<()> {
             staff_id: "T0601".into(),
             warehouse: "13ZDF16".into(),
             agent_ess_code: "ESS0601".into(),
-            cards: CardSelection::TextFile { file_name: "tuika-ESS0601.txt".into(), content: lines.join("\n") },
+            cards: ReturnSelection::TextFile { file_name: "tuika-ESS0601.txt".into(), content: lines.join("\n") },
             fee: ReturnFee { return_amount_fen: 1200 },
         },
     )
@@ -529,7 +529,7 @@ async fn demo_agents(demo: &mut Demo) -> anyhow::Result<()> {
             staff_id: "T0601".into(),
             warehouse: "13ZDF16".into(),
             agent_ess_code: "ESS0601".into(),
-            cards: CardSelection::Iccids {
+            cards: ReturnSelection::Iccids {
                 iccids: vec![
                     iccid(898_601_100_000_000_110)?,
                     iccid(898_601_100_000_000_111)?,

@@ -12,7 +12,9 @@ use chrono::Utc;
 use lapin::message::Delivery;
 use simflow_schemas::common::ClerkMessage;
 use simflow_schemas::registry::{DecodeError, JobSet};
-use simflow_schemas::topology::{DEAD_LETTER_EXCHANGE, INTERNAL_EXCHANGE};
+use simflow_schemas::topology::{
+    CONTENT_ENCODING, CONTENT_TYPE, DEAD_LETTER_EXCHANGE, INTERNAL_EXCHANGE,
+};
 
 use crate::amqp;
 use crate::handler::JobContext;
@@ -106,7 +108,7 @@ fn check_body(delivery: &Delivery, max_body_bytes: usize) -> Result<(), Refused>
             .next()
             .unwrap_or_default()
             .trim();
-        if !media_type.eq_ignore_ascii_case("application/json") {
+        if !media_type.eq_ignore_ascii_case(CONTENT_TYPE) {
             return Err(Refused::new(
                 reasons::CONTENT_TYPE_UNSUPPORTED,
                 format!("content_type {:?}", content_type.as_str()),
@@ -115,7 +117,7 @@ fn check_body(delivery: &Delivery, max_body_bytes: usize) -> Result<(), Refused>
     }
     if let Some(encoding) = properties.content_encoding().as_ref() {
         let encoding = encoding.as_str().trim();
-        if !(encoding.is_empty() || encoding.eq_ignore_ascii_case("identity")) {
+        if !(encoding.is_empty() || encoding.eq_ignore_ascii_case(CONTENT_ENCODING)) {
             return Err(Refused::new(
                 reasons::CONTENT_ENCODING_UNSUPPORTED,
                 format!("content_encoding {encoding:?}"),
