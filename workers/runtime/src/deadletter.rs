@@ -1,6 +1,6 @@
 //! Dead-letter queue operations for ops: list with reasons, show one, replay one or all to
 //! the queue it came from (through the internal exchange), keeping its message id (so the
-//! inbox still recognises it); and the marks that make dead-lettering idempotent.
+//! inbox still recognises it), discard one; and the marks that make dead-lettering idempotent.
 //!
 //! Listing takes the messages without acknowledging them and gives them all back, so looking
 //! never loses or reorders anything that matters; replay acknowledges a dead letter only after
@@ -261,6 +261,60 @@ pub async fn list(
     }
     channel.close(200, "listed".into()).await?;
     Ok(letters)
+}
+
+/// Takes the dead letter with `message_id` out of `queue`'s dead-letter queue for good (every
+/// copy of it), leaving the others in place; returns how many copies were removed. Its
+/// dead-letter mark goes too (in `db`): if the same message is ever published again it is
+/// handled like any other.
+pub async fn discard(
+    connection: &Connection,
+    db: &PgPool,
+    queue: JobQueue,
+    message_id: &str,
+) -> anyhow::Result<usize> {
+    let dead_letter_queue = queue.dead_letter_queue();
+    let channel = connection.create_channel().await?;
+    let mut kept = Vec::new();
+    let mut removed = 0;
+    while let Some(message) = channel
+        .basic_get(
+            dead_letter_queue.as_str().into(),
+            BasicGetOptions { no_ack: false },
+        )
+        .await?
+    {
+        let delivery = &message.delivery;
+        let id = delivery
+            .properties
+            .message_id()
+            .as_ref()
+            .map(|id| id.as_str());
+        if id != Some(message_id) {
+            kept.push(delivery.acker.clone());
+            continue;
+        }
+        if removed == 0 {
+            unmark(
+                db,
+                queue.key(),
+                &message_key(Some(message_id), &delivery.data),
+            )
+            .await?;
+        }
+        delivery.acker.ack(BasicAckOptions::default()).await?;
+        removed += 1;
+    }
+    for acker in kept {
+        acker
+            .nack(BasicNackOptions {
+                requeue: true,
+                ..BasicNackOptions::default()
+            })
+            .await?;
+    }
+    channel.close(200, "discarded".into()).await?;
+    Ok(removed)
 }
 
 /// Replays the selected dead letters of `queue`'s dead-letter queue into `queue` through the
