@@ -4,9 +4,11 @@
 //!
 //! Nothing here mocks the broker or the database: the point of these tests is the real thing.
 
+pub mod browser;
 pub mod pcsc;
 pub mod pg;
 pub mod process;
+pub mod prometheus;
 pub mod rules;
 pub mod writing;
 
