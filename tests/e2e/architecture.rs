@@ -287,7 +287,8 @@ fn the_console_reaches_other_crates_tables_only_through_their_functions() {
         let text = std::fs::read_to_string(&file).expect("source readable");
         for table in ["inventory.", "writecard.", "carddata.", "runtime."] {
             assert!(
-                !text.contains(&format!("FROM {table}")) && !text.contains(&format!("INTO {table}")),
+                !text.contains(&format!("FROM {table}"))
+                    && !text.contains(&format!("INTO {table}")),
                 "{} queries {table}* itself",
                 file.display()
             );

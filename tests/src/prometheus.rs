@@ -135,22 +135,13 @@ impl PrometheusServer {
         &self,
         what: &str,
         timeout: Duration,
-        mut condition: F,
+        condition: F,
     ) -> anyhow::Result<()>
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = anyhow::Result<bool>>,
     {
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            if condition().await? {
-                return Ok(());
-            }
-            if tokio::time::Instant::now() > deadline {
-                bail!("timed out after {timeout:?} waiting for {what}");
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        crate::eventually(what, timeout, condition).await
     }
 
     /// GETs an API path and returns its `data`, failing on an error status.

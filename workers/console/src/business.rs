@@ -81,7 +81,7 @@ impl BusinessCounters {
 /// returns them).
 pub fn exposition_text(counts: &[UnitEventCount], query_seconds: f64) -> String {
     let mut text = String::from(
-        "# HELP simflow_cards_total Cards per unit and ledger event since the ledger began (from inventory.card_ledger).\n\
+        "# HELP simflow_cards_total Cards per unit and ledger event since the ledger began (from the card ledger).\n\
          # TYPE simflow_cards_total counter\n",
     );
     for count in counts {

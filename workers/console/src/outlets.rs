@@ -51,7 +51,10 @@ pub async fn outlet_views(console: &Console) -> anyhow::Result<Vec<OutletView>> 
         .queues(&console.vhost)
         .await?
         .into_iter()
-        .map(|queue| (queue.name, (queue.consumers, queue.messages)))
+        .map(|queue| {
+            let counters = queue.counters;
+            (counters.name, (counters.consumers, counters.messages))
+        })
         .collect();
     let mut views = Vec::with_capacity(outlets.len());
     for outlet in outlets {

@@ -69,6 +69,7 @@ pub async fn overview(State(console): State<Arc<Console>>, headers: HeaderMap) -
             let depth = |name: &str| {
                 queues
                     .iter()
+                    .map(|queue| &queue.counters)
                     .find(|queue| queue.name == name)
                     .map(|queue| (queue.messages, queue.consumers))
             };
@@ -107,8 +108,8 @@ pub async fn queues(State(console): State<Arc<Console>>, headers: HeaderMap) -> 
         Ok(queues) => {
             let rows: Vec<Vec<String>> = queues
                 .iter()
-                .map(|queue| {
-                    let stats = &queue.message_stats;
+                .map(|rates| {
+                    let (queue, stats) = (&rates.counters, &rates.message_stats);
                     vec![
                         esc(&queue.name),
                         esc(&queue.queue_type),

@@ -228,6 +228,20 @@ fn replay_properties(properties: &BasicProperties) -> BasicProperties {
     )
 }
 
+/// Puts messages taken with `basic_get` back into their queue, in order.
+async fn give_back(deliveries: Vec<lapin::message::Delivery>) -> Result<(), lapin::Error> {
+    for delivery in deliveries {
+        delivery
+            .acker
+            .nack(BasicNackOptions {
+                requeue: true,
+                ..BasicNackOptions::default()
+            })
+            .await?;
+    }
+    Ok(())
+}
+
 /// Lists up to `limit` dead letters of `queue`, leaving them in the queue.
 pub async fn list(
     connection: &Connection,
@@ -249,16 +263,9 @@ pub async fn list(
             &message.delivery.properties,
             &message.delivery.data,
         ));
-        held.push(message.delivery.acker.clone());
+        held.push(message.delivery);
     }
-    for acker in held {
-        acker
-            .nack(BasicNackOptions {
-                requeue: true,
-                ..BasicNackOptions::default()
-            })
-            .await?;
-    }
+    give_back(held).await?;
     channel.close(200, "listed".into()).await?;
     Ok(letters)
 }
@@ -291,7 +298,7 @@ pub async fn discard(
             .as_ref()
             .map(|id| id.as_str());
         if id != Some(message_id) {
-            kept.push(delivery.acker.clone());
+            kept.push(message.delivery);
             continue;
         }
         if removed == 0 {
@@ -305,14 +312,7 @@ pub async fn discard(
         delivery.acker.ack(BasicAckOptions::default()).await?;
         removed += 1;
     }
-    for acker in kept {
-        acker
-            .nack(BasicNackOptions {
-                requeue: true,
-                ..BasicNackOptions::default()
-            })
-            .await?;
-    }
+    give_back(kept).await?;
     channel.close(200, "discarded".into()).await?;
     Ok(removed)
 }
@@ -346,7 +346,7 @@ pub async fn replay(
             Selection::MessageId(id) => letter.message_id.as_deref() == Some(id.as_str()),
         };
         if !selected {
-            kept.push(delivery.acker.clone());
+            kept.push(message.delivery);
             continue;
         }
         let key = message_key(letter.message_id.as_deref(), &delivery.data);
@@ -368,14 +368,7 @@ pub async fn replay(
         report.replayed.push(letter.message_id.unwrap_or(key));
     }
     report.kept = kept.len();
-    for acker in kept {
-        acker
-            .nack(BasicNackOptions {
-                requeue: true,
-                ..BasicNackOptions::default()
-            })
-            .await?;
-    }
+    give_back(kept).await?;
     channel.close(200, "replayed".into()).await?;
     Ok(report)
 }

@@ -48,23 +48,9 @@ pub struct QueueInfo {
 /// sampling window), as the ops console lists them.
 #[derive(Debug, Clone, Deserialize)]
 pub struct QueueRates {
-    /// Name.
-    pub name: String,
-    /// Ready plus unacknowledged messages.
-    #[serde(default)]
-    pub messages: u64,
-    /// Ready messages.
-    #[serde(default)]
-    pub messages_ready: u64,
-    /// Unacknowledged messages.
-    #[serde(default)]
-    pub messages_unacknowledged: u64,
-    /// Consumers.
-    #[serde(default)]
-    pub consumers: u64,
-    /// Queue type (`quorum`, `classic`).
-    #[serde(default, rename = "type")]
-    pub queue_type: String,
+    /// Name, depth, consumers, type.
+    #[serde(flatten)]
+    pub counters: QueueInfo,
     /// Publish, deliver and ack rates.
     #[serde(default)]
     pub message_stats: MessageStats,
