@@ -138,8 +138,8 @@ async fn prometheus_finds_every_series_the_alert_rules_and_dashboards_read_on_a_
         console: vec![console_address],
     })
     .await?;
-    let all_up = prometheus
-        .wait_for("every target to be up", Duration::from_secs(60), || async {
+    let all_up =
+        simflow_tests::eventually("every target to be up", Duration::from_secs(60), || async {
             let targets = prometheus.targets().await?;
             let jobs: BTreeSet<&str> = targets.iter().map(|(job, _, _)| job.as_str()).collect();
             Ok(jobs.len() == 5 && targets.iter().all(|(_, health, _)| health == "up"))
@@ -150,8 +150,7 @@ async fn prometheus_finds_every_series_the_alert_rules_and_dashboards_read_on_a_
     }
     // The test's own queues, through the plugin's per-queue endpoint.
     let vhost = env.vhost.clone();
-    prometheus
-        .wait_for("the test vhost's queues", Duration::from_secs(30), || async {
+    simflow_tests::eventually("the test vhost's queues", Duration::from_secs(30), || async {
             let data = prometheus
                 .query(&format!(
                     "rabbitmq_detailed_queue_consumers{{vhost=\"{vhost}\",queue=\"simflow.outlet.HX01\"}} == 1"
@@ -162,18 +161,17 @@ async fn prometheus_finds_every_series_the_alert_rules_and_dashboards_read_on_a_
         .await?;
 
     // Every rule has been evaluated without error, and every series it reads exists.
-    prometheus
-        .wait_for(
-            "every rule to be evaluated",
-            Duration::from_secs(30),
-            || async {
-                let data = prometheus.api("/api/v1/rules", &[]).await?;
-                Ok(rules_of(&data).iter().all(|rule| {
-                    rule["health"] == "ok" && rule["lastEvaluation"] != "0001-01-01T00:00:00Z"
-                }))
-            },
-        )
-        .await?;
+    simflow_tests::eventually(
+        "every rule to be evaluated",
+        Duration::from_secs(30),
+        || async {
+            let data = prometheus.api("/api/v1/rules", &[]).await?;
+            Ok(rules_of(&data).iter().all(|rule| {
+                rule["health"] == "ok" && rule["lastEvaluation"] != "0001-01-01T00:00:00Z"
+            }))
+        },
+    )
+    .await?;
     let rules = rules_of(&prometheus.api("/api/v1/rules", &[]).await?);
     let recorded: BTreeSet<String> = rules
         .iter()

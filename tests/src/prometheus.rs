@@ -113,35 +113,20 @@ impl PrometheusServer {
             child,
             _dir: dir,
         };
-        server
-            .wait_for(
-                "Prometheus to be ready",
-                Duration::from_secs(30),
-                || async {
-                    Ok(server
-                        .http
-                        .get(format!("http://{}/-/ready", server.address))
-                        .send()
-                        .await
-                        .is_ok_and(|response| response.status().is_success()))
-                },
-            )
-            .await?;
+        crate::eventually(
+            "Prometheus to be ready",
+            Duration::from_secs(30),
+            || async {
+                Ok(server
+                    .http
+                    .get(format!("http://{}/-/ready", server.address))
+                    .send()
+                    .await
+                    .is_ok_and(|response| response.status().is_success()))
+            },
+        )
+        .await?;
         Ok(server)
-    }
-
-    /// Waits until `condition` holds, polling, at most `timeout`.
-    pub async fn wait_for<F, Fut>(
-        &self,
-        what: &str,
-        timeout: Duration,
-        condition: F,
-    ) -> anyhow::Result<()>
-    where
-        F: FnMut() -> Fut,
-        Fut: std::future::Future<Output = anyhow::Result<bool>>,
-    {
-        crate::eventually(what, timeout, condition).await
     }
 
     /// GETs an API path and returns its `data`, failing on an error status.

@@ -10,7 +10,7 @@
 
 use std::collections::BTreeMap;
 
-use lapin::options::{BasicAckOptions, BasicGetOptions, BasicNackOptions};
+use lapin::options::{BasicAckOptions, BasicGetOptions};
 use lapin::types::AMQPValue;
 use lapin::{BasicProperties, Connection};
 use serde::Serialize;
@@ -231,13 +231,7 @@ fn replay_properties(properties: &BasicProperties) -> BasicProperties {
 /// Puts messages taken with `basic_get` back into their queue, in order.
 async fn give_back(deliveries: Vec<lapin::message::Delivery>) -> Result<(), lapin::Error> {
     for delivery in deliveries {
-        delivery
-            .acker
-            .nack(BasicNackOptions {
-                requeue: true,
-                ..BasicNackOptions::default()
-            })
-            .await?;
+        crate::outlet::requeue(&delivery).await?;
     }
     Ok(())
 }
