@@ -122,6 +122,24 @@ if (( ${#missing_plugins[@]} > 0 )); then
 fi
 wait_for 60 "the RabbitMQ management API" curl -sf -u guest:guest http://127.0.0.1:15672/api/overview
 
+# --- Prometheus ---------------------------------------------------------------------------------
+# Debian's prometheus package brings promtool (the alert unit tests of the test command) and the
+# server the end-to-end test starts on a free port with a data directory of its own. The
+# package's own service must not run: it would scrape this machine on :9090 for nothing.
+if ! command -v promtool >/dev/null 2>&1 || ! command -v prometheus >/dev/null 2>&1; then
+    no_start_policy=""
+    if [[ ! -e /usr/sbin/policy-rc.d ]]; then
+        printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
+        chmod +x /usr/sbin/policy-rc.d
+        no_start_policy=yes
+    fi
+    apt_install --no-install-recommends prometheus
+    [[ -n "$no_start_policy" ]] && rm -f /usr/sbin/policy-rc.d
+fi
+if command -v systemctl >/dev/null 2>&1 && systemctl is-enabled prometheus >/dev/null 2>&1; then
+    systemctl disable --now prometheus >&2 || true
+fi
+
 # --- pcscd with virtual readers ------------------------------------------------------------------
 set +e
 "$here/pcsc/setup.sh" >&2

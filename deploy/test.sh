@@ -38,6 +38,11 @@ fi
 echo "test.sh: gate: AsyncAPI document (@asyncapi/parser)" >&2
 schemas/check/run.sh
 
+# The scrape configuration and alert rules as Debian's promtool reads them, and a unit test of
+# every alert (deploy/prometheus/tests); it prints promtool's results.
+echo "test.sh: gate: Prometheus rules (promtool check + test rules)" >&2
+deploy/prometheus/check.sh
+
 cargo build --locked --workspace --all-targets
 # The fast tier first: every business rule against PostgreSQL, no broker, seconds.
 cargo test --locked -p simflow-tests --test rules

@@ -261,3 +261,37 @@ fn only_the_schemas_crate_defines_a_reason_type() {
         "Reason types outside schemas: {offenders:?}"
     );
 }
+
+#[test]
+fn the_console_shows_dead_letter_bodies_and_details_only_masked() {
+    let pages = std::fs::read_to_string(workspace_root().join("workers/console/src/pages.rs"))
+        .expect("pages readable");
+    for field in ["letter.body", "letter.detail"] {
+        for (index, _) in pages.match_indices(field) {
+            let after = &pages[index + field.len()..];
+            if after.starts_with(|next: char| next == '_' || next.is_ascii_alphanumeric()) {
+                continue; // another field, e.g. `body_bytes`
+            }
+            let window = &pages[index.saturating_sub(40)..(index + 60).min(pages.len())];
+            assert!(
+                window.contains("mask_body(") || window.contains("mask_text"),
+                "{field} reaches a page unmasked: …{window}…"
+            );
+        }
+    }
+}
+
+#[test]
+fn the_console_reaches_other_crates_tables_only_through_their_functions() {
+    for file in rust_sources(&workspace_root().join("workers/console/src")) {
+        let text = std::fs::read_to_string(&file).expect("source readable");
+        for table in ["inventory.", "writecard.", "carddata.", "runtime."] {
+            assert!(
+                !text.contains(&format!("FROM {table}"))
+                    && !text.contains(&format!("INTO {table}")),
+                "{} queries {table}* itself",
+                file.display()
+            );
+        }
+    }
+}

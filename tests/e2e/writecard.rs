@@ -17,7 +17,13 @@ use uuid::Uuid;
 
 use crate::support::{ANSWER, publish, rejection_code, send};
 
-fn request(order_id: Uuid, outlet: &str, staff: &str, iccid: &str, msisdn: u64) -> WriteRequest {
+pub(crate) fn request(
+    order_id: Uuid,
+    outlet: &str,
+    staff: &str,
+    iccid: &str,
+    msisdn: u64,
+) -> WriteRequest {
     WriteRequest {
         order_id,
         outlet_code: outlet.into(),

@@ -4,9 +4,11 @@
 //!
 //! Nothing here mocks the broker or the database: the point of these tests is the real thing.
 
+pub mod browser;
 pub mod pcsc;
 pub mod pg;
 pub mod process;
+pub mod prometheus;
 pub mod rules;
 pub mod writing;
 
@@ -155,22 +157,35 @@ impl TestEnv {
         &self,
         what: &str,
         timeout: Duration,
-        mut condition: F,
+        condition: F,
     ) -> anyhow::Result<()>
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = anyhow::Result<bool>>,
     {
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            if condition().await? {
-                return Ok(());
-            }
-            if tokio::time::Instant::now() > deadline {
-                anyhow::bail!("timed out after {timeout:?} waiting for {what}");
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+        eventually(what, timeout, condition).await
+    }
+}
+
+/// Waits until `condition` holds, polling every 100 ms, at most `timeout`.
+pub async fn eventually<F, Fut>(
+    what: &str,
+    timeout: Duration,
+    mut condition: F,
+) -> anyhow::Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<bool>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if condition().await? {
+            return Ok(());
         }
+        if tokio::time::Instant::now() > deadline {
+            anyhow::bail!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 

@@ -1,5 +1,6 @@
 //! The `simflow` command: run workers, publish jobs, load org data and cards, work the
-//! dead-letter queues, declare or export the topology, run the demo and the benchmarks.
+//! dead-letter queues, serve the ops console, declare or export the topology, run the demo and
+//! the benchmarks.
 //!
 //! Logic lives in the worker crates and the runtime; this crate parses arguments, loads
 //! settings and wires the pieces together. It never talks AMQP itself: broker access goes
@@ -58,6 +59,9 @@ pub enum Command {
     /// Work the dead-letter queues.
     #[command(subcommand)]
     Dlq(commands::dlq::DlqCommand),
+    /// The ops console: serve it, or hash a password for its users.
+    #[command(subcommand)]
+    Console(commands::console::ConsoleCommand),
     /// Declare the topology on the broker, or print it as RabbitMQ definitions.
     #[command(subcommand)]
     Topology(commands::topology::TopologyCommand),
@@ -99,6 +103,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Worker(args) => commands::worker::run(settings, args).await,
         Command::Publish(args) => commands::publish::run(&settings, args).await,
         Command::Dlq(command) => commands::dlq::run(&settings, command).await,
+        Command::Console(command) => commands::console::run(settings, command).await,
         Command::Outlets(command) => commands::outlets::run(&settings, command).await,
         Command::Outlet(command) => commands::outlet::run(&settings, command).await,
         Command::Numbers(command) => commands::outlets::run_numbers(&settings, command).await,

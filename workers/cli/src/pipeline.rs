@@ -264,5 +264,6 @@ pub async fn migrate_all(settings: &Settings) -> anyhow::Result<PgPool> {
     simflow_inventory::migrate(&pool).await?;
     simflow_carddata::migrate(&pool).await?;
     simflow_writecard::migrate(&pool).await?;
+    simflow_console::migrate(&pool).await?;
     Ok(pool)
 }

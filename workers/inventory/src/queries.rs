@@ -52,6 +52,78 @@ pub async fn stock_by_card_type(db: &mut PgConnection) -> Result<Vec<StockLine>,
     .await
 }
 
+/// Cards that went through one ledger event in one unit, ever.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+pub struct UnitEventCount {
+    /// The unit's id (`inventory.units`), as text; `unknown` when no place of the entry
+    /// belongs to a known unit.
+    pub unit: String,
+    /// The ledger event (`received`, `transfer_out`, `transfer_in`, `issued`, `returned`,
+    /// `written`, `damaged`, `sold`).
+    pub event: String,
+    /// How many cards.
+    pub cards: i64,
+}
+
+/// Every ledger event, as the ledger spells it (`inventory::states::LedgerEvent`).
+pub const LEDGER_EVENTS: [&str; 8] = [
+    "received",
+    "transfer_out",
+    "transfer_in",
+    "issued",
+    "returned",
+    "written",
+    "damaged",
+    "sold",
+];
+
+/// Cards per unit and ledger event since the ledger began: the business counters ops graph
+/// (`simflow_cards_total{unit,event}`), one row for every unit and event (zeros included).
+/// The ledger is append-only and written in the same transaction as each movement, so these
+/// counts include only committed work, count every card once per movement (a duplicate job
+/// writes no entry), and include receipts made outside the workers (`simflow seed cards`). An
+/// entry's unit is its target warehouse's, else its source warehouse's, else the agent's
+/// (`unknown` when none is known). One scan of the ledger: its cost grows with the ledger
+/// (README has the measurement), so callers cache the result.
+pub async fn card_events_by_unit(
+    db: &mut PgConnection,
+) -> Result<Vec<UnitEventCount>, sqlx::Error> {
+    sqlx::query_as::<_, (Option<String>, String, i64)>(
+        "WITH per_place AS ( \
+            SELECT event, coalesce(to_location, '') AS to_place, \
+                   coalesce(from_location, '') AS from_place, count(*) AS cards \
+            FROM inventory.card_ledger GROUP BY 1, 2, 3), \
+         counted AS ( \
+            SELECT coalesce(target.unit_id, source.unit_id, agent.unit_id, former.unit_id)::text \
+                       AS unit, event, sum(cards)::bigint AS cards \
+            FROM per_place \
+            LEFT JOIN inventory.warehouses target ON to_place = 'warehouse:' || target.code \
+            LEFT JOIN inventory.warehouses source ON from_place = 'warehouse:' || source.code \
+            LEFT JOIN inventory.agents agent ON to_place = 'agent:' || agent.ess_code \
+            LEFT JOIN inventory.agents former ON from_place = 'agent:' || former.ess_code \
+            GROUP BY 1, 2), \
+         every AS ( \
+            SELECT unit_id::text AS unit, event FROM inventory.units \
+            CROSS JOIN unnest($1::text[]) AS events(event)) \
+         SELECT coalesce(every.unit, counted.unit), coalesce(every.event, counted.event), \
+                coalesce(counted.cards, 0) \
+         FROM every FULL JOIN counted ON counted.unit = every.unit AND counted.event = every.event \
+         ORDER BY 1, 2",
+    )
+    .bind(&LEDGER_EVENTS[..])
+    .fetch_all(db)
+    .await
+    .map(|rows| {
+        rows.into_iter()
+            .map(|(unit, event, cards)| UnitEventCount {
+                unit: unit.unwrap_or_else(|| "unknown".to_owned()),
+                event,
+                cards,
+            })
+            .collect()
+    })
+}
+
 /// One ledger entry.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
 pub struct LedgerEntry {

@@ -7,10 +7,12 @@
 //! - [`node`]: the queue handler (checks, journal, results);
 //! - [`card`]: the blocking card work (wait, read, write, recover after a pull);
 //! - [`journal`]: the SQLite journal;
+//! - [`metrics`]: the node's metrics (writes, reader state, time and APDUs per card, journal);
 //! - [`status`]: what the clerk sees on the console and `/healthz`.
 
 pub mod card;
 pub mod journal;
+pub mod metrics;
 pub mod node;
 pub mod status;
 
@@ -196,9 +198,21 @@ pub async fn run(
         status,
     };
     tracing::info!(outlet = %settings.code, reader = %settings.reader, key = %keys.public_key().fingerprint(), "outlet node starting");
-    let node = Arc::new(OutletNode::new(&settings.code, keys, journal.clone(), work));
+    let outlet_metrics = metrics::OutletMetrics::register(metrics.registry())
+        .context("registering the outlet metrics")?;
+    outlet_metrics.add_outlet(&settings.code, &work.status);
+    let journal_watch = metrics::watch_journal(
+        outlet_metrics.clone(),
+        settings.code.clone(),
+        journal.clone(),
+        shutdown.clone(),
+    );
+    let node = Arc::new(
+        OutletNode::new(&settings.code, keys, journal.clone(), work).with_metrics(outlet_metrics),
+    );
     let result =
         simflow_runtime::outlet::run(settings.connection()?, node, metrics, health, shutdown).await;
+    journal_watch.abort();
     journal.close().await;
     result.map_err(anyhow::Error::from)
 }

@@ -26,6 +26,7 @@ use zeroize::Zeroizing;
 
 use crate::card::{self, CardWork, Interrupted};
 use crate::journal::{Journal, ScriptState};
+use crate::metrics::OutletMetrics;
 use crate::status::ClerkState;
 
 /// One outlet's writer node.
@@ -35,6 +36,7 @@ pub struct OutletNode {
     fingerprint: String,
     journal: Journal,
     work: CardWork,
+    metrics: OutletMetrics,
 }
 
 impl std::fmt::Debug for OutletNode {
@@ -71,7 +73,14 @@ impl OutletNode {
             fingerprint,
             journal,
             work,
+            metrics: OutletMetrics::detached(),
         }
+    }
+
+    /// Records this node's writes in `metrics` (served on the node's `/metrics`).
+    pub fn with_metrics(mut self, metrics: OutletMetrics) -> OutletNode {
+        self.metrics = metrics;
+        self
     }
 
     /// The journal (for tools and tests).
@@ -160,6 +169,7 @@ impl OutletNode {
         shutdown: CancellationToken,
     ) -> OutletDecision {
         let script_id = envelope.script_id;
+        let started = std::time::Instant::now();
         let entry = match self.journal.get(script_id).await {
             Ok(entry) => entry,
             Err(error) => return self.journal_failed(error.to_string()).await,
@@ -222,6 +232,8 @@ impl OutletNode {
             iccid: envelope.iccid.clone(),
             outcome,
         };
+        self.metrics
+            .write_finished(&self.outlet_code, &result.outcome, started.elapsed());
         let result = match self.journal.finish(&result).await {
             Ok(stored) => stored,
             Err(error) => {

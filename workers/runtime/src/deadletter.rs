@@ -1,6 +1,6 @@
 //! Dead-letter queue operations for ops: list with reasons, show one, replay one or all to
 //! the queue it came from (through the internal exchange), keeping its message id (so the
-//! inbox still recognises it); and the marks that make dead-lettering idempotent.
+//! inbox still recognises it), discard one; and the marks that make dead-lettering idempotent.
 //!
 //! Listing takes the messages without acknowledging them and gives them all back, so looking
 //! never loses or reorders anything that matters; replay acknowledges a dead letter only after
@@ -10,7 +10,7 @@
 
 use std::collections::BTreeMap;
 
-use lapin::options::{BasicAckOptions, BasicGetOptions, BasicNackOptions};
+use lapin::options::{BasicAckOptions, BasicGetOptions};
 use lapin::types::AMQPValue;
 use lapin::{BasicProperties, Connection};
 use serde::Serialize;
@@ -228,6 +228,14 @@ fn replay_properties(properties: &BasicProperties) -> BasicProperties {
     )
 }
 
+/// Puts messages taken with `basic_get` back into their queue, in order.
+async fn give_back(deliveries: Vec<lapin::message::Delivery>) -> Result<(), lapin::Error> {
+    for delivery in deliveries {
+        crate::outlet::requeue(&delivery).await?;
+    }
+    Ok(())
+}
+
 /// Lists up to `limit` dead letters of `queue`, leaving them in the queue.
 pub async fn list(
     connection: &Connection,
@@ -249,18 +257,58 @@ pub async fn list(
             &message.delivery.properties,
             &message.delivery.data,
         ));
-        held.push(message.delivery.acker.clone());
+        held.push(message.delivery);
     }
-    for acker in held {
-        acker
-            .nack(BasicNackOptions {
-                requeue: true,
-                ..BasicNackOptions::default()
-            })
-            .await?;
-    }
+    give_back(held).await?;
     channel.close(200, "listed".into()).await?;
     Ok(letters)
+}
+
+/// Takes the dead letter with `message_id` out of `queue`'s dead-letter queue for good (every
+/// copy of it), leaving the others in place; returns how many copies were removed. Its
+/// dead-letter mark goes too (in `db`): if the same message is ever published again it is
+/// handled like any other.
+pub async fn discard(
+    connection: &Connection,
+    db: &PgPool,
+    queue: JobQueue,
+    message_id: &str,
+) -> anyhow::Result<usize> {
+    let dead_letter_queue = queue.dead_letter_queue();
+    let channel = connection.create_channel().await?;
+    let mut kept = Vec::new();
+    let mut removed = 0;
+    while let Some(message) = channel
+        .basic_get(
+            dead_letter_queue.as_str().into(),
+            BasicGetOptions { no_ack: false },
+        )
+        .await?
+    {
+        let delivery = &message.delivery;
+        let id = delivery
+            .properties
+            .message_id()
+            .as_ref()
+            .map(|id| id.as_str());
+        if id != Some(message_id) {
+            kept.push(message.delivery);
+            continue;
+        }
+        if removed == 0 {
+            unmark(
+                db,
+                queue.key(),
+                &message_key(Some(message_id), &delivery.data),
+            )
+            .await?;
+        }
+        delivery.acker.ack(BasicAckOptions::default()).await?;
+        removed += 1;
+    }
+    give_back(kept).await?;
+    channel.close(200, "discarded".into()).await?;
+    Ok(removed)
 }
 
 /// Replays the selected dead letters of `queue`'s dead-letter queue into `queue` through the
@@ -292,7 +340,7 @@ pub async fn replay(
             Selection::MessageId(id) => letter.message_id.as_deref() == Some(id.as_str()),
         };
         if !selected {
-            kept.push(delivery.acker.clone());
+            kept.push(message.delivery);
             continue;
         }
         let key = message_key(letter.message_id.as_deref(), &delivery.data);
@@ -314,14 +362,7 @@ pub async fn replay(
         report.replayed.push(letter.message_id.unwrap_or(key));
     }
     report.kept = kept.len();
-    for acker in kept {
-        acker
-            .nack(BasicNackOptions {
-                requeue: true,
-                ..BasicNackOptions::default()
-            })
-            .await?;
-    }
+    give_back(kept).await?;
     channel.close(200, "replayed".into()).await?;
     Ok(report)
 }

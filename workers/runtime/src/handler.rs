@@ -196,6 +196,13 @@ pub trait Handler: Send + Sync + 'static {
         None
     }
 
+    /// The reason codes this handler may dead-letter with (its `JobError::NeedsOps` reasons),
+    /// so their `simflow_dead_letters_total` series exist at zero from the start. The
+    /// runtime's own reasons are always registered.
+    fn dead_letter_reasons(&self) -> &'static [Reason] {
+        &[]
+    }
+
     /// Handles one job inside the runtime's transaction. Whatever it writes through `db` is
     /// committed only with an `Ok` outcome; on any error it is rolled back (to a savepoint of
     /// its own: the other jobs of the same transaction are not affected).

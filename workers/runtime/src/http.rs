@@ -25,6 +25,7 @@ struct AppState {
 }
 
 async fn render_metrics(State(state): State<AppState>) -> impl IntoResponse {
+    state.metrics.record_health(&state.health);
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         state.metrics.render(),

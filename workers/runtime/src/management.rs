@@ -44,6 +44,40 @@ pub struct QueueInfo {
     pub queue_type: String,
 }
 
+/// A queue with its counters and message rates (messages per second over the broker's
+/// sampling window), as the ops console lists them.
+#[derive(Debug, Clone, Deserialize)]
+pub struct QueueRates {
+    /// Name, depth, consumers, type.
+    #[serde(flatten)]
+    pub counters: QueueInfo,
+    /// Publish, deliver and ack rates.
+    #[serde(default)]
+    pub message_stats: MessageStats,
+}
+
+/// The rates of a queue's message statistics.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct MessageStats {
+    /// Messages published into the queue.
+    #[serde(default)]
+    pub publish_details: Rate,
+    /// Messages delivered to consumers (or fetched).
+    #[serde(default)]
+    pub deliver_get_details: Rate,
+    /// Messages acknowledged.
+    #[serde(default)]
+    pub ack_details: Rate,
+}
+
+/// One rate.
+#[derive(Debug, Clone, Copy, Default, Deserialize)]
+pub struct Rate {
+    /// Per second.
+    #[serde(default)]
+    pub rate: f64,
+}
+
 /// One broker connection.
 #[derive(Debug, Clone, Deserialize)]
 pub struct ConnectionInfo {
@@ -179,6 +213,13 @@ impl Management {
             encode_segment(queue)
         ));
         let response = self.send(self.http.get(url), "queue info").await?;
+        Ok(response.json().await?)
+    }
+
+    /// Every queue of a vhost with its counters and rates.
+    pub async fn queues(&self, vhost: &str) -> anyhow::Result<Vec<QueueRates>> {
+        let url = self.url(&format!("queues/{}", encode_segment(vhost)));
+        let response = self.send(self.http.get(url), "list queues").await?;
         Ok(response.json().await?)
     }
 

@@ -2,7 +2,22 @@
 //! `/healthz` reports.
 //!
 //! Labels are few and bounded: the worker name, the message type (unknown types count as
-//! `unknown`), an outcome from a fixed set, and dead-letter reason codes.
+//! `unknown`), an outcome from a fixed set ([`OUTCOMES`]), dead-letter reason codes, and
+//! health component names.
+//! Every series a worker can produce is registered at zero when it starts
+//! ([`Metrics::register_worker`]), so alerts can be written on series that have not moved yet
+//! (`increase()` over a series that appears at its first increment misses that increment).
+//!
+//! Latency is measured three ways, per job type:
+//! - queue wait (`simflow_job_queue_wait_seconds`): the AMQP `timestamp` property (set by the
+//!   publisher, one-second resolution) to the delivery, for first deliveries only;
+//! - handling (`simflow_job_handling_seconds`): delivery to settle, on the worker's clock;
+//! - publish to outcome (`simflow_job_publish_to_outcome_seconds`): the AMQP `timestamp` to the
+//!   outcome confirmed by the broker, retries included: what the publisher waits for.
+//!
+//! The AMQP timestamp counts whole seconds and the publisher's clock is not ours: a measurement
+//! from it is the true time rounded up by less than one second (plus any clock skew). Its
+//! buckets start at one second, so no bucket pretends to a resolution the timestamp lacks.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
@@ -13,15 +28,34 @@ use prometheus::{
 };
 use serde::Serialize;
 
+/// Every `outcome` label of `simflow_jobs_total`.
+pub const OUTCOMES: [&str; 5] = [
+    "committed",
+    "rejected",
+    "duplicate",
+    "dead_lettered",
+    "retried",
+];
+
+/// Buckets of the latencies measured from the AMQP timestamp (whole seconds).
+const FROM_TIMESTAMP_BUCKETS: [f64; 12] = [
+    1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 21600.0,
+];
+
 /// The runtime's metrics.
 #[derive(Debug, Clone)]
 pub struct Metrics {
     registry: Registry,
-    /// `simflow_jobs_total{worker,type,outcome}`; outcome is committed, rejected,
-    /// dead_lettered, retried or duplicate.
+    /// `simflow_jobs_total{worker,type,outcome}`; outcome is one of [`OUTCOMES`].
     pub jobs: IntCounterVec,
-    /// `simflow_job_handling_seconds{worker}` from delivery to settle.
+    /// `simflow_job_handling_seconds{worker,type}` from delivery to settle.
     pub handling_seconds: HistogramVec,
+    /// `simflow_job_queue_wait_seconds{worker,type}`: AMQP timestamp to delivery (first
+    /// deliveries).
+    pub queue_wait_seconds: HistogramVec,
+    /// `simflow_job_publish_to_outcome_seconds{worker,type}`: AMQP timestamp to the outcome
+    /// confirmed (committed, rejected, duplicate or dead-lettered; retries included).
+    pub publish_to_outcome_seconds: HistogramVec,
     /// `simflow_batch_jobs{worker}`: jobs per committed transaction (group commit).
     pub batch_jobs: HistogramVec,
     /// `simflow_job_retries_total{worker}`: jobs sent to a retry queue.
@@ -30,8 +64,8 @@ pub struct Metrics {
     pub dead_letters: IntCounterVec,
     /// `simflow_inbox_hits_total{worker}`: duplicates answered from the inbox.
     pub inbox_hits: IntCounterVec,
-    /// `simflow_last_job_timestamp_seconds{worker}`: when a job was last settled, so a
-    /// silently stalled consumer shows.
+    /// `simflow_last_job_timestamp_seconds{worker}`: when a job was last settled, or the
+    /// worker's start, so a silently stalled consumer shows.
     pub last_job: GaugeVec,
     /// `simflow_broker_connected{worker}`: 1 while consuming.
     pub connected: IntGaugeVec,
@@ -40,124 +74,182 @@ pub struct Metrics {
     /// `simflow_broker_blocked{worker}`: 1 while the broker blocks publishers (memory or disk
     /// alarm).
     pub broker_blocked: IntGaugeVec,
+    /// `simflow_component_ready{component}`: 1 when the health component is ready (`database`,
+    /// each worker, an outlet node's `reader`), set from the health state at every scrape.
+    pub component_ready: IntGaugeVec,
+}
+
+fn counter(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric")
+}
+
+fn gauge(name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric")
+}
+
+fn histogram(name: &str, help: &str, buckets: &[f64], labels: &[&str]) -> HistogramVec {
+    HistogramVec::new(
+        HistogramOpts::new(name, help).buckets(buckets.to_vec()),
+        labels,
+    )
+    .expect("valid metric")
 }
 
 impl Metrics {
     /// Creates the metrics in a fresh registry.
     pub fn new() -> Metrics {
         let registry = Registry::new();
-        let jobs = IntCounterVec::new(
-            Opts::new(
+        let worker_type = ["worker", "type"];
+        let metrics = Metrics {
+            jobs: counter(
                 "simflow_jobs_total",
                 "Jobs settled, by worker, message type and outcome.",
+                &["worker", "type", "outcome"],
             ),
-            &["worker", "type", "outcome"],
-        )
-        .expect("valid metric");
-        let handling_seconds = HistogramVec::new(
-            HistogramOpts::new(
+            handling_seconds: histogram(
                 "simflow_job_handling_seconds",
-                "Seconds from delivery to settle.",
-            )
-            .buckets(vec![
-                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
-            ]),
-            &["worker"],
-        )
-        .expect("valid metric");
-        let batch_jobs = HistogramVec::new(
-            HistogramOpts::new(
+                "Seconds from delivery to settle, by worker and message type.",
+                &[
+                    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+                    30.0,
+                ],
+                &worker_type,
+            ),
+            queue_wait_seconds: histogram(
+                "simflow_job_queue_wait_seconds",
+                "Seconds from the AMQP timestamp (whole seconds, the publisher's clock) to the first delivery.",
+                &FROM_TIMESTAMP_BUCKETS,
+                &worker_type,
+            ),
+            publish_to_outcome_seconds: histogram(
+                "simflow_job_publish_to_outcome_seconds",
+                "Seconds from the AMQP timestamp (whole seconds, the publisher's clock) to the outcome confirmed by the broker, retries included.",
+                &FROM_TIMESTAMP_BUCKETS,
+                &worker_type,
+            ),
+            batch_jobs: histogram(
                 "simflow_batch_jobs",
                 "Jobs per committed transaction (group commit).",
-            )
-            .buckets(vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0]),
-            &["worker"],
-        )
-        .expect("valid metric");
-        let retries = IntCounterVec::new(
-            Opts::new(
+                &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0],
+                &["worker"],
+            ),
+            retries: counter(
                 "simflow_job_retries_total",
                 "Jobs sent to a retry queue after a transient failure.",
+                &["worker"],
             ),
-            &["worker"],
-        )
-        .expect("valid metric");
-        let dead_letters = IntCounterVec::new(
-            Opts::new(
+            dead_letters: counter(
                 "simflow_dead_letters_total",
                 "Jobs dead-lettered by the worker, by reason code.",
+                &["worker", "reason"],
             ),
-            &["worker", "reason"],
-        )
-        .expect("valid metric");
-        let inbox_hits = IntCounterVec::new(
-            Opts::new(
+            inbox_hits: counter(
                 "simflow_inbox_hits_total",
                 "Redelivered or duplicate jobs answered from the inbox.",
+                &["worker"],
             ),
-            &["worker"],
-        )
-        .expect("valid metric");
-        let last_job = GaugeVec::new(
-            Opts::new(
-                "simflow_last_job_timestamp_seconds",
-                "Unix time the worker last settled a job.",
-            ),
-            &["worker"],
-        )
-        .expect("valid metric");
-        let connected = IntGaugeVec::new(
-            Opts::new(
+            last_job: GaugeVec::new(
+                Opts::new(
+                    "simflow_last_job_timestamp_seconds",
+                    "Unix time the worker last settled a job, or the worker's start.",
+                ),
+                &["worker"],
+            )
+            .expect("valid metric"),
+            connected: gauge(
                 "simflow_broker_connected",
                 "1 while the worker is connected and consuming.",
+                &["worker"],
             ),
-            &["worker"],
-        )
-        .expect("valid metric");
-        let reconnects = IntCounterVec::new(
-            Opts::new(
+            reconnects: counter(
                 "simflow_broker_reconnects_total",
                 "Broker connections the worker had to re-establish.",
+                &["worker"],
             ),
-            &["worker"],
-        )
-        .expect("valid metric");
-        let broker_blocked = IntGaugeVec::new(
-            Opts::new(
+            broker_blocked: gauge(
                 "simflow_broker_blocked",
                 "1 while the broker blocks the worker's publishes (memory or disk alarm).",
+                &["worker"],
             ),
-            &["worker"],
-        )
-        .expect("valid metric");
+            component_ready: gauge(
+                "simflow_component_ready",
+                "1 when the health component is ready (database, each worker, an outlet's reader).",
+                &["component"],
+            ),
+            registry,
+        };
         for collector in [
-            Box::new(jobs.clone()) as Box<dyn prometheus::core::Collector>,
-            Box::new(handling_seconds.clone()),
-            Box::new(batch_jobs.clone()),
-            Box::new(retries.clone()),
-            Box::new(dead_letters.clone()),
-            Box::new(inbox_hits.clone()),
-            Box::new(last_job.clone()),
-            Box::new(connected.clone()),
-            Box::new(reconnects.clone()),
-            Box::new(broker_blocked.clone()),
+            Box::new(metrics.jobs.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(metrics.handling_seconds.clone()),
+            Box::new(metrics.queue_wait_seconds.clone()),
+            Box::new(metrics.publish_to_outcome_seconds.clone()),
+            Box::new(metrics.batch_jobs.clone()),
+            Box::new(metrics.retries.clone()),
+            Box::new(metrics.dead_letters.clone()),
+            Box::new(metrics.inbox_hits.clone()),
+            Box::new(metrics.last_job.clone()),
+            Box::new(metrics.connected.clone()),
+            Box::new(metrics.reconnects.clone()),
+            Box::new(metrics.broker_blocked.clone()),
+            Box::new(metrics.component_ready.clone()),
         ] {
-            registry
+            metrics
+                .registry
                 .register(collector)
                 .expect("metric names are unique");
         }
-        Metrics {
-            registry,
-            jobs,
-            handling_seconds,
-            batch_jobs,
-            retries,
-            dead_letters,
-            inbox_hits,
-            last_job,
-            connected,
-            reconnects,
-            broker_blocked,
+        metrics
+    }
+
+    /// Registers at zero every connection series of a consumer (central worker or outlet node)
+    /// and sets its last-job time to now, so that alerts see it before anything happens.
+    pub fn register_consumer(&self, component: &str) {
+        let labels = [component];
+        self.connected.with_label_values(&labels).set(0);
+        self.broker_blocked.with_label_values(&labels).set(0);
+        self.reconnects.with_label_values(&labels);
+        let last = self.last_job.with_label_values(&labels);
+        if last.get() == 0.0 {
+            last.set(Utc::now().timestamp() as f64);
+        }
+    }
+
+    /// Registers at zero every series a central worker can produce: jobs per type and outcome,
+    /// latencies per type, retries, inbox hits, batches, and dead letters per reason (the
+    /// runtime's and the ones its handler declares).
+    pub fn register_worker(&self, worker: &str, types: &[&str], reasons: &[&str]) {
+        self.register_consumer(worker);
+        for message_type in types {
+            for outcome in OUTCOMES {
+                self.jobs
+                    .with_label_values(&[worker, message_type, outcome]);
+            }
+            for histogram in [
+                &self.handling_seconds,
+                &self.queue_wait_seconds,
+                &self.publish_to_outcome_seconds,
+            ] {
+                histogram.with_label_values(&[worker, message_type]);
+            }
+        }
+        self.retries.with_label_values(&[worker]);
+        self.inbox_hits.with_label_values(&[worker]);
+        self.batch_jobs.with_label_values(&[worker]);
+        for reason in crate::reasons::ALL
+            .iter()
+            .map(|reason| reason.code)
+            .chain(reasons.iter().copied())
+        {
+            self.dead_letters.with_label_values(&[worker, reason]);
+        }
+    }
+
+    /// Sets `simflow_component_ready` from the health state (called at every scrape).
+    pub fn record_health(&self, health: &Health) {
+        for (component, state) in health.snapshot() {
+            self.component_ready
+                .with_label_values(&[component.as_str()])
+                .set(i64::from(state.healthy));
         }
     }
 

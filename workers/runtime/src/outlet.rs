@@ -373,8 +373,8 @@ async fn settle<H: OutletHandler>(
     Ok(())
 }
 
-/// Gives a delivery back to the queue for redelivery.
-async fn requeue(delivery: &lapin::message::Delivery) -> Result<(), lapin::Error> {
+/// Gives a delivery back to the queue for redelivery (also dead letters only looked at).
+pub(crate) async fn requeue(delivery: &lapin::message::Delivery) -> Result<(), lapin::Error> {
     delivery
         .acker
         .nack(BasicNackOptions {

@@ -72,6 +72,7 @@ where
         metrics,
         shutdown,
     } = reporting;
+    metrics.register_consumer(component);
     let mut connected_before = false;
     let result = loop {
         health.set(component, false, "connecting to the broker");

@@ -11,7 +11,28 @@ use simflow_schemas::topology::JobQueue;
 use sqlx::PgConnection;
 
 use crate::settings::WritecardSettings;
-use crate::{orders, request, results};
+use crate::{orders, reasons, request, results};
+
+/// What a write request or an order step dead-letters with (they need ops).
+const WRITECARD_NEEDS_OPS: &[simflow_schemas::Reason] = &[
+    reasons::WRITE_SCRIPT_MISSING,
+    reasons::CARD_DATA_UNREADABLE,
+    reasons::IMSI_POOL_EMPTY,
+    reasons::SCRIPT_BUILD_FAILED,
+    reasons::OUTLET_UNKNOWN,
+    reasons::CARD_STATE_INCONSISTENT,
+];
+
+/// What an outlet answer or expired outlet work dead-letters with.
+const RESULTS_NEEDS_OPS: &[simflow_schemas::Reason] = &[
+    reasons::RESULT_NOT_FROM_OUTLET,
+    reasons::UNKNOWN_SCRIPT,
+    reasons::ORDER_UNKNOWN,
+    reasons::WRITE_SCRIPT_MISSING,
+    reasons::CARD_DATA_UNREADABLE,
+    reasons::CARD_STATE_INCONSISTENT,
+    reasons::OUTLET_REFUSED_WORK,
+];
 
 /// Write requests and the order lifecycle.
 #[derive(Debug, Clone)]
@@ -25,6 +46,10 @@ pub struct WriteCardHandler {
 impl Handler for WriteCardHandler {
     type Job = WriteCardJob;
     const QUEUE: JobQueue = JobQueue::WriteCard;
+
+    fn dead_letter_reasons(&self) -> &'static [simflow_schemas::Reason] {
+        WRITECARD_NEEDS_OPS
+    }
 
     async fn handle(
         &self,
@@ -57,6 +82,10 @@ impl Handler for OutletResultsHandler {
     type Job = OutletResultJob;
     const QUEUE: JobQueue = JobQueue::OutletResults;
 
+    fn dead_letter_reasons(&self) -> &'static [simflow_schemas::Reason] {
+        RESULTS_NEEDS_OPS
+    }
+
     async fn handle(
         &self,
         context: &JobContext,
@@ -79,6 +108,10 @@ pub struct OutletExpiredHandler;
 impl Handler for OutletExpiredHandler {
     type Job = OutletWorkJob;
     const QUEUE: JobQueue = JobQueue::OutletExpired;
+
+    fn dead_letter_reasons(&self) -> &'static [simflow_schemas::Reason] {
+        RESULTS_NEEDS_OPS
+    }
 
     async fn handle(
         &self,

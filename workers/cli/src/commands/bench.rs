@@ -20,6 +20,8 @@ pub enum BenchCommand {
     Writecard(super::bench_writecard::WritecardBenchArgs),
     /// APDUs and host-side time per card personalisation over pcscd + vpcd + the soft SIM.
     Card(super::bench_card::CardBenchArgs),
+    /// Time and bytes of one `/metrics` scrape with many outlets' series.
+    Scrape(super::bench_scrape::ScrapeBenchArgs),
 }
 
 /// Runs a benchmark.
@@ -30,5 +32,6 @@ pub async fn run(settings: Settings, command: BenchCommand) -> anyhow::Result<()
         BenchCommand::Import(args) => super::bench_import::run(settings, args).await,
         BenchCommand::Writecard(args) => super::bench_writecard::run(settings, args).await,
         BenchCommand::Card(args) => super::bench_card::run(args).await,
+        BenchCommand::Scrape(args) => super::bench_scrape::run(args).await,
     }
 }

@@ -29,6 +29,8 @@ pub(crate) struct Envelope {
     pub message_type: Option<String>,
     /// 1 for the first try, then 2, 3 … across retries.
     pub attempt: u32,
+    /// The AMQP `timestamp` (Unix seconds) the publisher set, if any; copies keep it.
+    pub timestamp: Option<u64>,
 }
 
 /// Whether the delivery came through simflow's internal exchange (a retry or a replay).
@@ -58,7 +60,19 @@ impl Envelope {
                 .as_ref()
                 .map(|kind| kind.as_str().to_owned()),
             attempt,
+            timestamp: properties.timestamp().as_ref().copied(),
         }
+    }
+
+    /// Seconds from the AMQP timestamp to `instant` (a moment on this machine's monotonic
+    /// clock, at most a few seconds ago); `None` without a timestamp. The timestamp counts
+    /// whole seconds, so the result is the true time rounded up by less than one second
+    /// (never negative).
+    pub fn seconds_since_timestamp(&self, instant: std::time::Instant) -> Option<f64> {
+        let published = self.timestamp? as f64;
+        let now = Utc::now().timestamp_micros() as f64 / 1e6;
+        let at = now - instant.elapsed().as_secs_f64();
+        Some((at - published).max(0.0))
     }
 
     /// The `type` for metric labels: a known type, or `unknown` (labels stay bounded).

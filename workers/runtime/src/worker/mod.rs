@@ -30,6 +30,7 @@ use lapin::message::Delivery;
 use lapin::options::{BasicCancelOptions, BasicConsumeOptions, BasicQosOptions};
 use lapin::types::FieldTable;
 use lapin::{Channel, Connection};
+use simflow_schemas::registry::JobSet;
 use simflow_schemas::topology::central_topology;
 use sqlx::PgPool;
 use tokio::task::JoinSet;
@@ -103,6 +104,16 @@ impl<H: Handler> Worker<H> {
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         crate::fault::check();
         let name = self.inner.handler.name();
+        let declared: Vec<&str> = self
+            .inner
+            .handler
+            .dead_letter_reasons()
+            .iter()
+            .map(|reason| reason.code)
+            .collect();
+        self.inner
+            .metrics
+            .register_worker(name, <H::Job as JobSet>::TYPES, &declared);
         let reporting = Reporting {
             component: name,
             health: &self.inner.health,
@@ -294,6 +305,7 @@ impl<H: Handler> Inner<H> {
         let mut waiting = Vec::with_capacity(batch.len());
         for Received { delivery, at } in batch {
             let envelope = Envelope::read(&delivery);
+            self.observe_queue_wait(&delivery, &envelope, at);
             match envelope::open::<H::Job>(
                 &delivery,
                 &envelope,
@@ -369,6 +381,22 @@ impl<H: Handler> Inner<H> {
             });
         }
         settler.settle_all(settlements).await;
+    }
+
+    /// Records how long a first delivery waited in the queue: its AMQP timestamp (whole
+    /// seconds) to when it arrived here. Retries and redeliveries are left out: their
+    /// timestamp is the original publish, so their wait would count earlier tries.
+    fn observe_queue_wait(&self, delivery: &Delivery, envelope: &Envelope, arrived: Instant) {
+        if delivery.redelivered || envelope.attempt > 1 {
+            return;
+        }
+        let Some(waited) = envelope.seconds_since_timestamp(arrived) else {
+            return;
+        };
+        self.metrics
+            .queue_wait_seconds
+            .with_label_values(&[self.name(), envelope.type_label()])
+            .observe(waited);
     }
 
     /// Runs the batch; jobs that failed transiently are tried again in process (in a batch of

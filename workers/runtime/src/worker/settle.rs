@@ -153,7 +153,7 @@ impl Settler {
             Ok(()) => {
                 self.metrics
                     .handling_seconds
-                    .with_label_values(&[self.worker])
+                    .with_label_values(&[self.worker, envelope.type_label()])
                     .observe(received_at.elapsed().as_secs_f64());
                 self.metrics
                     .last_job
@@ -208,6 +208,15 @@ impl Settler {
             .jobs
             .with_label_values(&[self.worker, envelope.type_label(), label])
             .inc();
+        // Every way out but a retry is the job's outcome, confirmed by the broker by now.
+        if label != "retried"
+            && let Some(seconds) = envelope.seconds_since_timestamp(Instant::now())
+        {
+            self.metrics
+                .publish_to_outcome_seconds
+                .with_label_values(&[self.worker, envelope.type_label()])
+                .observe(seconds);
+        }
         Ok(())
     }
 
