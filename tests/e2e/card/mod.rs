@@ -22,8 +22,10 @@ use std::time::Duration;
 /// The ADM1 every test card ships with.
 pub const TEST_ADM1: &str = "55538407";
 
-/// How long a test waits for pcscd to see an inserted card.
-pub const CARD_WAIT: Duration = Duration::from_secs(5);
+/// How long a test waits for pcscd to see an inserted card. Generous: it bounds a wait that
+/// normally ends in well under a second, but a CI run with six tests at once on two cores once
+/// kept pcscd from reporting a card for longer than 5 s (two card tests failed that way).
+pub const CARD_WAIT: Duration = Duration::from_secs(20);
 
 /// Run blocking reader work off the async runtime.
 pub async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> T {
