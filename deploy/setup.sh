@@ -76,6 +76,13 @@ if ! command -v cargo-deny >/dev/null 2>&1 && [[ ! -x "$cargo_home/bin/cargo-den
     log "installing cargo-deny (cargo install, a few minutes)"
     cargo install --locked --quiet cargo-deny >&2
 fi
+# The Debian package (deploy/package.sh, and the packaging tests): cargo-deb, pinned; its
+# systemd units are checked with systemd-analyze (Debian's systemd package).
+if ! command -v cargo-deb >/dev/null 2>&1 && [[ ! -x "$cargo_home/bin/cargo-deb" ]]; then
+    log "installing cargo-deb (cargo install, a few minutes)"
+    cargo install --locked --quiet cargo-deb --version 3.8.0 >&2
+fi
+command -v systemd-analyze >/dev/null 2>&1 || apt_install systemd
 for component in rustfmt clippy; do
     if ! rustup component list --installed 2>/dev/null | grep -q "^$component"; then
         rustup component add "$component" >&2 || true

@@ -11,6 +11,7 @@ mod health;
 mod issue;
 mod observability;
 mod outlet;
+mod packaging;
 mod returns;
 mod support;
 mod transfers;

@@ -577,14 +577,14 @@ async fn a_card_type_mapped_to_the_sjs1_is_written_with_an_sjs1_script() -> anyh
     world.stop().await
 }
 
-/// A node process SIGKILLed in the middle of a write: the world's first card (with slow
-/// writes) sits in `reader`, the node takes the order's script, and dies once the card has
-/// taken three writes, before EF.IMSI. Returns the card, its insertion and the order.
-async fn kill_node_mid_write(
+/// A node process in the middle of a write: the world's first card (with slow writes) sits in
+/// `reader`, the node takes the order's script, and this returns once the card has taken
+/// three writes, before EF.IMSI, with the card, its insertion, the order and the process.
+async fn node_mid_write(
     world: &WriteWorld,
     reader: &VirtualReader,
     settings: &simflow_outlet::OutletSettings,
-) -> anyhow::Result<(SoftSim, InsertedCard, Uuid)> {
+) -> anyhow::Result<(SoftSim, InsertedCard, Uuid, SimflowProcess)> {
     let sim = sim(
         &world.cards[0],
         Faults {
@@ -593,7 +593,7 @@ async fn kill_node_mid_write(
         },
     );
     let inserted = insert(&sim, reader).await;
-    let mut process = start_node_process(world, settings, &[])?;
+    let process = start_node_process(world, settings, &[])?;
     let order_id = Uuid::new_v4();
     publish_write(world, &first_card_at_hx01(world, order_id)).await?;
     let deadline = tokio::time::Instant::now() + WRITE;
@@ -604,12 +604,53 @@ async fn kill_node_mid_write(
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    Ok((sim, inserted, order_id, process))
+}
+
+/// A node process SIGKILLed in the middle of a write, before EF.IMSI (see [`node_mid_write`]).
+async fn kill_node_mid_write(
+    world: &WriteWorld,
+    reader: &VirtualReader,
+    settings: &simflow_outlet::OutletSettings,
+) -> anyhow::Result<(SoftSim, InsertedCard, Uuid)> {
+    let (sim, inserted, order_id, mut process) = node_mid_write(world, reader, settings).await?;
     process.kill().await?;
     anyhow::ensure!(
         sim.snapshot().imsi().is_none(),
         "the node was killed only after EF.IMSI was written"
     );
     Ok((sim, inserted, order_id))
+}
+
+/// The node is stopped (SIGTERM, as systemd stops it for an upgrade) while it writes: it
+/// finishes the card first, publishes the outcome, and exits 0; its journal needs no recovery.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_stopped_mid_write_finishes_the_card_first() -> anyhow::Result<()> {
+    let (mut world, reader, dir, _readers) = hx01_with_a_reader("stopped", true, |_| {}).await?;
+    let settings = world.node_settings("HX01", &reader.name, &dir.0)?;
+    let (sim, _inserted, order_id, mut process) =
+        node_mid_write(&world, &reader, &settings).await?;
+    assert!(
+        sim.snapshot().imsi().is_none(),
+        "stopped before EF.IMSI was written"
+    );
+    process.terminate()?;
+    let status = tokio::time::timeout(WRITE, process.wait()).await??;
+    assert!(
+        status.success(),
+        "the node exits 0 after its card: {status}"
+    );
+
+    let outcome = write_outcome(&mut world.watch, order_id).await?;
+    assert_eq!(outcome.routing_key, "card.written", "{}", outcome.body);
+    let (imsi, _) = order_numbers(&world, order_id).await?;
+    assert_eq!(sim.snapshot().imsi().as_deref(), Some(imsi.as_str()));
+    let steps = journal_steps(&settings.journal).await?;
+    assert!(
+        !steps.iter().any(|step| step == "recovering"),
+        "finished by the stopping node, not by a recovery: {steps:?}"
+    );
+    world.stop().await
 }
 
 /// The node process is killed (SIGKILL) while it writes: the broker gives the script back, the
