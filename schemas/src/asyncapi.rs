@@ -32,10 +32,10 @@ use serde_json::{Map, Value, json};
 use crate::common::OUTLET_CODE_PATTERN;
 use crate::registry::{self, MessageInfo, MessageRole};
 use crate::topology::{
-    self, ArgValue, CONTENT_ENCODING, CONTENT_TYPE, DEAD_LETTER_EXCHANGE, EVENTS_EXCHANGE,
-    ExchangeKind, ExchangeSpec, INTERNAL_EXCHANGE, JOBS_EXCHANGE, JobQueue, MAX_MESSAGE_BYTES,
+    self, CONTENT_ENCODING, CONTENT_TYPE, DEAD_LETTER_EXCHANGE, EVENTS_EXCHANGE, ExchangeKind,
+    ExchangeSpec, INTERNAL_EXCHANGE, JOBS_EXCHANGE, JobQueue, MAX_MESSAGE_BYTES,
     OUTLET_EXPIRED_KEY, OUTLETS_EXCHANGE, RESULTS_EXCHANGE, RETRY_PREFIX, Topology, TopologyParams,
-    UNROUTED_EVENTS, UNROUTED_EVENTS_KEPT, UPSTREAM_PERMISSIONS, UPSTREAM_USER,
+    UNROUTED_EVENTS, UNROUTED_EVENTS_KEPT, UPSTREAM_PERMISSIONS, UPSTREAM_USER, arguments_json,
 };
 
 /// The AMQP bindings version `@asyncapi/parser` validates (its `@asyncapi/specs` has 0.2.0 and
@@ -247,19 +247,6 @@ forwards it to the outlet.
         delivery_limit = params.delivery_limit,
         outlet_ttl = params.outlet_message_ttl.as_secs(),
     )
-}
-
-fn arguments_json(arguments: &BTreeMap<String, ArgValue>) -> Value {
-    let mut object = Map::new();
-    for (name, value) in arguments {
-        let value = match value {
-            ArgValue::Str(text) => json!(text),
-            ArgValue::Int(number) => json!(number),
-            ArgValue::Bool(flag) => json!(flag),
-        };
-        object.insert(name.clone(), value);
-    }
-    Value::Object(object)
 }
 
 fn tag(actor: Actor) -> Value {

@@ -3,28 +3,15 @@
 //!
 //! Outlet queues are not in it: they come and go with outlets (`simflow outlet provision`).
 
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
 use crate::topology::{
-    ArgValue, OUTLET_QUEUE_PREFIX, TopologyParams, UPSTREAM_PERMISSIONS, UPSTREAM_USER,
+    OUTLET_QUEUE_PREFIX, TopologyParams, UPSTREAM_PERMISSIONS, UPSTREAM_USER, arguments_json,
     central_topology,
 };
 
 /// The vhost the definitions describe.
 pub const VHOST: &str = "/";
-
-fn arguments_json(arguments: &std::collections::BTreeMap<String, ArgValue>) -> Value {
-    let mut object = Map::new();
-    for (name, value) in arguments {
-        let value = match value {
-            ArgValue::Str(text) => json!(text),
-            ArgValue::Int(number) => json!(number),
-            ArgValue::Bool(flag) => json!(flag),
-        };
-        object.insert(name.clone(), value);
-    }
-    Value::Object(object)
-}
 
 /// Builds the definitions document for `rabbitmqctl import_definitions` or boot import.
 pub fn document(params: &TopologyParams) -> Value {

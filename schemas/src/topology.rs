@@ -220,6 +220,22 @@ pub enum ArgValue {
     Bool(bool),
 }
 
+/// Arguments as the JSON object the broker's definitions and the AsyncAPI bindings write.
+pub fn arguments_json(arguments: &BTreeMap<String, ArgValue>) -> serde_json::Value {
+    arguments
+        .iter()
+        .map(|(name, value)| {
+            let value = match value {
+                ArgValue::Str(text) => serde_json::Value::from(text.as_str()),
+                ArgValue::Int(number) => serde_json::Value::from(*number),
+                ArgValue::Bool(flag) => serde_json::Value::from(*flag),
+            };
+            (name.clone(), value)
+        })
+        .collect::<serde_json::Map<_, _>>()
+        .into()
+}
+
 /// A durable exchange.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExchangeSpec {

@@ -26,21 +26,8 @@ pub enum IccidError {
     CheckDigit,
 }
 
-/// The Luhn check digit for a string of decimal digits.
-pub fn luhn_check_digit(body: &str) -> Option<u8> {
-    let mut sum = 0u32;
-    for (position, character) in body.chars().rev().enumerate() {
-        let mut digit = character.to_digit(10)?;
-        if position % 2 == 0 {
-            digit *= 2;
-            if digit > 9 {
-                digit -= 9;
-            }
-        }
-        sum += digit;
-    }
-    u8::try_from((10 - sum % 10) % 10).ok()
-}
+/// The Luhn check digit for a string of decimal digits (the contract's own check).
+pub use simflow_schemas::common::formats::luhn_check_digit;
 
 impl Iccid {
     /// Parses and checks an ICCID (surrounding whitespace is ignored).
