@@ -98,25 +98,7 @@ impl OutletNode {
         let outcome = tokio::task::spawn_blocking(move || card::read_card(&work, &shutdown)).await;
         match outcome {
             Ok(Ok(outcome)) => {
-                self.work.status.set(match &outcome {
-                    simflow_schemas::card::ReaderOutcome::Read { iccid, blank, .. } => {
-                        ClerkState::Done {
-                            summary: format!(
-                                "读卡 {iccid}{} / read {iccid}{}",
-                                if *blank {
-                                    "（白卡）"
-                                } else {
-                                    "（非白卡）"
-                                },
-                                if *blank { " (blank)" } else { " (not blank)" }
-                            ),
-                        }
-                    }
-                    simflow_schemas::card::ReaderOutcome::Error { error } => ClerkState::Error {
-                        message_zh: error.message_zh.clone(),
-                        message_en: error.message_en.clone(),
-                    },
-                });
+                self.work.status.set(card::read_state(&outcome));
                 OutletDecision::Answer(vec![OutletAnswer::of(&OutletCardRead {
                     request_id: request.request_id,
                     outlet_code: self.outlet_code.clone(),
@@ -245,15 +227,10 @@ impl OutletNode {
         };
         self.work.status.set(match &result.outcome {
             WriteOutcome::Written { .. } => ClerkState::Done {
-                summary: format!(
-                    "写卡成功 {0}，请取出卡片 / card {0} written, remove it",
-                    result.iccid
-                ),
+                summary_zh: format!("写卡成功 {}，请取出卡片", result.iccid),
+                summary_en: format!("card {} written, remove it", result.iccid),
             },
-            WriteOutcome::Failed { reason, .. } => ClerkState::Error {
-                message_zh: reason.message_zh.clone(),
-                message_en: reason.message_en.clone(),
-            },
+            WriteOutcome::Failed { reason, .. } => ClerkState::error(reason),
         });
         let _ = self
             .journal
@@ -312,10 +289,11 @@ impl OutletNode {
             error,
             "the journal failed; the work waits for the node to be fixed"
         );
-        self.work.status.set(ClerkState::Error {
-            message_zh: "写卡器日志不可用，请联系运维".into(),
-            message_en: "The writer's journal is not usable; call ops".into(),
-        });
+        self.work.status.set(ClerkState::error(&ClerkMessage::new(
+            "JOURNAL_FAILED",
+            "写卡器日志不可用，请联系运维",
+            "The writer's journal is not usable; call ops",
+        )));
         tokio::time::sleep(std::time::Duration::from_secs(2)).await;
         OutletDecision::LeaveForRedelivery
     }
