@@ -37,7 +37,11 @@ pub struct OutletNode {
     journal: Journal,
     work: CardWork,
     metrics: OutletMetrics,
+    card_lock: CardLock,
 }
+
+/// Held by whoever uses the card: the queue's work, or a read the counter page asked for.
+pub type CardLock = Arc<tokio::sync::Mutex<()>>;
 
 impl std::fmt::Debug for OutletNode {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -74,6 +78,7 @@ impl OutletNode {
             journal,
             work,
             metrics: OutletMetrics::detached(),
+            card_lock: CardLock::default(),
         }
     }
 
@@ -81,6 +86,11 @@ impl OutletNode {
     pub fn with_metrics(mut self, metrics: OutletMetrics) -> OutletNode {
         self.metrics = metrics;
         self
+    }
+
+    /// The lock on the card, for local reads that must not run during a job.
+    pub fn card_lock(&self) -> CardLock {
+        Arc::clone(&self.card_lock)
     }
 
     /// The journal (for tools and tests).
@@ -94,6 +104,7 @@ impl OutletNode {
                 reason: format!("read request for outlet {}", request.outlet_code),
             };
         }
+        let _card = self.card_lock.lock().await;
         let work = self.work.clone();
         let outcome = tokio::task::spawn_blocking(move || card::read_card(&work, &shutdown)).await;
         match outcome {
@@ -150,6 +161,7 @@ impl OutletNode {
         envelope: WriteScriptEnvelope,
         shutdown: CancellationToken,
     ) -> OutletDecision {
+        let _card = self.card_lock.lock().await;
         let script_id = envelope.script_id;
         let started = std::time::Instant::now();
         let entry = match self.journal.get(script_id).await {
@@ -178,7 +190,12 @@ impl OutletNode {
                 return OutletDecision::Reject { reason };
             }
         };
-        if let Err(error) = self.journal.received(&envelope, message_id).await {
+        let msisdn = script.msisdn();
+        if let Err(error) = self
+            .journal
+            .received(&envelope, message_id, msisdn.as_deref())
+            .await
+        {
             return self.journal_failed(error.to_string()).await;
         }
         let outcome = if !recovering && Utc::now() > envelope.not_after {

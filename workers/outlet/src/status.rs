@@ -9,7 +9,7 @@
 
 use simflow_runtime::metrics::Health;
 use simflow_schemas::common::ClerkMessage;
-use tokio::sync::watch;
+use tokio::sync::{broadcast, watch};
 
 /// The clerk-facing state of the node.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -149,9 +149,13 @@ impl ClerkState {
 #[derive(Debug, Clone)]
 pub struct Status {
     state: watch::Sender<ClerkState>,
+    changes: broadcast::Sender<ClerkState>,
     health: Health,
     console: bool,
 }
+
+/// How many state changes a slow live-feed reader may fall behind before it lags.
+pub const CHANGES_KEPT: usize = 64;
 
 /// The `/healthz` component that carries the clerk state.
 pub const READER_COMPONENT: &str = "reader";
@@ -163,8 +167,10 @@ impl Status {
     /// A status reported to `health`, and printed on stdout when `console` is set.
     pub fn new(health: Health, console: bool) -> Status {
         let (state, _) = watch::channel(ClerkState::Idle);
+        let (changes, _) = broadcast::channel(CHANGES_KEPT);
         let status = Status {
             state,
+            changes,
             health,
             console,
         };
@@ -194,6 +200,9 @@ impl Status {
             if self.console {
                 println!("[{}] {line}", chrono::Local::now().format("%H:%M:%S"));
             }
+            // Every change, in order, for the live feed (a watch alone would let a page miss a
+            // state that lasted a few milliseconds, such as writing on a fast card).
+            let _ = self.changes.send(state.clone());
             *current = state;
             true
         });
@@ -205,9 +214,15 @@ impl Status {
         self.state.borrow().clone()
     }
 
-    /// Every change from now on (the counter page's live feed).
+    /// The latest state, whenever it changes.
     pub fn subscribe(&self) -> watch::Receiver<ClerkState> {
         self.state.subscribe()
+    }
+
+    /// Every change from now on, in order (the counter page's live feed); a receiver that
+    /// falls more than [`CHANGES_KEPT`] behind is told it lagged.
+    pub fn changes(&self) -> broadcast::Receiver<ClerkState> {
+        self.changes.subscribe()
     }
 }
 
