@@ -225,6 +225,17 @@ impl Browser {
         .await
     }
 
+    /// Runs an asynchronous script in the page (it calls its last argument with the result)
+    /// and returns that result.
+    pub async fn execute_async(&self, script: &str) -> anyhow::Result<Value> {
+        self.command(
+            reqwest::Method::POST,
+            "/execute/async",
+            json!({ "script": script, "args": [] }),
+        )
+        .await
+    }
+
     /// A PNG screenshot of the window.
     pub async fn screenshot(&self) -> anyhow::Result<Vec<u8>> {
         use base64::Engine as _;

@@ -100,6 +100,11 @@ impl SimflowProcess {
         Ok(SimflowProcess { child })
     }
 
+    /// The process id (while it runs).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
     /// Sends SIGTERM.
     pub fn terminate(&self) -> anyhow::Result<()> {
         let Some(pid) = self.child.id() else {
