@@ -312,7 +312,13 @@ fn the_counter_api_listens_on_loopback_by_default_and_allows_no_wildcard_origin(
     );
     for file in rust_sources(&workspace_root().join("workers/outlet/src")) {
         let text = std::fs::read_to_string(&file).expect("source readable");
-        for wildcard in ["AllowOrigin::any", "cors::Any", "mirror_request", "very_permissive", "permissive()"] {
+        for wildcard in [
+            "AllowOrigin::any",
+            "cors::Any",
+            "mirror_request",
+            "very_permissive",
+            "permissive()",
+        ] {
             assert!(
                 !text.contains(wildcard),
                 "{} opens the counter API to any origin ({wildcard})",

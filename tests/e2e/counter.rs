@@ -66,7 +66,10 @@ impl CounterNode {
             ),
             ("SIMFLOW__OUTLET__CARD_WAIT_SECONDS", "30".to_owned()),
             ("SIMFLOW__OUTLET__REINSERT_WAIT_SECONDS", "30".to_owned()),
-            ("SIMFLOW__OUTLET__COUNTER_LISTEN", format!("127.0.0.1:{port}")),
+            (
+                "SIMFLOW__OUTLET__COUNTER_LISTEN",
+                format!("127.0.0.1:{port}"),
+            ),
             ("SIMFLOW__OUTLET__CRM_ORIGIN", CRM.to_owned()),
         ]
         .into_iter()
@@ -213,13 +216,12 @@ async fn the_counter_page_shows_waiting_writing_and_done_for_a_write_from_the_ce
     // The centre sends the script; the page asks for the card.
     let order_id = Uuid::new_v4();
     let card = world.cards[0].clone();
-    publish_write(
-        &world,
-        &request(order_id, "HX01", &card, FIRST_MSISDN),
-    )
-    .await?;
+    publish_write(&world, &request(order_id, "HX01", &card, FIRST_MSISDN)).await?;
     let text = browser.wait_for_text("请插入白卡", PAGE).await?;
-    assert!(text.contains(&card.iccid), "the page names the card: {text}");
+    assert!(
+        text.contains(&card.iccid),
+        "the page names the card: {text}"
+    );
     assert!(text.contains(&format!("insert blank card {}", card.iccid)));
     std::fs::write(shots.join("waiting.png"), browser.screenshot().await?)?;
 
@@ -305,11 +307,7 @@ async fn a_card_pulled_mid_write_shows_reinsert_the_same_card_on_the_page_then_d
 
     let order_id = Uuid::new_v4();
     let card = world.cards[0].clone();
-    publish_write(
-        &world,
-        &request(order_id, "HX01", &card, FIRST_MSISDN),
-    )
-    .await?;
+    publish_write(&world, &request(order_id, "HX01", &card, FIRST_MSISDN)).await?;
     browser.wait_for_text("请插入白卡", PAGE).await?;
     // Pulled after the 4 identification APDUs and 20 of the script's, put back 3 s later.
     let soft = sim(
@@ -377,7 +375,10 @@ async fn stopping_pcscd_shows_the_decks_driver_not_installed_on_the_page_until_i
     tokio::task::block_in_place(|| pcscd.stop())?;
     let text = browser.wait_for_text("写卡器驱动未安装。", PAGE).await?;
     assert!(text.contains("Card writer driver not installed."), "{text}");
-    std::fs::write(shots.join("driver-missing.png"), browser.screenshot().await?)?;
+    std::fs::write(
+        shots.join("driver-missing.png"),
+        browser.screenshot().await?,
+    )?;
     let state = node.get("/api/v1/state").await?;
     assert_eq!(state["state"], "error");
     assert_eq!(state["code"], "READER_DRIVER_MISSING");
@@ -415,7 +416,10 @@ async fn the_counter_api_answers_its_own_page_and_the_crm_origin_and_refuses_oth
     );
 
     let preflight = http
-        .request(reqwest::Method::OPTIONS, format!("{}/api/v1/read-card", node.base))
+        .request(
+            reqwest::Method::OPTIONS,
+            format!("{}/api/v1/read-card", node.base),
+        )
         .header("Origin", CRM)
         .header("Access-Control-Request-Method", "POST")
         .send()
@@ -441,7 +445,10 @@ async fn the_counter_api_answers_its_own_page_and_the_crm_origin_and_refuses_oth
             .await?;
         assert_eq!(read.status(), 403, "{other}");
         let preflight = http
-            .request(reqwest::Method::OPTIONS, format!("{}/api/v1/read-card", node.base))
+            .request(
+                reqwest::Method::OPTIONS,
+                format!("{}/api/v1/read-card", node.base),
+            )
             .header("Origin", other)
             .header("Access-Control-Request-Method", "POST")
             .send()
@@ -471,7 +478,10 @@ async fn the_counter_api_answers_its_own_page_and_the_crm_origin_and_refuses_oth
         .await?;
     assert_eq!(own, Value::String(reader.name.clone()));
     let other_page = ScratchDir::new("other-origin")?;
-    std::fs::write(other_page.0.join("index.html"), "<!doctype html><title>other</title>")?;
+    std::fs::write(
+        other_page.0.join("index.html"),
+        "<!doctype html><title>other</title>",
+    )?;
     browser
         .goto(&format!(
             "file://{}",

@@ -150,7 +150,10 @@ async fn collect(
 }
 
 /// The write outcome (`card.written` or `card.write_failed`) of an order.
-pub(crate) async fn write_outcome(watch: &mut EventWatch, order_id: Uuid) -> anyhow::Result<ReceivedEvent> {
+pub(crate) async fn write_outcome(
+    watch: &mut EventWatch,
+    order_id: Uuid,
+) -> anyhow::Result<ReceivedEvent> {
     let order = order_id.to_string();
     let mut events = collect(watch, 1, WRITE, |event| {
         matches!(
@@ -162,7 +165,10 @@ pub(crate) async fn write_outcome(watch: &mut EventWatch, order_id: Uuid) -> any
     Ok(events.remove(0))
 }
 
-pub(crate) async fn publish_write(world: &WriteWorld, job: &WriteRequest) -> anyhow::Result<String> {
+pub(crate) async fn publish_write(
+    world: &WriteWorld,
+    job: &WriteRequest,
+) -> anyhow::Result<String> {
     let message_id = Uuid::new_v4().to_string();
     world
         .env

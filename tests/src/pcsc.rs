@@ -298,8 +298,8 @@ impl PrivatePcscd {
     /// Stops the daemon the way `systemctl stop` does (SIGTERM) and waits for it to exit.
     pub fn stop(&mut self) -> anyhow::Result<()> {
         if let Some(mut child) = self.child.take() {
-            let pid = rustix::process::Pid::from_raw(i32::try_from(child.id())?)
-                .context("bad pid")?;
+            let pid =
+                rustix::process::Pid::from_raw(i32::try_from(child.id())?).context("bad pid")?;
             rustix::process::kill_process(pid, rustix::process::Signal::TERM)?;
             child.wait()?;
         }

@@ -188,7 +188,11 @@ pub fn read_state(outcome: &ReaderOutcome) -> ClerkState {
         ReaderOutcome::Read { iccid, blank, .. } => ClerkState::Done {
             summary_zh: format!(
                 "读卡 {iccid}{}",
-                if *blank { "（白卡）" } else { "（非白卡）" }
+                if *blank {
+                    "（白卡）"
+                } else {
+                    "（非白卡）"
+                }
             ),
             summary_en: format!(
                 "read {iccid}{}",

@@ -230,7 +230,7 @@ async fn guard(State(app): State<App>, request: Request, next: Next) -> Response
         .unwrap_or_default()
         .to_ascii_lowercase();
     if let Some(hosts) = &app.hosts
-        && !hosts.iter().any(|known| *known == host)
+        && !hosts.contains(&host)
     {
         return refused(
             "HOST_REFUSED",
@@ -436,12 +436,9 @@ pub fn mask_msisdn(msisdn: &str) -> String {
 /// One finished write as the page lists it: never the card's answer or anything secret.
 pub fn write_view(write: &FinishedWrite) -> Value {
     let (outcome, code, zh, en) = match &write.result.outcome {
-        WriteOutcome::Written { .. } => (
-            "written",
-            None,
-            "写卡成功".to_owned(),
-            "written".to_owned(),
-        ),
+        WriteOutcome::Written { .. } => {
+            ("written", None, "写卡成功".to_owned(), "written".to_owned())
+        }
         WriteOutcome::Failed { card_state, reason } => (
             match card_state {
                 CardWriteState::Untouched => "untouched",
@@ -570,17 +567,18 @@ mod tests {
 
     #[test]
     fn the_crm_origin_is_one_exact_origin() {
-        let access = CounterAccess::check(
-            "127.0.0.1:0",
-            false,
-            Some("https://crm.example.cn"),
-        )
-        .expect("a plain origin");
+        let access = CounterAccess::check("127.0.0.1:0", false, Some("https://crm.example.cn"))
+            .expect("a plain origin");
         assert_eq!(
             access.crm_origin,
             Some(HeaderValue::from_static("https://crm.example.cn"))
         );
-        for bad in ["*", "https://*.example.cn", "crm.example.cn", "https://crm.example.cn/page"] {
+        for bad in [
+            "*",
+            "https://*.example.cn",
+            "crm.example.cn",
+            "https://crm.example.cn/page",
+        ] {
             assert!(
                 CounterAccess::check("127.0.0.1:0", false, Some(bad)).is_err(),
                 "{bad} accepted"

@@ -96,7 +96,15 @@ impl ReaderWatch {
     /// returns at once). An error means pcscd cannot be used now (`DriverMissing` when it is
     /// not running or has no reader); the next call connects again.
     pub fn next(&mut self, timeout: Duration) -> Result<Vec<ReaderPresence>, ReaderError> {
-        let result = self.wait(timeout);
+        let had_context = self.context.is_some();
+        let mut result = self.wait(timeout);
+        if result.is_err() && had_context {
+            // A context whose pcscd went away fails with whatever the broken socket gives
+            // (SCARD_F_COMM_ERROR); a fresh one says what is wrong now (SCARD_E_NO_SERVICE).
+            self.context = None;
+            self.states.clear();
+            result = self.wait(timeout);
+        }
         if result.is_err() {
             self.context = None;
             self.states.clear();
