@@ -503,3 +503,52 @@ async fn the_counter_api_answers_its_own_page_and_the_crm_origin_and_refuses_oth
     drop(readers);
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_card_the_writer_cannot_use_shows_please_use_another_blank_card_on_the_page()
+-> anyhow::Result<()> {
+    let mut world = WriteWorld::new(1, 1, &["HX01"], |_| {}).await?;
+    let readers = lease(1).await;
+    let reader = readers.reader().clone();
+    let dir = ScratchDir::new("counter-mute")?;
+    let node = CounterNode::start(&world, &reader.name, &dir.0, &[]).await?;
+
+    let browser = Browser::start().await?;
+    browser.goto(&format!("{}/", node.base)).await?;
+    browser.wait_for_text("空闲，等待业务", PAGE).await?;
+    let order_id = Uuid::new_v4();
+    let card = world.cards[0].clone();
+    publish_write(
+        &world,
+        &request(order_id, "HX01", &card, FIRST_MSISDN),
+    )
+    .await?;
+    browser.wait_for_text("请插入白卡", PAGE).await?;
+    // A card pcscd cannot power up (badly inserted, or not a card at all).
+    let mute = sim(
+        &card,
+        Faults {
+            mute: true,
+            ..Faults::default()
+        },
+    );
+    let mut inserted = mute.insert(reader.vpcd_addr());
+    inserted.connected().await;
+    let text = browser.wait_for_text("请更换白卡！", PAGE).await?;
+    assert!(text.contains("Please use another blank card."), "{text}");
+    let outcome = write_outcome(&mut world.watch, order_id).await?;
+    assert_eq!(outcome.routing_key, "card.write_failed", "{}", outcome.body);
+    // The day's writes say so too, with the card left untouched.
+    let text = browser.wait_for_text(&card.iccid, PAGE).await?;
+    assert!(text.contains("Please use another blank card."), "{text}");
+    let today = node.get("/api/v1/writes/today").await?;
+    assert_eq!(today["writes"][0]["outcome"], "untouched");
+    assert_eq!(today["writes"][0]["code"], "CARD_UNUSABLE");
+    inserted.remove().await;
+
+    browser.quit().await?;
+    node.stop().await?;
+    world.stop().await?;
+    drop(readers);
+    Ok(())
+}
