@@ -518,11 +518,7 @@ async fn a_card_the_writer_cannot_use_shows_please_use_another_blank_card_on_the
     browser.wait_for_text("空闲，等待业务", PAGE).await?;
     let order_id = Uuid::new_v4();
     let card = world.cards[0].clone();
-    publish_write(
-        &world,
-        &request(order_id, "HX01", &card, FIRST_MSISDN),
-    )
-    .await?;
+    publish_write(&world, &request(order_id, "HX01", &card, FIRST_MSISDN)).await?;
     browser.wait_for_text("请插入白卡", PAGE).await?;
     // A card pcscd cannot power up (badly inserted, or not a card at all).
     let mute = sim(
