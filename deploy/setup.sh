@@ -46,6 +46,11 @@ wait_for() { # wait_for SECONDS DESCRIPTION COMMAND...
 for package in pkg-config libpcsclite-dev build-essential curl; do
     installed "$package" || apt_install "$package"
 done
+# Browser tests (the console and the outlet's counter page): Debian's chromium under its
+# chromedriver, and a CJK font so the counter page's Chinese shows in screenshots.
+for package in chromium chromium-driver fonts-wqy-zenhei; do
+    installed "$package" || apt_install "$package"
+done
 if ! command -v cargo >/dev/null 2>&1; then
     log "cargo is missing: install the Rust toolchain (1.94 or newer) with rustup, then run this again"
     exit 1

@@ -295,3 +295,35 @@ fn the_console_reaches_other_crates_tables_only_through_their_functions() {
         }
     }
 }
+
+#[test]
+fn the_counter_api_listens_on_loopback_by_default_and_allows_no_wildcard_origin() {
+    let defaults: simflow_outlet::OutletSettings =
+        serde_json::from_str("{}").expect("every [outlet] field has a default");
+    let access = defaults
+        .counter_access()
+        .expect("the default is valid")
+        .expect("the counter is on by default");
+    assert!(access.listen.ip().is_loopback(), "{}", access.listen);
+    assert!(access.crm_origin.is_none(), "no CRM origin ships");
+    assert!(
+        simflow_outlet::counter::CounterAccess::check("0.0.0.0:9466", false, None).is_err(),
+        "a non-loopback address needs counter_allow_remote"
+    );
+    for file in rust_sources(&workspace_root().join("workers/outlet/src")) {
+        let text = std::fs::read_to_string(&file).expect("source readable");
+        for wildcard in [
+            "AllowOrigin::any",
+            "cors::Any",
+            "mirror_request",
+            "very_permissive",
+            "permissive()",
+        ] {
+            assert!(
+                !text.contains(wildcard),
+                "{} opens the counter API to any origin ({wildcard})",
+                file.display()
+            );
+        }
+    }
+}

@@ -6,6 +6,7 @@ mod batches;
 mod card;
 mod carddata;
 mod console;
+mod counter;
 mod delivery;
 mod health;
 mod issue;

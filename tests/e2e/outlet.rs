@@ -27,7 +27,7 @@ use crate::support::{ANSWER, send};
 /// How long a write through the node may take end to end (pulls and re-insertions included).
 const WRITE: Duration = Duration::from_secs(40);
 
-fn request(order_id: Uuid, outlet: &str, card: &TestCard, msisdn: u64) -> WriteRequest {
+pub(crate) fn request(order_id: Uuid, outlet: &str, card: &TestCard, msisdn: u64) -> WriteRequest {
     WriteRequest {
         order_id,
         outlet_code: outlet.into(),
@@ -39,7 +39,7 @@ fn request(order_id: Uuid, outlet: &str, card: &TestCard, msisdn: u64) -> WriteR
     }
 }
 
-fn sim(card: &TestCard, faults: Faults) -> SoftSim {
+pub(crate) fn sim(card: &TestCard, faults: Faults) -> SoftSim {
     SoftSim::with_faults(CardImage::blank(&card.iccid, &card.adm1), faults).expect("card image")
 }
 
@@ -66,7 +66,7 @@ fn first_card_at_hx01(world: &WriteWorld, order_id: Uuid) -> WriteRequest {
 /// Inserts the card and waits until pcscd shows it in the reader. vpcd accepts the card's TCP
 /// connection before pcscd powers the card up; after many quick pulls and swaps on one reader
 /// that power-up was seen to stall, so a card pcscd does not show within 5 s is put in again.
-async fn insert(sim: &SoftSim, reader: &VirtualReader) -> InsertedCard {
+pub(crate) async fn insert(sim: &SoftSim, reader: &VirtualReader) -> InsertedCard {
     for _ in 0..3 {
         let mut inserted = sim.insert(reader.vpcd_addr());
         tokio::time::timeout(Duration::from_secs(10), inserted.connected())
@@ -150,7 +150,10 @@ async fn collect(
 }
 
 /// The write outcome (`card.written` or `card.write_failed`) of an order.
-async fn write_outcome(watch: &mut EventWatch, order_id: Uuid) -> anyhow::Result<ReceivedEvent> {
+pub(crate) async fn write_outcome(
+    watch: &mut EventWatch,
+    order_id: Uuid,
+) -> anyhow::Result<ReceivedEvent> {
     let order = order_id.to_string();
     let mut events = collect(watch, 1, WRITE, |event| {
         matches!(
@@ -162,7 +165,10 @@ async fn write_outcome(watch: &mut EventWatch, order_id: Uuid) -> anyhow::Result
     Ok(events.remove(0))
 }
 
-async fn publish_write(world: &WriteWorld, job: &WriteRequest) -> anyhow::Result<String> {
+pub(crate) async fn publish_write(
+    world: &WriteWorld,
+    job: &WriteRequest,
+) -> anyhow::Result<String> {
     let message_id = Uuid::new_v4().to_string();
     world
         .env

@@ -184,19 +184,28 @@ impl Browser {
         Ok(())
     }
 
-    /// The visible text of the page's body.
+    /// The visible text of the page's body. A body that goes stale between finding and reading
+    /// it (the page was still replacing itself after a click) is found again.
     pub async fn text(&self) -> anyhow::Result<String> {
-        let body = self.find("body").await?;
-        Ok(self
-            .command(
-                reqwest::Method::GET,
-                &format!("/element/{body}/text"),
-                Value::Null,
-            )
-            .await?
-            .as_str()
-            .unwrap_or_default()
-            .to_owned())
+        let mut tries = 0;
+        loop {
+            let body = self.find("body").await?;
+            let text = self
+                .command(
+                    reqwest::Method::GET,
+                    &format!("/element/{body}/text"),
+                    Value::Null,
+                )
+                .await;
+            match text {
+                Ok(text) => return Ok(text.as_str().unwrap_or_default().to_owned()),
+                Err(error) if tries < 3 && error.to_string().contains("stale element") => {
+                    tries += 1;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(error) => return Err(error),
+            }
+        }
     }
 
     /// Waits until the page's text contains `needle` (after a click that loads a page), at most
@@ -220,6 +229,17 @@ impl Browser {
         self.command(
             reqwest::Method::POST,
             "/execute/sync",
+            json!({ "script": script, "args": [] }),
+        )
+        .await
+    }
+
+    /// Runs an asynchronous script in the page (it calls its last argument with the result)
+    /// and returns that result.
+    pub async fn execute_async(&self, script: &str) -> anyhow::Result<Value> {
+        self.command(
+            reqwest::Method::POST,
+            "/execute/async",
             json!({ "script": script, "args": [] }),
         )
         .await

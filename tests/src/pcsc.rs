@@ -210,3 +210,136 @@ fn lock_across_processes(reader: &VirtualReader) -> anyhow::Result<std::fs::File
 pub fn lease_reader() -> anyhow::Result<ReaderLease> {
     lease_readers(1)
 }
+
+/// A pcscd of one test's own, for tests that stop it: the shared pcscd serves other tests (and
+/// other checkouts' tests) and is never stopped.
+///
+/// pcsc-lite 1.9.9's daemon always uses `/run/pcscd/pcscd.comm` (only the client library reads
+/// `PCSCLITE_CSOCK_NAME`), and refuses to start while another pcscd owns that path. So this one
+/// runs in a mount namespace of its own (`unshare --mount`), where a scratch directory is
+/// bind-mounted over `/run/pcscd`: the shared daemon's socket and PID file are untouched, and a
+/// client finds this daemon at `<scratch>/run/pcscd.comm` through `PCSCLITE_CSOCK_NAME`.
+/// It is started through a link named `pcscd-private`, so `deploy/pcsc/setup.sh` (which looks
+/// for processes named `pcscd`) never mistakes it for a foreign pcscd.
+/// It has one vpcd entry (two readers) on free ports; the driver is the system's copy.
+#[derive(Debug)]
+pub struct PrivatePcscd {
+    dir: crate::writing::ScratchDir,
+    /// The entry's first reader (slot 0).
+    pub reader: VirtualReader,
+    child: Option<std::process::Child>,
+}
+
+impl PrivatePcscd {
+    /// Starts a private pcscd and waits until its socket and vpcd port are ready.
+    pub fn start() -> anyhow::Result<PrivatePcscd> {
+        let dir = crate::writing::ScratchDir::new("private-pcscd")?;
+        std::fs::create_dir_all(dir.0.join("run"))?;
+        std::fs::create_dir_all(dir.0.join("conf"))?;
+        let port = free_port_pair()?;
+        std::fs::write(
+            dir.0.join("conf/vpcd"),
+            format!(
+                "FRIENDLYNAME \"private vpcd\"\nDEVICENAME   /dev/null:0x{port:X}\n\
+                 LIBPATH      /usr/lib/pcsc/drivers/serial/libifdvpcd.so\nCHANNELID    0x{port:X}\n"
+            ),
+        )?;
+        std::os::unix::fs::symlink("/usr/sbin/pcscd", dir.0.join("pcscd-private"))?;
+        let mut pcscd = PrivatePcscd {
+            dir,
+            reader: VirtualReader {
+                name: "private vpcd 00 00".to_owned(),
+                port,
+            },
+            child: None,
+        };
+        pcscd.restart()?;
+        Ok(pcscd)
+    }
+
+    /// The socket path a client gives as `PCSCLITE_CSOCK_NAME`.
+    pub fn socket(&self) -> PathBuf {
+        self.dir.0.join("run/pcscd.comm")
+    }
+
+    /// Starts the daemon again (after [`PrivatePcscd::stop`]).
+    pub fn restart(&mut self) -> anyhow::Result<()> {
+        anyhow::ensure!(self.child.is_none(), "the private pcscd already runs");
+        let dir = self.dir.0.display().to_string();
+        let log = std::fs::File::create(self.dir.0.join("pcscd.log"))?;
+        let child = Command::new("unshare")
+            .args(["--mount", "--propagation", "private", "sh", "-c"])
+            .arg(format!(
+                "mount --bind '{dir}/run' /run/pcscd && exec '{dir}/pcscd-private' --foreground --info -c '{dir}/conf'"
+            ))
+            .stdin(std::process::Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("starting a private pcscd (unshare, mount and pcscd need root)")?;
+        self.child = Some(child);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !(self.socket().exists() && port_listens(self.reader.port)) {
+            if let Some(child) = self.child.as_mut()
+                && let Some(status) = child.try_wait()?
+            {
+                let log = std::fs::read_to_string(self.dir.0.join("pcscd.log")).unwrap_or_default();
+                self.child = None;
+                bail!("the private pcscd exited ({status}): {log}");
+            }
+            if std::time::Instant::now() > deadline {
+                bail!("the private pcscd did not open its socket and port in 10 s");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(())
+    }
+
+    /// Stops the daemon the way `systemctl stop` does (SIGTERM) and waits for it to exit.
+    pub fn stop(&mut self) -> anyhow::Result<()> {
+        if let Some(mut child) = self.child.take() {
+            let pid =
+                rustix::process::Pid::from_raw(i32::try_from(child.id())?).context("bad pid")?;
+            rustix::process::kill_process(pid, rustix::process::Signal::TERM)?;
+            child.wait()?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for PrivatePcscd {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A port whose next port is free too (a vpcd entry listens on both).
+fn free_port_pair() -> anyhow::Result<u16> {
+    for _ in 0..50 {
+        let first = std::net::TcpListener::bind("0.0.0.0:0")?;
+        let port = first.local_addr()?.port();
+        if port < u16::MAX && std::net::TcpListener::bind(("0.0.0.0", port + 1)).is_ok() {
+            return Ok(port);
+        }
+    }
+    bail!("no two free ports in a row")
+}
+
+/// Whether a TCP port is in LISTEN state (read from /proc, without connecting: a connection to
+/// a vpcd port would be a card).
+fn port_listens(port: u16) -> bool {
+    let local = format!(":{port:04X}");
+    ["/proc/net/tcp", "/proc/net/tcp6"].iter().any(|path| {
+        std::fs::read_to_string(path)
+            .unwrap_or_default()
+            .lines()
+            .skip(1)
+            .any(|line| {
+                let fields: Vec<&str> = line.split_whitespace().collect();
+                fields.len() > 3 && fields[1].ends_with(&local) && fields[3] == "0A"
+            })
+    })
+}

@@ -50,6 +50,11 @@ pub fn settings_env(settings: &Settings) -> Vec<(String, String)> {
             settings.database.url.expose_secret().to_owned(),
         ),
         ("SIMFLOW__HTTP__LISTEN".into(), settings.http.listen.clone()),
+        // An outlet node's counter page on a free port: tests run nodes side by side.
+        (
+            "SIMFLOW__OUTLET__COUNTER_LISTEN".into(),
+            "127.0.0.1:0".into(),
+        ),
         (
             "SIMFLOW__TOPOLOGY__RETRY_DELAYS_MS".into(),
             settings
@@ -98,6 +103,11 @@ impl SimflowProcess {
             .spawn()
             .context("starting simflow")?;
         Ok(SimflowProcess { child })
+    }
+
+    /// The process id (while it runs).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
     }
 
     /// Sends SIGTERM.

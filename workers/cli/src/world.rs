@@ -363,6 +363,11 @@ pub fn node_settings(
         broker_uri: Some(broker_uri),
         card_wait_seconds: wait_seconds,
         reinsert_wait_seconds: wait_seconds,
+        // Nodes started in one process would all want the same port: the counter page is
+        // served by nodes that ask for it (`simflow outlet run`, the counter tests).
+        counter_listen: String::new(),
+        counter_allow_remote: false,
+        crm_origin: None,
     }
 }
 

@@ -182,6 +182,27 @@ pub fn read_card(work: &CardWork, stop: &dyn Stop) -> Result<ReaderOutcome, Inte
     })
 }
 
+/// What the clerk sees after a read.
+pub fn read_state(outcome: &ReaderOutcome) -> ClerkState {
+    match outcome {
+        ReaderOutcome::Read { iccid, blank, .. } => ClerkState::Done {
+            summary_zh: format!(
+                "读卡 {iccid}{}",
+                if *blank {
+                    "（白卡）"
+                } else {
+                    "（非白卡）"
+                }
+            ),
+            summary_en: format!(
+                "read {iccid}{}",
+                if *blank { " (blank)" } else { " (not blank)" }
+            ),
+        },
+        ReaderOutcome::Error { error } => ClerkState::error(error),
+    }
+}
+
 fn failed(card_state: CardWriteState, reason: ClerkMessage) -> WriteOutcome {
     WriteOutcome::Failed { card_state, reason }
 }

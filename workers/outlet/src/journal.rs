@@ -86,6 +86,19 @@ pub struct Entry {
     pub result: Option<WriteResult>,
 }
 
+/// A write whose result is decided, for the counter page.
+#[derive(Debug, Clone)]
+pub struct FinishedWrite {
+    /// The card.
+    pub iccid: String,
+    /// The number written, when the journal knows it.
+    pub msisdn: Option<String>,
+    /// The decided result.
+    pub result: WriteResult,
+    /// When it was decided.
+    pub finished_at: chrono::DateTime<Utc>,
+}
+
 /// A journal failure: the node stops taking work rather than write a card it cannot journal.
 #[derive(Debug, thiserror::Error)]
 pub enum JournalError {
@@ -124,6 +137,17 @@ impl Journal {
             .connect_with(options)
             .await?;
         sqlx::raw_sql(SCHEMA).execute(&pool).await?;
+        // Journals made before the counter page have no MSISDN column.
+        let has_msisdn: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM pragma_table_info('scripts') WHERE name = 'msisdn'",
+        )
+        .fetch_one(&pool)
+        .await?;
+        if has_msisdn == 0 {
+            sqlx::query("ALTER TABLE scripts ADD COLUMN msisdn TEXT")
+                .execute(&pool)
+                .await?;
+        }
         Ok(Journal { pool })
     }
 
@@ -150,24 +174,27 @@ impl Journal {
         .transpose()
     }
 
-    /// Records a script as received (no effect if it is already there).
+    /// Records a script as received (no effect if it is already there), with the number it
+    /// writes (for the counter page's list of the day's writes).
     pub async fn received(
         &self,
         envelope: &WriteScriptEnvelope,
         message_id: &str,
+        msisdn: Option<&str>,
     ) -> Result<(), JournalError> {
         let now = Utc::now().to_rfc3339();
         let sealed = serde_json::to_string(envelope)
             .map_err(|error| JournalError::Corrupt(error.to_string()))?;
         sqlx::query(
-            "INSERT INTO scripts (script_id, order_id, iccid, message_id, envelope, state, received_at, updated_at) \
-             VALUES (?, ?, ?, ?, ?, 'received', ?, ?) ON CONFLICT (script_id) DO NOTHING",
+            "INSERT INTO scripts (script_id, order_id, iccid, message_id, envelope, msisdn, state, received_at, updated_at) \
+             VALUES (?, ?, ?, ?, ?, ?, 'received', ?, ?) ON CONFLICT (script_id) DO NOTHING",
         )
         .bind(envelope.script_id.to_string())
         .bind(envelope.order_id.to_string())
         .bind(&envelope.iccid)
         .bind(message_id)
         .bind(sealed)
+        .bind(msisdn)
         .bind(&now)
         .bind(&now)
         .execute(&self.pool)
@@ -267,6 +294,39 @@ impl Journal {
                 serde_json::from_str(&envelope)
                     .map(|envelope| (message_id, envelope))
                     .map_err(|error| JournalError::Corrupt(error.to_string()))
+            })
+            .collect()
+    }
+
+    /// Writes whose result was decided at or after `since`, newest first, at most `limit`.
+    pub async fn finished_since(
+        &self,
+        since: chrono::DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<FinishedWrite>, JournalError> {
+        let rows: Vec<(String, Option<String>, String, String)> = sqlx::query_as(
+            "SELECT s.iccid, s.msisdn, s.result, f.at \
+             FROM scripts s \
+             JOIN (SELECT script_id, MIN(at) AS at FROM steps WHERE step = 'finished' GROUP BY script_id) f \
+               ON f.script_id = s.script_id \
+             WHERE s.result IS NOT NULL AND f.at >= ? \
+             ORDER BY f.at DESC LIMIT ?",
+        )
+        .bind(since.to_rfc3339())
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter()
+            .map(|(iccid, msisdn, result, at)| {
+                Ok(FinishedWrite {
+                    iccid,
+                    msisdn,
+                    result: serde_json::from_str(&result)
+                        .map_err(|error| JournalError::Corrupt(error.to_string()))?,
+                    finished_at: chrono::DateTime::parse_from_rfc3339(&at)
+                        .map_err(|error| JournalError::Corrupt(error.to_string()))?
+                        .with_timezone(&Utc),
+                })
             })
             .collect()
     }

@@ -8,12 +8,16 @@
 //! - [`card`]: the blocking card work (wait, read, write, recover after a pull);
 //! - [`journal`]: the SQLite journal;
 //! - [`metrics`]: the node's metrics (writes, reader state, time and APDUs per card, journal);
-//! - [`status`]: what the clerk sees on the console and `/healthz`.
+//! - [`status`]: what the clerk sees on the console, `/healthz` and the counter page;
+//! - [`readers`]: the readers pcscd has and whether a card is in, followed all the time;
+//! - [`counter`]: the counter page and its local API (loopback; CORS for the CRM origin only).
 
 pub mod card;
+pub mod counter;
 pub mod journal;
 pub mod metrics;
 pub mod node;
+pub mod readers;
 pub mod status;
 
 use std::path::{Path, PathBuf};
@@ -58,6 +62,20 @@ pub struct OutletSettings {
     /// Seconds to wait for a card pulled mid-write to come back.
     #[serde(default = "default_reinsert_wait")]
     pub reinsert_wait_seconds: u64,
+    /// Where the counter page and its API listen (a loopback address); empty: not served.
+    #[serde(default = "default_counter_listen")]
+    pub counter_listen: String,
+    /// Allow a `counter_listen` that is not a loopback address (then firewall it).
+    #[serde(default)]
+    pub counter_allow_remote: bool,
+    /// The one web origin (the CRM page's, e.g. `https://crm.example.cn`) allowed to call the
+    /// counter API from another origin; none when empty.
+    #[serde(default)]
+    pub crm_origin: Option<String>,
+}
+
+fn default_counter_listen() -> String {
+    "127.0.0.1:9466".to_owned()
 }
 
 fn default_card_wait() -> u64 {
@@ -78,6 +96,9 @@ impl std::fmt::Debug for OutletSettings {
             .field("broker_uri", &self.broker_uri.as_ref().map(|_| "<secret>"))
             .field("card_wait_seconds", &self.card_wait_seconds)
             .field("reinsert_wait_seconds", &self.reinsert_wait_seconds)
+            .field("counter_listen", &self.counter_listen)
+            .field("counter_allow_remote", &self.counter_allow_remote)
+            .field("crm_origin", &self.crm_origin)
             .finish()
     }
 }
@@ -102,6 +123,7 @@ impl OutletSettings {
             !self.journal.as_os_str().is_empty(),
             "[outlet] journal: give a path for the node's SQLite journal"
         );
+        self.counter_access()?;
         let uri = self.broker_uri.as_ref().context(
             "[outlet] broker_uri: set SIMFLOW__OUTLET__BROKER_URI to the outlet user's broker URI",
         )?;
@@ -114,6 +136,19 @@ impl OutletSettings {
             "[outlet] broker_uri must connect as the outlet's own user {user}"
         );
         Ok(())
+    }
+
+    /// Where the counter page listens and who may call it; `None` when it is off.
+    pub fn counter_access(&self) -> anyhow::Result<Option<counter::CounterAccess>> {
+        if self.counter_listen.trim().is_empty() {
+            return Ok(None);
+        }
+        counter::CounterAccess::check(
+            self.counter_listen.trim(),
+            self.counter_allow_remote,
+            self.crm_origin.as_deref(),
+        )
+        .map(Some)
     }
 
     /// The broker connection of the node.
@@ -207,11 +242,46 @@ pub async fn run(
         journal.clone(),
         shutdown.clone(),
     );
-    let node = Arc::new(
-        OutletNode::new(&settings.code, keys, journal.clone(), work).with_metrics(outlet_metrics),
+    let (readers, reader_watch) = readers::watch_readers(
+        settings.reader.clone(),
+        work.status.clone(),
+        shutdown.clone(),
     );
-    let result =
-        simflow_runtime::outlet::run(settings.connection()?, node, metrics, health, shutdown).await;
+    let node = Arc::new(
+        OutletNode::new(&settings.code, keys, journal.clone(), work.clone())
+            .with_metrics(outlet_metrics),
+    );
+    let counter = match settings.counter_access()? {
+        Some(access) => {
+            let counter = counter::Counter {
+                outlet_code: settings.code.clone(),
+                work,
+                readers,
+                journal: journal.clone(),
+                card_lock: node.card_lock(),
+            };
+            let (address, task) = counter::serve(access, counter, shutdown.clone()).await?;
+            if console {
+                println!("counter page: http://{address}/");
+            }
+            Some(task)
+        }
+        None => None,
+    };
+    let result = simflow_runtime::outlet::run(
+        settings.connection()?,
+        node,
+        metrics,
+        health,
+        shutdown.clone(),
+    )
+    .await;
+    // The broker refused the node: stop the page and the watcher too.
+    shutdown.cancel();
+    if let Some(counter) = counter {
+        let _ = counter.await;
+    }
+    let _ = reader_watch.await;
     journal_watch.abort();
     journal.close().await;
     result.map_err(anyhow::Error::from)

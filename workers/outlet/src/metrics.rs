@@ -42,15 +42,7 @@ const JOURNAL_EVERY: Duration = Duration::from_secs(5);
 
 /// The label of a clerk state.
 pub fn state_label(state: &ClerkState) -> &'static str {
-    match state {
-        ClerkState::Idle => "idle",
-        ClerkState::WaitingForCard { .. } => "waiting_for_card",
-        ClerkState::Reading => "reading",
-        ClerkState::Writing { .. } => "writing",
-        ClerkState::ReinsertSameCard { .. } => "reinsert_same_card",
-        ClerkState::Done { .. } => "done",
-        ClerkState::Error { .. } => "error",
-    }
+    state.kind()
 }
 
 /// The label of a write's outcome.

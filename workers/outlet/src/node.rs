@@ -37,7 +37,11 @@ pub struct OutletNode {
     journal: Journal,
     work: CardWork,
     metrics: OutletMetrics,
+    card_lock: CardLock,
 }
+
+/// Held by whoever uses the card: the queue's work, or a read the counter page asked for.
+pub type CardLock = Arc<tokio::sync::Mutex<()>>;
 
 impl std::fmt::Debug for OutletNode {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -74,6 +78,7 @@ impl OutletNode {
             journal,
             work,
             metrics: OutletMetrics::detached(),
+            card_lock: CardLock::default(),
         }
     }
 
@@ -81,6 +86,11 @@ impl OutletNode {
     pub fn with_metrics(mut self, metrics: OutletMetrics) -> OutletNode {
         self.metrics = metrics;
         self
+    }
+
+    /// The lock on the card, for local reads that must not run during a job.
+    pub fn card_lock(&self) -> CardLock {
+        Arc::clone(&self.card_lock)
     }
 
     /// The journal (for tools and tests).
@@ -94,29 +104,12 @@ impl OutletNode {
                 reason: format!("read request for outlet {}", request.outlet_code),
             };
         }
+        let _card = self.card_lock.lock().await;
         let work = self.work.clone();
         let outcome = tokio::task::spawn_blocking(move || card::read_card(&work, &shutdown)).await;
         match outcome {
             Ok(Ok(outcome)) => {
-                self.work.status.set(match &outcome {
-                    simflow_schemas::card::ReaderOutcome::Read { iccid, blank, .. } => {
-                        ClerkState::Done {
-                            summary: format!(
-                                "读卡 {iccid}{} / read {iccid}{}",
-                                if *blank {
-                                    "（白卡）"
-                                } else {
-                                    "（非白卡）"
-                                },
-                                if *blank { " (blank)" } else { " (not blank)" }
-                            ),
-                        }
-                    }
-                    simflow_schemas::card::ReaderOutcome::Error { error } => ClerkState::Error {
-                        message_zh: error.message_zh.clone(),
-                        message_en: error.message_en.clone(),
-                    },
-                });
+                self.work.status.set(card::read_state(&outcome));
                 OutletDecision::Answer(vec![OutletAnswer::of(&OutletCardRead {
                     request_id: request.request_id,
                     outlet_code: self.outlet_code.clone(),
@@ -168,6 +161,7 @@ impl OutletNode {
         envelope: WriteScriptEnvelope,
         shutdown: CancellationToken,
     ) -> OutletDecision {
+        let _card = self.card_lock.lock().await;
         let script_id = envelope.script_id;
         let started = std::time::Instant::now();
         let entry = match self.journal.get(script_id).await {
@@ -196,7 +190,12 @@ impl OutletNode {
                 return OutletDecision::Reject { reason };
             }
         };
-        if let Err(error) = self.journal.received(&envelope, message_id).await {
+        let msisdn = script.msisdn();
+        if let Err(error) = self
+            .journal
+            .received(&envelope, message_id, msisdn.as_deref())
+            .await
+        {
             return self.journal_failed(error.to_string()).await;
         }
         let outcome = if !recovering && Utc::now() > envelope.not_after {
@@ -245,15 +244,10 @@ impl OutletNode {
         };
         self.work.status.set(match &result.outcome {
             WriteOutcome::Written { .. } => ClerkState::Done {
-                summary: format!(
-                    "写卡成功 {0}，请取出卡片 / card {0} written, remove it",
-                    result.iccid
-                ),
+                summary_zh: format!("写卡成功 {}，请取出卡片", result.iccid),
+                summary_en: format!("card {} written, remove it", result.iccid),
             },
-            WriteOutcome::Failed { reason, .. } => ClerkState::Error {
-                message_zh: reason.message_zh.clone(),
-                message_en: reason.message_en.clone(),
-            },
+            WriteOutcome::Failed { reason, .. } => ClerkState::error(reason),
         });
         let _ = self
             .journal
@@ -312,10 +306,11 @@ impl OutletNode {
             error,
             "the journal failed; the work waits for the node to be fixed"
         );
-        self.work.status.set(ClerkState::Error {
-            message_zh: "写卡器日志不可用，请联系运维".into(),
-            message_en: "The writer's journal is not usable; call ops".into(),
-        });
+        self.work.status.set(ClerkState::error(&ClerkMessage::new(
+            "JOURNAL_FAILED",
+            "写卡器日志不可用，请联系运维",
+            "The writer's journal is not usable; call ops",
+        )));
         tokio::time::sleep(std::time::Duration::from_secs(2)).await;
         OutletDecision::LeaveForRedelivery
     }

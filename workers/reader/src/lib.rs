@@ -48,6 +48,114 @@ fn reader_names(context: &Context) -> Result<Vec<String>, ReaderError> {
         .collect())
 }
 
+/// One reader as pcscd shows it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ReaderPresence {
+    /// The PC/SC reader name.
+    pub name: String,
+    /// A card is in the reader.
+    pub card_present: bool,
+    /// The card is in but does not answer (badly inserted, or not a card pcscd can power).
+    pub card_mute: bool,
+}
+
+/// Follows every reader pcscd knows: cards going in and out, readers coming and going, and
+/// pcscd itself going away (the deck's "driver not installed") and coming back.
+/// It only watches (SCardGetStatusChange); it never connects to a card, so it does not get in
+/// the way of a write.
+pub struct ReaderWatch {
+    context: Option<Context>,
+    states: Vec<ReaderState>,
+}
+
+impl std::fmt::Debug for ReaderWatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReaderWatch")
+            .field("connected", &self.context.is_some())
+            .field("readers", &self.states.len())
+            .finish()
+    }
+}
+
+impl Default for ReaderWatch {
+    fn default() -> Self {
+        ReaderWatch::new()
+    }
+}
+
+impl ReaderWatch {
+    /// A watch that connects to pcscd on its first [`ReaderWatch::next`].
+    pub fn new() -> ReaderWatch {
+        ReaderWatch {
+            context: None,
+            states: Vec::new(),
+        }
+    }
+
+    /// Waits up to `timeout` for a change, then returns every reader's state (the first call
+    /// returns at once). An error means pcscd cannot be used now (`DriverMissing` when it is
+    /// not running or has no reader); the next call connects again.
+    pub fn next(&mut self, timeout: Duration) -> Result<Vec<ReaderPresence>, ReaderError> {
+        let had_context = self.context.is_some();
+        let mut result = self.wait(timeout);
+        if result.is_err() && had_context {
+            // A context whose pcscd went away fails with whatever the broken socket gives
+            // (SCARD_F_COMM_ERROR); a fresh one says what is wrong now (SCARD_E_NO_SERVICE).
+            self.context = None;
+            self.states.clear();
+            result = self.wait(timeout);
+        }
+        if result.is_err() {
+            self.context = None;
+            self.states.clear();
+        }
+        result
+    }
+
+    fn wait(&mut self, timeout: Duration) -> Result<Vec<ReaderPresence>, ReaderError> {
+        if self.context.is_none() {
+            self.context = Some(establish()?);
+        }
+        let context = self.context.as_ref().ok_or_else(not_connected)?;
+        let names = reader_names(context)?;
+        let known: Vec<&str> = self
+            .states
+            .iter()
+            .filter(|state| state.name() != pcsc::PNP_NOTIFICATION())
+            .map(|state| state.name().to_str().unwrap_or_default())
+            .collect();
+        if known != names.iter().map(String::as_str).collect::<Vec<_>>() {
+            self.states = names
+                .iter()
+                .filter_map(|name| CString::new(name.as_str()).ok())
+                .map(|name| ReaderState::new(name, State::UNAWARE))
+                .collect();
+            self.states
+                .push(ReaderState::new(pcsc::PNP_NOTIFICATION(), State::UNAWARE));
+        }
+        match context.get_status_change(timeout, &mut self.states) {
+            Ok(()) | Err(pcsc::Error::Timeout) => {}
+            Err(error) => {
+                return Err(ReaderError::from_pcsc(error, "SCardGetStatusChange", false));
+            }
+        }
+        let mut readers = Vec::with_capacity(names.len());
+        for state in &mut self.states {
+            state.sync_current_state();
+            if state.name() == pcsc::PNP_NOTIFICATION() {
+                continue;
+            }
+            let now = state.current_state();
+            readers.push(ReaderPresence {
+                name: state.name().to_string_lossy().into_owned(),
+                card_present: now.contains(State::PRESENT),
+                card_mute: now.contains(State::MUTE),
+            });
+        }
+        Ok(readers)
+    }
+}
+
 /// One named reader and, once connected, the card in it.
 pub struct Reader {
     context: Context,

@@ -169,6 +169,17 @@ pub struct Script {
 }
 
 impl Script {
+    /// The number this script writes into EF.MSISDN, read from its own update step (so it is
+    /// exactly what the card gets); `None` when the script writes no MSISDN.
+    pub fn msisdn(&self) -> Option<String> {
+        let step = self.steps.iter().find(|step| {
+            step.kind == StepKind::Update && step.target.ends_with("EF.MSISDN") && !step.secret
+        })?;
+        // UPDATE RECORD: CLA INS P1 P2 Lc, then the record.
+        let record = step.apdu.get(5..)?;
+        crate::encoding::decode_msisdn_record(record).ok().flatten()
+    }
+
     /// How many steps of each kind, for logs and the APDU budget.
     pub fn count_by_kind(&self) -> Vec<(StepKind, usize)> {
         let kinds = [

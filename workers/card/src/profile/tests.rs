@@ -517,3 +517,14 @@ fn classification_tells_untouched_partial_full_and_other() {
         Err(ProfileError::WrongCard { .. })
     ));
 }
+
+#[test]
+fn a_script_tells_the_number_it_writes_into_ef_msisdn() {
+    assert_eq!(script().msisdn().as_deref(), Some("+8613800138000"));
+    assert_eq!(sjs1_script().msisdn().as_deref(), Some("+8613800138000"));
+    let mut without = script();
+    without
+        .steps
+        .retain(|step| !step.target.ends_with("EF.MSISDN"));
+    assert_eq!(without.msisdn(), None);
+}

@@ -61,8 +61,15 @@ pub async fn run(settings: &Settings, command: OutletCommand) -> anyhow::Result<
             shutdown.on_signals()?;
             let observed = crate::pipeline::observe(settings, shutdown.token()).await?;
             eprintln!(
-                "simflow outlet {}: reader {:?}; /metrics and /healthz on http://{}",
-                outlet.code, outlet.reader, observed.address
+                "simflow outlet {}: reader {:?}; /metrics and /healthz on http://{}; counter page on {}",
+                outlet.code,
+                outlet.reader,
+                observed.address,
+                if outlet.counter_listen.is_empty() {
+                    "(off)".to_owned()
+                } else {
+                    format!("http://{}/", outlet.counter_listen)
+                }
             );
             let result = simflow_outlet::run(
                 &outlet,
