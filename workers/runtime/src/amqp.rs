@@ -641,17 +641,44 @@ impl Client {
 
     /// Binds a fresh exclusive queue to the events exchange and streams what arrives.
     pub async fn watch_events(&self, binding_keys: &[&str]) -> Result<EventWatch, lapin::Error> {
+        let options = QueueDeclareOptions {
+            exclusive: true,
+            auto_delete: true,
+            ..QueueDeclareOptions::default()
+        };
+        self.watch_queue("", options, FieldTable::default(), binding_keys)
+            .await
+    }
+
+    /// Declares (or finds) a durable quorum queue `queue` bound to the events exchange and
+    /// streams what arrives: events published while the watcher is away (a broker restart, a
+    /// reconnect) wait there, so a watcher that reconnects misses nothing. Events may then
+    /// arrive twice (at least once); their message ids tell the copies apart.
+    pub async fn watch_durable(
+        &self,
+        queue: &str,
+        binding_keys: &[&str],
+    ) -> Result<EventWatch, lapin::Error> {
+        let options = QueueDeclareOptions {
+            durable: true,
+            ..QueueDeclareOptions::default()
+        };
+        let mut arguments = FieldTable::default();
+        arguments.insert("x-queue-type".into(), text_value("quorum"));
+        self.watch_queue(queue, options, arguments, binding_keys)
+            .await
+    }
+
+    async fn watch_queue(
+        &self,
+        queue: &str,
+        options: QueueDeclareOptions,
+        arguments: FieldTable,
+        binding_keys: &[&str],
+    ) -> Result<EventWatch, lapin::Error> {
         let channel = self.connection.create_channel().await?;
         let queue = channel
-            .queue_declare(
-                "".into(),
-                QueueDeclareOptions {
-                    exclusive: true,
-                    auto_delete: true,
-                    ..QueueDeclareOptions::default()
-                },
-                FieldTable::default(),
-            )
+            .queue_declare(queue.into(), options, arguments)
             .await?;
         for key in binding_keys {
             channel
