@@ -527,6 +527,11 @@ impl Client {
         }
     }
 
+    /// Whether the connection is still up (false once the broker went away).
+    pub fn is_connected(&self) -> bool {
+        self.connection.status().connected()
+    }
+
     /// The confirm-mode publisher.
     pub fn publisher(&self) -> &Publisher {
         &self.publisher
