@@ -72,8 +72,12 @@ rabbit_env() {
     export RABBITMQ_CONF_ENV_FILE="$dir/rabbit/rabbitmq-env.conf"
     export RABBITMQ_PID_FILE="$dir/rabbit/node.pid"
     export RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS="-kernel inet_dist_use_interface {127,0,0,1}"
-    export RABBITMQ_CTL_DIST_PORT_MIN=$((CHAOS_DIST_PORT + 10100))
-    export RABBITMQ_CTL_DIST_PORT_MAX=$((CHAOS_DIST_PORT + 10110))
+    # rabbitmqctl's own distribution ports: beside the node's, clear of the machine node's
+    # (25672 and 35672–35682).
+    local ctl_min=$((CHAOS_DIST_PORT + 100))
+    if ((ctl_min > 65000)); then ctl_min=$((CHAOS_DIST_PORT - 200)); fi
+    export RABBITMQ_CTL_DIST_PORT_MIN=$ctl_min
+    export RABBITMQ_CTL_DIST_PORT_MAX=$((ctl_min + 10))
 }
 
 ctl() {

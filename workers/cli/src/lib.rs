@@ -1,6 +1,6 @@
 //! The `simflow` command: run workers, publish jobs, load org data and cards, work the
-//! dead-letter queues, serve the ops console, declare or export the topology, run the demo and
-//! the benchmarks.
+//! dead-letter queues, serve the ops console, declare or export the topology, run the demo, the
+//! benchmarks and the chaos run.
 //!
 //! Logic lives in the worker crates and the runtime; this crate parses arguments, loads
 //! settings and wires the pieces together. It never talks AMQP itself: broker access goes

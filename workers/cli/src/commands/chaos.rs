@@ -95,7 +95,7 @@ pub struct ChaosArgs {
     /// Worker processes.
     #[arg(long, default_value_t = 3)]
     pub workers: usize,
-    /// Seconds between faults.
+    /// Seconds at least from one fault to the next (default 5).
     #[arg(long)]
     pub fault_interval: Option<u64>,
     /// Random seed (default: from the clock; printed, so a run can be repeated).
@@ -140,7 +140,7 @@ impl Plan {
             broker_restarts: args.broker_restarts.unwrap_or(if short { 1 } else { 3 }),
             db_restarts: args.db_restarts.unwrap_or(if short { 1 } else { 3 }),
             workers: args.workers,
-            interval: Duration::from_secs(args.fault_interval.unwrap_or(if short { 7 } else { 8 })),
+            interval: Duration::from_secs(args.fault_interval.unwrap_or(5)),
             seed,
         })
     }
@@ -153,9 +153,9 @@ impl Plan {
         self.kills + self.broker_restarts + self.db_restarts
     }
 
-    /// How long the load is spread over: the fault schedule and one interval more.
-    fn spread(&self) -> Duration {
-        self.interval * u32::try_from(self.faults() + 1).unwrap_or(u32::MAX)
+    /// Waves of load: one released just before each fault, one after the last.
+    fn waves(&self) -> usize {
+        self.faults() + 1
     }
 }
 
@@ -796,9 +796,12 @@ impl Run {
         });
         let published = Arc::new(Mutex::new(Published::default()));
         let load_started = Instant::now();
-        let spread = plan.spread();
+        // The load comes in waves, each released shortly before a fault so the fault finds
+        // jobs in flight: chain i in wave i·waves/chains, malformed message j in wave j mod waves.
+        let waves = plan.waves();
+        let (release, released) = tokio::sync::watch::channel(0_usize);
 
-        // The chains, started evenly over the spread; ~10% of jobs published twice.
+        // The chains; ~10% of jobs published twice.
         let mut chains = Vec::with_capacity(plan.chains);
         for (index, iccid) in self.cards.iter().enumerate() {
             let agent = if index % 2 == 0 { "ESS0601" } else { "ESS0602" };
@@ -806,7 +809,8 @@ impl Run {
         }
         let mut tasks = tokio::task::JoinSet::new();
         for (index, chain) in chains.iter().cloned().enumerate() {
-            let start_at = load_started + spread.mul_f64(index as f64 / plan.chains as f64);
+            let wave = index * waves / plan.chains;
+            let mut released = released.clone();
             let duplicates: Vec<u8> = (0..CHAIN_STEPS)
                 .map(|_| match rng.random_range(0..20) {
                     0 => 1, // again at once
@@ -818,21 +822,28 @@ impl Run {
             let outcomes = Arc::clone(&outcomes);
             let published = Arc::clone(&published);
             tasks.spawn(async move {
-                tokio::time::sleep_until(start_at.into()).await;
+                if released.wait_for(|count| *count > wave).await.is_err() {
+                    return;
+                }
                 run_chain(&chain, &duplicates, &sender, &outcomes, &published).await;
             });
         }
-        // The malformed messages, spread the same way; every fifth one twice.
+        // The malformed messages; every fifth one twice.
         let malformed: Vec<(Job, &'static str)> = (0..plan.malformed).map(malformed).collect();
         {
             let sender = Arc::clone(&sender);
             let published = Arc::clone(&published);
             let messages = malformed.clone();
-            let count = plan.malformed.max(1);
+            let mut released = released.clone();
             tasks.spawn(async move {
-                for (index, (job, reason)) in messages.iter().enumerate() {
-                    let at = load_started + spread.mul_f64(index as f64 / count as f64);
-                    tokio::time::sleep_until(at.into()).await;
+                for wave in 0..waves {
+                    if released.wait_for(|count| *count > wave).await.is_err() {
+                        return;
+                    }
+                    for (index, (job, reason)) in messages.iter().enumerate() {
+                    if index % waves != wave {
+                        continue;
+                    }
                     if let Ok(mut published) = published.lock() {
                         published.expected.insert(
                             job.id.clone(),
@@ -855,6 +866,7 @@ impl Run {
                             published.duplicates += 1;
                         }
                     }
+                    }
                 }
             });
         }
@@ -864,8 +876,9 @@ impl Run {
         let mut exited = 0;
         let (mut broker_restarts, mut db_restarts) = (0, 0);
         for (index, kind) in schedule(&plan).into_iter().enumerate() {
-            let due = load_started + plan.interval * u32::try_from(index + 1)?;
-            tokio::time::sleep_until(due.into()).await;
+            let wave_at = Instant::now();
+            release.send_replace(index + 1);
+            tokio::time::sleep(Duration::from_millis(rng.random_range(200..1500))).await;
             exited += fleet.restart_exited()?;
             let at = Instant::now();
             let how = match kind {
@@ -907,7 +920,10 @@ impl Run {
                 at,
                 ready_after,
             });
+            // At least an interval between waves, so the system is seen working between faults.
+            tokio::time::sleep_until((wave_at + plan.interval).into()).await;
         }
+        release.send_replace(waves);
 
         while let Some(joined) = tasks.join_next().await {
             joined?;
