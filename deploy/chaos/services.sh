@@ -101,7 +101,12 @@ EOF
 
 start_broker() {
     say "starting RabbitMQ node $node on 127.0.0.1:$CHAOS_AMQP_PORT (management $CHAOS_MANAGEMENT_PORT)"
-    (rabbit_env && setsid "$rabbit_sbin/rabbitmq-server" >>"$dir/rabbit/log/console.log" 2>&1 </dev/null &)
+    # Detached, and holding none of the caller's descriptors (a caller reading our output
+    # until its end would otherwise wait for the node to stop).
+    (
+        rabbit_env
+        exec setsid "$rabbit_sbin/rabbitmq-server"
+    ) </dev/null >>"$dir/rabbit/log/console.log" 2>&1 &
     local waited=0
     until [[ -s "$dir/rabbit/node.pid" ]]; do
         sleep 0.2

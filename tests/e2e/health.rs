@@ -101,6 +101,57 @@ async fn a_worker_without_its_database_stays_up_says_why_and_works_once_it_comes
     Ok(())
 }
 
+/// Bug found by the chaos run: a worker process restarted after a SIGKILL answered `/readyz`
+/// with 200 as soon as its database answered, before any of its consumers had registered
+/// (readiness judges only the components it knows), so it said ready before it consumed.
+/// Every consumer is now listed, not ready, from the process's start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_process_lists_every_consumer_as_not_ready_before_it_consumes()
+-> anyhow::Result<()> {
+    let env = TestEnv::new().await?;
+    let server = tokio::task::spawn_blocking(PrivateServer::start).await??;
+    server.stop()?;
+    let mut settings = env.settings.clone();
+    settings.database.url = server.url("simflow").into();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    settings.http.listen = format!("127.0.0.1:{port}");
+    let address = settings.http.listen.clone();
+    let mut worker = SimflowProcess::start(&settings, &["worker", "all"])?;
+    env.eventually(
+        "the worker to serve health",
+        Duration::from_secs(60),
+        || async {
+            Ok(probe(&address, "/livez")
+                .await
+                .is_ok_and(|(status, _)| status == 200))
+        },
+    )
+    .await?;
+    let (status, body) = probe(&address, "/readyz").await?;
+    assert_eq!(status, 503, "{body}");
+    for consumer in [
+        "transfer",
+        "issue",
+        "return",
+        "cardfile",
+        "writecard",
+        "outlet-results",
+        "outlet-expired",
+    ] {
+        let component = &body["components"][consumer];
+        assert_eq!(component["healthy"], false, "{consumer}: {body}");
+        assert_eq!(
+            component["state"], "not ready: waiting for the database",
+            "{consumer}: {body}"
+        );
+    }
+    worker.terminate()?;
+    assert!(worker.wait().await?.success());
+    Ok(())
+}
+
 /// `simflow publish` of the example transfer, waiting `wait` seconds; (success, stdout,
 /// stderr, how long it took).
 async fn publish_example(
