@@ -181,6 +181,10 @@ async fn publish_example(
     ))
 }
 
+/// A real memory alarm on a node of the test's own. Bug found here: RabbitMQ tells a connection
+/// of an alarm only once it has published, so an idle worker stayed ready through the alarm
+/// (its readiness waited for a `connection.blocked` that never came); workers now publish a
+/// small probe nobody receives every few seconds while not blocked.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broker_memory_alarm_makes_the_worker_not_ready_and_a_publish_fail_in_its_bound_saying_why()
 -> anyhow::Result<()> {
@@ -200,21 +204,28 @@ async fn a_broker_memory_alarm_makes_the_worker_not_ready_and_a_publish_fail_in_
     .await?;
 
     node.raise_memory_alarm()?;
-    let mut reason = String::new();
     eventually(
         "the worker to say the broker blocks publishers",
         Duration::from_secs(30),
-        || {
-            let reason = &mut reason;
-            let address = &address;
-            async move {
-                let (status, body) = probe(address, "/readyz").await?;
-                *reason = body["components"].to_string();
-                Ok(status == 503 && reason.contains("the broker is blocking publishers"))
-            }
+        || async {
+            let (status, body) = probe(&address, "/readyz").await?;
+            Ok(status == 503
+                && body["components"]
+                    .to_string()
+                    .contains("the broker is blocking publishers"))
         },
     )
     .await?;
+    let (status, body) = probe(&address, "/readyz").await?;
+    assert_eq!(status, 503, "{body}");
+    let reason = body["components"]["transfer"]["state"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        reason.starts_with("not ready: the broker is blocking publishers"),
+        "{body}"
+    );
     assert!(reason.contains("memory"), "{reason}");
     assert_eq!(probe(&address, "/livez").await?.0, 200);
 

@@ -37,6 +37,9 @@ pub struct AnswerTo<'a> {
     pub reply_to: Option<&'a str>,
 }
 
+/// The routing key of [`Publisher::probe`] on the default exchange: no queue has this name.
+pub const READINESS_PROBE_KEY: &str = "simflow.readiness-probe";
+
 /// Header carrying the try number of a job (1 for the first try).
 pub const ATTEMPT_HEADER: &str = "x-simflow-attempt";
 /// Dead-letter header: stable reason code.
@@ -333,6 +336,24 @@ impl Publisher {
             routing_key: routing_key.to_owned(),
             required: true,
         })
+    }
+
+    /// Publishes an empty, transient message nobody receives (the default exchange, a routing
+    /// key no queue has, not mandatory) and does not wait for its confirm. RabbitMQ tells a
+    /// connection of a memory or disk alarm (`connection.blocked`) only once it has published:
+    /// an idle worker would otherwise never learn that its next outcome cannot be published.
+    pub async fn probe(&self) -> Result<(), lapin::Error> {
+        let _unconfirmed = self
+            .channel
+            .basic_publish(
+                "".into(),
+                READINESS_PROBE_KEY.into(),
+                BasicPublishOptions::default(),
+                b"",
+                BasicProperties::default().with_delivery_mode(1),
+            )
+            .await?;
+        Ok(())
     }
 
     /// Publishes a stored outgoing message with its deterministic id, answering a job, and
