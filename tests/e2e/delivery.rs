@@ -219,9 +219,7 @@ async fn a_poison_message_sent_more_than_once_is_dead_lettered_once() -> anyhow:
     env.eventually(
         "every copy to be settled",
         Duration::from_secs(30),
-        || async {
-            Ok(first.metrics.jobs_settled() + second.metrics.jobs_settled() == 6)
-        },
+        || async { Ok(first.metrics.jobs_settled() + second.metrics.jobs_settled() == 6) },
     )
     .await?;
     let letters = deadletter::list(env.client.connection(), "simflow.transfer.dlq", 100).await?;

@@ -8,9 +8,9 @@ use std::time::Duration;
 use simflow_runtime::amqp::JobRoute;
 use simflow_schemas::common::CardSelection;
 use simflow_tests::broker::PrivateNode;
-use simflow_tests::{TestEnv, eventually};
 use simflow_tests::pg::PrivateServer;
 use simflow_tests::process::SimflowProcess;
+use simflow_tests::{TestEnv, eventually};
 use uuid::Uuid;
 
 use crate::support::{ANSWER, hexi_transfer};
@@ -196,11 +196,15 @@ async fn a_broker_memory_alarm_makes_the_worker_not_ready_and_a_publish_fail_in_
     settings.http.listen = format!("127.0.0.1:{port}");
     let address = settings.http.listen.clone();
     let mut worker = SimflowProcess::start(&settings, &["worker", "transfer"])?;
-    eventually("the worker to be ready", Duration::from_secs(90), || async {
-        Ok(probe(&address, "/readyz")
-            .await
-            .is_ok_and(|(status, _)| status == 200))
-    })
+    eventually(
+        "the worker to be ready",
+        Duration::from_secs(90),
+        || async {
+            Ok(probe(&address, "/readyz")
+                .await
+                .is_ok_and(|(status, _)| status == 200))
+        },
+    )
     .await?;
 
     node.raise_memory_alarm()?;
@@ -231,7 +235,10 @@ async fn a_broker_memory_alarm_makes_the_worker_not_ready_and_a_publish_fail_in_
 
     // A publish during the alarm ends within its bound and says what it waited for.
     let (published, _, stderr, took) = publish_example(&settings, 3).await?;
-    assert!(!published, "a publish went through a memory alarm: {stderr}");
+    assert!(
+        !published,
+        "a publish went through a memory alarm: {stderr}"
+    );
     assert!(
         stderr.contains("the broker is blocking publishers"),
         "the publish did not say why it failed: {stderr}"

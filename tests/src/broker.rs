@@ -22,7 +22,12 @@ fn free_port() -> anyhow::Result<u16> {
         .port())
 }
 
-fn helper(command: &str, dir: &std::path::Path, args: &[&str], env: &[(&str, String)]) -> anyhow::Result<String> {
+fn helper(
+    command: &str,
+    dir: &std::path::Path,
+    args: &[&str],
+    env: &[(&str, String)],
+) -> anyhow::Result<String> {
     let output = Command::new(crate::workspace_root().join(HELPER))
         .arg(command)
         .arg(dir)
@@ -57,8 +62,7 @@ impl PrivateNode {
             let _ = helper("stop", &dir, &[], &[]);
             return Err(error);
         }
-        let services =
-            PrivateServices::open(&dir, &crate::workspace_root().join(HELPER))?;
+        let services = PrivateServices::open(&dir, &crate::workspace_root().join(HELPER))?;
         Ok(PrivateNode { services })
     }
 

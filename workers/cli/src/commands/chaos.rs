@@ -258,13 +258,15 @@ fn chain(iccid: &str, agent: &str) -> anyhow::Result<Chain> {
             "transfer.approved_in",
         ),
         (
-            Job::of(&world::issue_prepare(batch_id, agent, world::NORMAL, only()))?,
+            Job::of(&world::issue_prepare(
+                batch_id,
+                agent,
+                world::NORMAL,
+                only(),
+            ))?,
             "issue.prepared",
         ),
-        (
-            Job::of(&world::issue_commit(batch_id))?,
-            "issue.committed",
-        ),
+        (Job::of(&world::issue_commit(batch_id))?, "issue.committed"),
         (
             Job::of(&ReturnByList {
                 return_id,
@@ -457,7 +459,11 @@ impl Sender {
         let deadline = Instant::now() + PUBLISH_PATIENCE;
         loop {
             let outcome = match self.client().await {
-                Ok(client) => client.within(CONFIRM_LIMIT, client.publish_any(&job.wire())).await,
+                Ok(client) => {
+                    client
+                        .within(CONFIRM_LIMIT, client.publish_any(&job.wire()))
+                        .await
+                }
                 Err(error) => Err(error),
             };
             match outcome {
@@ -583,7 +589,10 @@ impl Fleet {
             .context("starting a worker process")?;
         // deploy/chaos.sh kills what is left by these files, should this run itself be killed.
         if let Some(pid) = child.id() {
-            std::fs::write(self.dir.join(format!("worker-{index}.pid")), pid.to_string())?;
+            std::fs::write(
+                self.dir.join(format!("worker-{index}.pid")),
+                pid.to_string(),
+            )?;
         }
         Ok(child)
     }
@@ -680,6 +689,8 @@ struct Fault {
     kind: FaultKind,
     how: String,
     at: Instant,
+    /// When the service was back (restarted; for a kill, the new process started).
+    back: Instant,
     /// From the fault until every worker answered `/readyz` with 200 again.
     ready_after: Duration,
 }
@@ -840,31 +851,33 @@ impl Run {
                         return;
                     }
                     for (index, (job, reason)) in messages.iter().enumerate() {
-                    if index % waves != wave {
-                        continue;
-                    }
-                    if let Ok(mut published) = published.lock() {
-                        published.expected.insert(
-                            job.id.clone(),
-                            Expected {
-                                routing_key: format!("{}.failed", job.queue.key()),
-                                dead_letter: Some((job.queue.dead_letter_queue(), *reason)),
-                            },
-                        );
-                    }
-                    let times = if index % 5 == 0 { 2 } else { 1 };
-                    for time in 0..times {
-                        if let Err(error) = sender.send(job).await
-                            && let Ok(mut published) = published.lock()
-                        {
-                            published.broken.push(format!("malformed {}: {error:#}", job.id));
+                        if index % waves != wave {
+                            continue;
                         }
-                        if time == 1
-                            && let Ok(mut published) = published.lock()
-                        {
-                            published.duplicates += 1;
+                        if let Ok(mut published) = published.lock() {
+                            published.expected.insert(
+                                job.id.clone(),
+                                Expected {
+                                    routing_key: format!("{}.failed", job.queue.key()),
+                                    dead_letter: Some((job.queue.dead_letter_queue(), *reason)),
+                                },
+                            );
                         }
-                    }
+                        let times = if index % 5 == 0 { 2 } else { 1 };
+                        for time in 0..times {
+                            if let Err(error) = sender.send(job).await
+                                && let Ok(mut published) = published.lock()
+                            {
+                                published
+                                    .broken
+                                    .push(format!("malformed {}: {error:#}", job.id));
+                            }
+                            if time == 1
+                                && let Ok(mut published) = published.lock()
+                            {
+                                published.duplicates += 1;
+                            }
+                        }
                     }
                 }
             });
@@ -898,14 +911,12 @@ impl Run {
                     db_restarts += 1;
                     let immediate = db_restarts % 2 == 0;
                     self.services
-                        .run(
-                            "restart-db",
-                            if immediate { &["--immediate"] } else { &[] },
-                        )
+                        .run("restart-db", if immediate { &["--immediate"] } else { &[] })
                         .await?;
                     (if immediate { "immediate" } else { "fast" }).to_owned()
                 }
             };
+            let back = Instant::now();
             let ready_after = fleet.all_ready(at).await?;
             eprintln!(
                 "chaos: {:>6.1}s {} ({how}): every worker ready after {:.1}s",
@@ -917,6 +928,7 @@ impl Run {
                 kind,
                 how,
                 at,
+                back,
                 ready_after,
             });
             // At least an interval between waves, so the system is seen working between faults.
@@ -938,7 +950,9 @@ impl Run {
             .clone();
         let drain_deadline = Instant::now() + OUTCOME_PATIENCE;
         while Instant::now() < drain_deadline
-            && expected.keys().any(|id| outcome_of(&outcomes, id).is_none())
+            && expected
+                .keys()
+                .any(|id| outcome_of(&outcomes, id).is_none())
         {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
@@ -974,7 +988,9 @@ impl Run {
         };
         report.check_outcomes(&published, &outcomes);
         report.check_effects(&self.pool, &chains).await?;
-        report.check_dead_letters(&self.settings, &published).await?;
+        report
+            .check_dead_letters(&self.settings, &published)
+            .await?;
         self.pool.close().await;
         Ok(report)
     }
@@ -1167,7 +1183,9 @@ impl Report {
                 .iter()
                 .map(|entry| entry.reference.clone().unwrap_or_default())
                 .collect();
-            if history.location == home && history.state == "blank" && references == chain.references
+            if history.location == home
+                && history.state == "blank"
+                && references == chain.references
             {
                 self.cards_right += 1;
             } else {
@@ -1219,9 +1237,13 @@ impl Report {
             .await?;
             for letter in letters {
                 self.dlq_total += 1;
-                held.entry(letter.message_id.unwrap_or_else(|| "(no message id)".into()))
-                    .or_default()
-                    .push((queue.dead_letter_queue(), letter.reason_code));
+                held.entry(
+                    letter
+                        .message_id
+                        .unwrap_or_else(|| "(no message id)".into()),
+                )
+                .or_default()
+                .push((queue.dead_letter_queue(), letter.reason_code));
             }
         }
         client.close().await;
@@ -1252,14 +1274,15 @@ impl Report {
         Ok(())
     }
 
-    /// Recovery figures of one fault kind: (count, ready again, next outcome), min/median/max.
+    /// Recovery figures of one fault kind, min/median/max: (count, every worker ready again,
+    /// the first new outcome once the service was back), both counted from the fault.
     fn recovery(&self, kind: FaultKind) -> (usize, [Duration; 3], Option<[Duration; 3]>) {
         let faults: Vec<&Fault> = self.faults.iter().filter(|f| f.kind == kind).collect();
         let ready: Vec<Duration> = faults.iter().map(|fault| fault.ready_after).collect();
         let next: Vec<Duration> = faults
             .iter()
             .filter_map(|fault| {
-                let after = self.arrivals.partition_point(|at| *at <= fault.at);
+                let after = self.arrivals.partition_point(|at| *at <= fault.back);
                 self.arrivals
                     .get(after)
                     .map(|at| at.duration_since(fault.at))
@@ -1290,7 +1313,10 @@ impl Report {
         fail("ledger disagreements", &self.reconcile_mismatches);
         fail("dead-letter queues", &self.dlq_problems);
         if self.strays > 0 {
-            failures.push(format!("{} events without x-simflow-job-message-id", self.strays));
+            failures.push(format!(
+                "{} events without x-simflow-job-message-id",
+                self.strays
+            ));
         }
         if self.exited > 0 {
             failures.push(format!("{} worker(s) exited on their own", self.exited));
@@ -1339,13 +1365,18 @@ impl Report {
                 Some(false) => "FAIL",
                 None => "",
             };
-            println!("| {check:<52} | {figure:>28} | {verdict:<4} |");
+            println!("| {check:<62} | {figure:>26} | {verdict:<6} |");
         };
-        println!("| {:<52} | {:>28} | {:<4} |", "", "", "");
-        println!("|{}|{}|{}|", "-".repeat(54), "-".repeat(30), "-".repeat(6));
+        println!("| {:<62} | {:>26} | {:<6} |", "check", "figure", "result");
+        println!("|{}|{}|{}|", "-".repeat(64), "-".repeat(28), "-".repeat(8));
         row(
             "jobs (distinct message ids): chains + malformed",
-            format!("{} ({} + {})", self.jobs, plan.chains * CHAIN_STEPS, self.malformed),
+            format!(
+                "{} ({} + {})",
+                self.jobs,
+                plan.chains * CHAIN_STEPS,
+                self.malformed
+            ),
             None,
         );
         row(
@@ -1383,7 +1414,11 @@ impl Report {
             format!("{} / {}", self.distinct_events, self.messages),
             None,
         );
-        row("lost (no outcome)", self.lost.len().to_string(), Some(self.lost.is_empty()));
+        row(
+            "lost (no outcome)",
+            self.lost.len().to_string(),
+            Some(self.lost.is_empty()),
+        );
         row(
             "doubled (two different outcomes for one job)",
             self.doubled.len().to_string(),
@@ -1446,8 +1481,9 @@ impl Report {
                 None,
             );
             row(
-                &format!("after a {}: next outcome, min/median/max s", kind.name()),
-                next.map(|next| seconds(&next)).unwrap_or_else(|| "-".into()),
+                &format!("after a {}: next new outcome, min/median/max s", kind.name()),
+                next.map(|next| seconds(&next))
+                    .unwrap_or_else(|| "-".into()),
                 None,
             );
         }
