@@ -1481,7 +1481,10 @@ impl Report {
                 None,
             );
             row(
-                &format!("after a {}: next new outcome, min/median/max s", kind.name()),
+                &format!(
+                    "after a {}: next new outcome, min/median/max s",
+                    kind.name()
+                ),
                 next.map(|next| seconds(&next))
                     .unwrap_or_else(|| "-".into()),
                 None,
