@@ -820,6 +820,9 @@ impl Run {
         let mut tasks = tokio::task::JoinSet::new();
         for (index, chain) in chains.iter().cloned().enumerate() {
             let wave = index * waves / plan.chains;
+            // Spread over 3 s after the release, so some chains start while the fault is on
+            // (their first publish then meets a broker that is going or gone).
+            let stagger = Duration::from_millis(rng.random_range(0..3000));
             let mut released = released.clone();
             let duplicates: Vec<u8> = (0..CHAIN_STEPS)
                 .map(|_| match rng.random_range(0..20) {
@@ -835,6 +838,7 @@ impl Run {
                 if released.wait_for(|count| *count > wave).await.is_err() {
                     return;
                 }
+                tokio::time::sleep(stagger).await;
                 run_chain(&chain, &duplicates, &sender, &outcomes, &published).await;
             });
         }
@@ -850,10 +854,13 @@ impl Run {
                     if released.wait_for(|count| *count > wave).await.is_err() {
                         return;
                     }
+                    let in_wave = messages.len().div_ceil(waves).max(1);
+                    let pause = Duration::from_millis(3000 / u64::try_from(in_wave).unwrap_or(1));
                     for (index, (job, reason)) in messages.iter().enumerate() {
                         if index % waves != wave {
                             continue;
                         }
+                        tokio::time::sleep(pause).await;
                         if let Ok(mut published) = published.lock() {
                             published.expected.insert(
                                 job.id.clone(),
