@@ -62,6 +62,9 @@ const MAX_BODY_BYTES: usize = 64 * 1024;
 const PUBLISH_PATIENCE: Duration = Duration::from_secs(180);
 /// How long one try waits for the broker's confirm.
 const CONFIRM_LIMIT: Duration = Duration::from_secs(10);
+/// Over how many milliseconds after its release a wave's jobs start: longer than a broker's
+/// graceful stop takes to begin, so some publishes meet a broker that is going or gone.
+const STAGGER_MS: u64 = 8000;
 /// How long a job may take from its (confirmed) publish to its outcome.
 const OUTCOME_PATIENCE: Duration = Duration::from_secs(240);
 /// How long the workers may take to be ready again after a fault.
@@ -820,9 +823,9 @@ impl Run {
         let mut tasks = tokio::task::JoinSet::new();
         for (index, chain) in chains.iter().cloned().enumerate() {
             let wave = index * waves / plan.chains;
-            // Spread over 3 s after the release, so some chains start while the fault is on
+            // Spread over 8 s after the release, so some chains start while the fault is on
             // (their first publish then meets a broker that is going or gone).
-            let stagger = Duration::from_millis(rng.random_range(0..3000));
+            let stagger = Duration::from_millis(rng.random_range(0..STAGGER_MS));
             let mut released = released.clone();
             let duplicates: Vec<u8> = (0..CHAIN_STEPS)
                 .map(|_| match rng.random_range(0..20) {
@@ -855,7 +858,8 @@ impl Run {
                         return;
                     }
                     let in_wave = messages.len().div_ceil(waves).max(1);
-                    let pause = Duration::from_millis(3000 / u64::try_from(in_wave).unwrap_or(1));
+                    let pause =
+                        Duration::from_millis(STAGGER_MS / u64::try_from(in_wave).unwrap_or(1));
                     for (index, (job, reason)) in messages.iter().enumerate() {
                         if index % waves != wave {
                             continue;
@@ -1392,7 +1396,7 @@ impl Report {
             None,
         );
         row(
-            "confirmed publishes / re-sent after a broker fault",
+            "publishes confirmed / tries repeated (broker away)",
             format!("{} / {}", self.confirmed, self.published_again),
             None,
         );
