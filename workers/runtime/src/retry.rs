@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 /// Backoff for (re)connecting to the broker or the database: starts at 200 ms, doubles up to
 /// 3 s, ±50 % jitter, never gives up on its own. (Up to 10 s, a broker restart of ~20 s cost
-/// the workers 40–50 s in the chaos run: they slept through the broker's return.)
+/// the workers up to 50 s in the chaos run: they slept through the broker's return.)
 fn reconnect_policy() -> ExponentialBackoff {
     ExponentialBackoffBuilder::new()
         .with_initial_interval(Duration::from_millis(200))
