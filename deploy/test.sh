@@ -49,3 +49,9 @@ cargo test --locked -p simflow-tests --test rules
 # Then everything (the e2e tests wait on the network more than on the CPU: run more of them at
 # once than cores).
 cargo test --locked --workspace -- --test-threads "${SIMFLOW_TEST_THREADS:-6}"
+# The chaos run, short: jobs with duplicates and malformed messages while worker processes are
+# SIGKILLed and a private broker node and database cluster restart (never the machine's own);
+# it checks every job has one outcome, nothing was done twice, the ledger reconciles and the
+# DLQs hold exactly the malformed messages.
+echo "test.sh: chaos run (deploy/chaos.sh --short)" >&2
+deploy/chaos.sh --short

@@ -175,6 +175,66 @@ async fn poison_messages_go_to_the_dead_letter_queue_with_their_reason() -> anyh
     workers.stop().await
 }
 
+/// Bug found by the chaos run: dead-letter marks were read only on redeliveries, so a poison
+/// message the publisher sent twice (the same message id, as an upstream retry does) was
+/// dead-lettered twice, and copies handled at the same time by two workers raced past the mark.
+/// Now the mark is claimed first for every copy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poison_message_sent_more_than_once_is_dead_lettered_once() -> anyhow::Result<()> {
+    let env = TestEnv::new().await?;
+    let mut watch = env.watch().await?;
+    let first = env.start_workers(&[WorkerKind::Transfer]);
+    let second = env.start_workers(&[WorkerKind::Transfer]);
+    let transfer_key = JobQueue::Transfer.key();
+    // A second copy after the first's answer, and four copies at once (two workers take
+    // them). Only the copy that is dead-lettered is answered (`transfer.failed`).
+    let sequential = Uuid::new_v4().to_string();
+    let at_once = Uuid::new_v4().to_string();
+    for copy in 0..2 {
+        env.client
+            .publish_raw(
+                JOBS_EXCHANGE,
+                transfer_key,
+                Some("transfer.create.v1"),
+                &sequential,
+                b"{not json",
+            )
+            .await?;
+        if copy == 0 {
+            watch.next_for(&sequential, ANSWER).await?;
+        }
+    }
+    for _ in 0..4 {
+        env.client
+            .publish_raw(
+                JOBS_EXCHANGE,
+                transfer_key,
+                Some("transfer.create.v1"),
+                &at_once,
+                b"{not json either",
+            )
+            .await?;
+    }
+    watch.next_for(&at_once, ANSWER).await?;
+    env.eventually(
+        "every copy to be settled",
+        Duration::from_secs(30),
+        || async { Ok(first.metrics.jobs_settled() + second.metrics.jobs_settled() == 6) },
+    )
+    .await?;
+    let letters = deadletter::list(env.client.connection(), "simflow.transfer.dlq", 100).await?;
+    for id in [&sequential, &at_once] {
+        let copies = letters
+            .iter()
+            .filter(|letter| letter.message_id.as_deref() == Some(id.as_str()))
+            .count();
+        assert_eq!(copies, 1, "{id} is in the dead-letter queue {copies} times");
+    }
+    assert_eq!(letters.len(), 2);
+    first.stop().await?;
+    second.stop().await
+}
+
 /// A test world whose database lives on a private server the test may stop.
 async fn private_world(
     max_attempts: u32,

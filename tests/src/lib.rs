@@ -4,6 +4,7 @@
 //!
 //! Nothing here mocks the broker or the database: the point of these tests is the real thing.
 
+pub mod broker;
 pub mod browser;
 pub mod pcsc;
 pub mod pg;

@@ -1,6 +1,6 @@
 //! The `simflow` command: run workers, publish jobs, load org data and cards, work the
-//! dead-letter queues, serve the ops console, declare or export the topology, run the demo and
-//! the benchmarks.
+//! dead-letter queues, serve the ops console, declare or export the topology, run the demo, the
+//! benchmarks and the chaos run.
 //!
 //! Logic lives in the worker crates and the runtime; this crate parses arguments, loads
 //! settings and wires the pieces together. It never talks AMQP itself: broker access goes
@@ -9,6 +9,7 @@
 pub mod commands;
 pub mod pipeline;
 pub mod scratch;
+pub mod services;
 pub mod world;
 
 #[cfg(test)]
@@ -73,6 +74,10 @@ pub enum Command {
     /// Benchmarks (throughput next to the raw broker limit, in one run).
     #[command(subcommand)]
     Bench(commands::bench::BenchCommand),
+    /// Jobs through worker processes that are killed while the broker and the database restart
+    /// under them (the private services of deploy/chaos/services.sh only); checks that nothing
+    /// was lost or done twice.
+    Chaos(commands::chaos::ChaosArgs),
 }
 
 /// Runs the command line and maps the result to an exit code.
@@ -80,7 +85,7 @@ pub async fn main() -> ExitCode {
     let cli = Cli::parse();
     // The demo and the benchmarks print their own report; only warnings belong beside it.
     match cli.command {
-        Command::Demo(_) | Command::Bench(_) => {
+        Command::Demo(_) | Command::Bench(_) | Command::Chaos(_) => {
             simflow_runtime::telemetry::init_with_default("warn,lapin=error")
         }
         _ => simflow_runtime::telemetry::init(),
@@ -112,5 +117,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Demo(args) => commands::demo::run(settings, args).await,
         Command::Carddata(command) => commands::carddata::run(&settings, command).await,
         Command::Bench(command) => commands::bench::run(settings, command).await,
+        Command::Chaos(args) => commands::chaos::run(settings, args).await,
     }
 }

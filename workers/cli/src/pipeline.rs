@@ -12,6 +12,7 @@ use anyhow::bail;
 use simflow_runtime::metrics::{Health, Metrics};
 use simflow_runtime::shutdown::CancellationToken;
 use simflow_runtime::{Handler, Settings, Worker};
+use simflow_schemas::topology::JobQueue;
 use sqlx::PgPool;
 use tokio::task::JoinSet;
 
@@ -48,6 +49,35 @@ impl WorkerKind {
             WorkerKind::Return => "return",
             WorkerKind::CardFile => "cardfile",
             WorkerKind::WriteCard => "writecard",
+        }
+    }
+}
+
+impl WorkerKind {
+    /// The queues its consumers take work from; each is a health component named after the
+    /// queue's key.
+    pub fn queues(self) -> &'static [JobQueue] {
+        match self {
+            WorkerKind::Transfer => &[JobQueue::Transfer],
+            WorkerKind::Issue => &[JobQueue::Issue],
+            WorkerKind::Return => &[JobQueue::Return],
+            WorkerKind::CardFile => &[JobQueue::CardFile],
+            WorkerKind::WriteCard => &[
+                JobQueue::WriteCard,
+                JobQueue::OutletResults,
+                JobQueue::OutletExpired,
+            ],
+        }
+    }
+}
+
+/// Marks every consumer of `kinds` not ready, saying `why`, before any of them runs: readiness
+/// covers only the components it knows, so a process whose workers had not yet registered (a
+/// restarted worker process, once its database answered) said ready before it consumed.
+pub fn not_ready_yet(health: &Health, kinds: &[WorkerKind], why: &str) {
+    for kind in kinds {
+        for queue in kind.queues() {
+            health.set(queue.key(), false, why);
         }
     }
 }
@@ -149,6 +179,7 @@ pub fn start(
         health: health.clone(),
         shutdown: shutdown.clone(),
     };
+    not_ready_yet(&health, kinds, "starting");
     let mut tasks = JoinSet::new();
     for kind in kinds {
         match kind {

@@ -37,6 +37,9 @@ pub struct AnswerTo<'a> {
     pub reply_to: Option<&'a str>,
 }
 
+/// The routing key of [`Publisher::probe`] on the default exchange: no queue has this name.
+pub const READINESS_PROBE_KEY: &str = "simflow.readiness-probe";
+
 /// Header carrying the try number of a job (1 for the first try).
 pub const ATTEMPT_HEADER: &str = "x-simflow-attempt";
 /// Dead-letter header: stable reason code.
@@ -335,6 +338,24 @@ impl Publisher {
         })
     }
 
+    /// Publishes an empty, transient message nobody receives (the default exchange, a routing
+    /// key no queue has, not mandatory) and does not wait for its confirm. RabbitMQ tells a
+    /// connection of a memory or disk alarm (`connection.blocked`) only once it has published:
+    /// an idle worker would otherwise never learn that its next outcome cannot be published.
+    pub async fn probe(&self) -> Result<(), lapin::Error> {
+        let _unconfirmed = self
+            .channel
+            .basic_publish(
+                "".into(),
+                READINESS_PROBE_KEY.into(),
+                BasicPublishOptions::default(),
+                b"",
+                BasicProperties::default().with_delivery_mode(1),
+            )
+            .await?;
+        Ok(())
+    }
+
     /// Publishes a stored outgoing message with its deterministic id, answering a job, and
     /// waits for the confirm.
     pub async fn publish_outgoing(
@@ -527,6 +548,11 @@ impl Client {
         }
     }
 
+    /// Whether the connection is still up (false once the broker went away).
+    pub fn is_connected(&self) -> bool {
+        self.connection.status().connected()
+    }
+
     /// The confirm-mode publisher.
     pub fn publisher(&self) -> &Publisher {
         &self.publisher
@@ -641,17 +667,44 @@ impl Client {
 
     /// Binds a fresh exclusive queue to the events exchange and streams what arrives.
     pub async fn watch_events(&self, binding_keys: &[&str]) -> Result<EventWatch, lapin::Error> {
+        let options = QueueDeclareOptions {
+            exclusive: true,
+            auto_delete: true,
+            ..QueueDeclareOptions::default()
+        };
+        self.watch_queue("", options, FieldTable::default(), binding_keys)
+            .await
+    }
+
+    /// Declares (or finds) a durable quorum queue `queue` bound to the events exchange and
+    /// streams what arrives: events published while the watcher is away (a broker restart, a
+    /// reconnect) wait there, so a watcher that reconnects misses nothing. Events may then
+    /// arrive twice (at least once); their message ids tell the copies apart.
+    pub async fn watch_durable(
+        &self,
+        queue: &str,
+        binding_keys: &[&str],
+    ) -> Result<EventWatch, lapin::Error> {
+        let options = QueueDeclareOptions {
+            durable: true,
+            ..QueueDeclareOptions::default()
+        };
+        let mut arguments = FieldTable::default();
+        arguments.insert("x-queue-type".into(), text_value("quorum"));
+        self.watch_queue(queue, options, arguments, binding_keys)
+            .await
+    }
+
+    async fn watch_queue(
+        &self,
+        queue: &str,
+        options: QueueDeclareOptions,
+        arguments: FieldTable,
+        binding_keys: &[&str],
+    ) -> Result<EventWatch, lapin::Error> {
         let channel = self.connection.create_channel().await?;
         let queue = channel
-            .queue_declare(
-                "".into(),
-                QueueDeclareOptions {
-                    exclusive: true,
-                    auto_delete: true,
-                    ..QueueDeclareOptions::default()
-                },
-                FieldTable::default(),
-            )
+            .queue_declare(queue.into(), options, arguments)
             .await?;
         for key in binding_keys {
             channel

@@ -81,39 +81,58 @@ pub fn message_key(message_id: Option<&str>, body: &[u8]) -> String {
     }
 }
 
-/// Whether `consumer` dead-lettered this message and it was not replayed since.
-pub(crate) async fn is_marked(
-    db: &PgPool,
-    consumer: &str,
-    message_key: &str,
-) -> Result<bool, sqlx::Error> {
-    let marked: Option<i32> = sqlx::query_scalar(
-        "SELECT 1 FROM runtime.dead_letter_marks WHERE consumer = $1 AND message_key = $2",
-    )
-    .bind(consumer)
-    .bind(message_key)
-    .fetch_optional(db)
-    .await?;
-    Ok(marked.is_some())
+/// The right to dead-letter one message, held until its copy is confirmed: a row lock on its
+/// mark, in a transaction that commits once the copy is in the dead-letter queue.
+#[derive(Debug)]
+pub(crate) struct DeadLetterClaim {
+    transaction: sqlx::Transaction<'static, sqlx::Postgres>,
 }
 
-/// Notes that `consumer` dead-lettered this message (its copy is confirmed in the DLQ).
-pub(crate) async fn mark(
+/// What [`claim`] found.
+#[derive(Debug)]
+pub(crate) enum Claimed {
+    /// Nobody dead-lettered this message yet: this worker does, then [`DeadLetterClaim::done`].
+    Ours(DeadLetterClaim),
+    /// Its copy is in the dead-letter queue already (a redelivery after the worker that made it
+    /// died before the ack, or a second copy the publisher sent): acknowledge only.
+    AlreadyDeadLettered,
+}
+
+/// Claims dead-lettering of a message for `consumer`, the way the inbox claims a job: an
+/// `INSERT … ON CONFLICT DO NOTHING` of its mark, committed only once the copy is confirmed. A
+/// second copy of the message handled meanwhile (another batch, another process) waits on the
+/// uncommitted mark and then finds it; a worker that dies before the confirm leaves no mark, so
+/// the redelivery is dead-lettered.
+pub(crate) async fn claim(
     db: &PgPool,
     consumer: &str,
     message_key: &str,
     reason_code: &str,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
+) -> Result<Claimed, sqlx::Error> {
+    let mut transaction = db.begin().await?;
+    let inserted: Option<i32> = sqlx::query_scalar(
         "INSERT INTO runtime.dead_letter_marks (consumer, message_key, reason_code) VALUES ($1, $2, $3) \
-         ON CONFLICT (consumer, message_key) DO UPDATE SET reason_code = EXCLUDED.reason_code, dead_lettered_at = now()",
+         ON CONFLICT (consumer, message_key) DO NOTHING RETURNING 1",
     )
     .bind(consumer)
     .bind(message_key)
     .bind(reason_code)
-    .execute(db)
+    .fetch_optional(&mut *transaction)
     .await?;
-    Ok(())
+    match inserted {
+        Some(_) => Ok(Claimed::Ours(DeadLetterClaim { transaction })),
+        None => {
+            transaction.rollback().await?;
+            Ok(Claimed::AlreadyDeadLettered)
+        }
+    }
+}
+
+impl DeadLetterClaim {
+    /// Marks the message dead-lettered (its copy is confirmed in the dead-letter queue).
+    pub(crate) async fn done(self) -> Result<(), sqlx::Error> {
+        self.transaction.commit().await
+    }
 }
 
 async fn unmark(db: &PgPool, consumer: &str, message_key: &str) -> Result<(), sqlx::Error> {

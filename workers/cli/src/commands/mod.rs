@@ -8,6 +8,7 @@ pub mod bench_scrape;
 pub mod bench_transfer;
 pub mod bench_writecard;
 pub mod carddata;
+pub mod chaos;
 pub mod console;
 pub mod demo;
 pub mod dlq;

@@ -35,6 +35,11 @@ pub async fn run(settings: Settings, args: WorkerArgs) -> anyhow::Result<()> {
         "simflow worker: serving /metrics, /livez and /readyz on http://{}",
         observed.address
     );
+    pipeline::not_ready_yet(
+        &observed.health,
+        &kinds,
+        "not ready: waiting for the database",
+    );
     let token = shutdown.token();
     let Some(pool) = readiness::until_database_ready(&observed.health, &token, || {
         pipeline::migrate_all(&settings)

@@ -50,6 +50,9 @@ pub use settle::outgoing_message_id;
 use envelope::Envelope;
 use settle::{Settle, Settlement, Settler};
 
+/// How often a worker that is not blocked publishes a readiness probe ([`Publisher::probe`]).
+const BLOCKED_PROBE_EVERY: Duration = Duration::from_secs(5);
+
 /// A consumer of one central queue, running one [`Handler`].
 #[derive(Debug)]
 pub struct Worker<H> {
@@ -210,6 +213,11 @@ impl<H: Handler> Inner<H> {
         // The broker blocks publishers on a memory or disk alarm: jobs would wait on their
         // outcomes' confirms, so the worker is not ready and says why.
         let mut broker_events = std::pin::pin!(connection.events_listener());
+        // The broker says so only to connections that have published: probe now and then
+        // while not blocked (at once, too), so an idle worker learns of an alarm.
+        let mut probe = tokio::time::interval(BLOCKED_PROBE_EVERY);
+        probe.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut blocked = false;
         let ended = 'consuming: loop {
             // A batch leaves when it is full, or when a slot is free and it has waited long
             // enough (at once, by default).
@@ -241,13 +249,20 @@ impl<H: Handler> Inner<H> {
                     break Ended::Shutdown;
                 }
                 Some(_) = in_flight.join_next(), if !in_flight.is_empty() => {}
+                _ = probe.tick(), if !blocked => {
+                    if let Err(error) = settler.publisher.probe().await {
+                        tracing::debug!(%error, "readiness probe not sent");
+                    }
+                }
                 Some(event) = broker_events.next() => match event {
                     lapin::Event::ConnectionBlocked(reason) => {
+                        blocked = true;
                         tracing::warn!(worker = name, reason, "the broker blocks publishers");
                         self.health.set(name, false, &format!("not ready: the broker is blocking publishers: {reason}"));
                         self.metrics.broker_blocked.with_label_values(&[name]).set(1);
                     }
                     lapin::Event::ConnectionUnblocked => {
+                        blocked = false;
                         tracing::info!(worker = name, "the broker takes publishes again");
                         self.health.set(name, true, "consuming");
                         self.metrics.broker_blocked.with_label_values(&[name]).set(0);

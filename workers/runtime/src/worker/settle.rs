@@ -4,9 +4,10 @@
 //! at once, so their publishes share the wait for confirms.
 //!
 //! Broker trouble while settling leaves the delivery unacknowledged: the broker redelivers it
-//! and the inbox answers it. Dead-lettering is idempotent: once a copy is confirmed in the
-//! dead-letter queue the message is marked (`runtime.dead_letter_marks`), and a redelivery of a
-//! marked message is only acknowledged; `dlq replay` removes the mark before it replays.
+//! and the inbox answers it. Dead-lettering is idempotent: a message's mark
+//! (`runtime.dead_letter_marks`) is claimed before its copy is made and committed once the copy
+//! is confirmed in the dead-letter queue, so a redelivery or a second copy of a marked message
+//! is only acknowledged; `dlq replay` removes the mark before it replays.
 //!
 //! Outcomes carry the publisher's `correlation_id` (or, without one, the job's message id) and
 //! the job's message id in the `x-simflow-job-message-id` header.
@@ -288,20 +289,20 @@ impl Settler {
         } = failure;
         let attempt = envelope.attempt;
         let key = deadletter::message_key(envelope.message_id.as_deref(), &delivery.data);
-        if delivery.redelivered {
-            match deadletter::is_marked(&self.pool, self.worker, &key).await {
-                Ok(true) => {
-                    // Its copy is in the dead-letter queue already: the worker that made it died
-                    // before the ack. One copy is enough.
-                    tracing::info!(worker = self.worker, message_key = %key, "already dead-lettered; acknowledging the redelivery");
-                    return self.ack(delivery, envelope, "dead_lettered").await;
-                }
-                Ok(false) => {}
-                Err(error) => {
-                    tracing::warn!(%error, "cannot read dead-letter marks; dead-lettering again (replay drops second copies)");
-                }
+        // Claimed first, for every delivery: a redelivery and a second copy the publisher sent
+        // (the same message id) find the first copy's mark and are only acknowledged. Without
+        // the database the copy is made anyway (replay drops second copies).
+        let claim = match deadletter::claim(&self.pool, self.worker, &key, &reason.code).await {
+            Ok(deadletter::Claimed::Ours(claim)) => Some(claim),
+            Ok(deadletter::Claimed::AlreadyDeadLettered) => {
+                tracing::info!(worker = self.worker, message_key = %key, "already dead-lettered; acknowledging this copy");
+                return self.ack(delivery, envelope, "dead_lettered").await;
             }
-        }
+            Err(error) => {
+                tracing::warn!(%error, "cannot claim the dead letter; dead-lettering without a mark (replay drops second copies)");
+                None
+            }
+        };
         tracing::error!(worker = self.worker, code = %reason.code, detail, attempt, "dead-lettering a job");
         let properties = self.copy_properties(
             delivery,
@@ -348,7 +349,9 @@ impl Settler {
                 .await?,
         );
         amqp::all_confirmed(sent).await?;
-        if let Err(error) = deadletter::mark(&self.pool, self.worker, &key, &reason.code).await {
+        if let Some(claim) = claim
+            && let Err(error) = claim.done().await
+        {
             tracing::warn!(%error, "cannot mark the dead letter; a redelivery would be dead-lettered again (replay drops second copies)");
         }
         crate::fault::after_dead_letter();
