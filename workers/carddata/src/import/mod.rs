@@ -1,8 +1,10 @@
-//! The import of one card data file: two streaming passes, chunked staging with checkpoints,
-//! and one final transaction that makes the whole file visible at once.
+//! The import of one card data file: two streaming passes (a quick one that hashes, and one
+//! that parses, validates and seals), chunked staging with checkpoints, and one final
+//! transaction that makes the whole file visible at once.
 //!
-//! 1. The structure pass ([`crate::csvfile::check_structure`]) hashes the file and refuses it
-//!    whole for file-level problems, before anything is stored.
+//! 1. The opening pass ([`crate::csvfile::check_opening`]) hashes the file, holds every line
+//!    to the limit and checks the header and the first row (columns, encryption), refusing the
+//!    file whole before anything is stored; it does not parse the other rows as CSV.
 //! 2. The file is identified by (SHA-256, card type). A file already imported answers its
 //!    stored report and changes nothing. A file whose import was interrupted resumes at its
 //!    checkpoint. Otherwise an `imports` row in state 'staging' is created.
@@ -11,7 +13,10 @@
 //!    the live table `carddata.card_rows` with binary `COPY`; each chunk's rows, its refused
 //!    rows and the checkpoint commit together. Readers use the view `carddata.cards`, which
 //!    shows only rows of 'done' imports, so staged rows are invisible. Parsing and sealing run
-//!    on a blocking thread while the previous chunk is written.
+//!    on a blocking thread while the previous chunk is written. This pass also refuses the
+//!    file whole for what the opening pass did not parse (a row with another field count,
+//!    bytes that are not UTF-8, a file changed since): it then drops what it staged, so
+//!    nothing of the file is imported either way.
 //! 4. Promotion ([`Importer::finish`]) runs in the caller's transaction: set-based SQL refuses
 //!    duplicates in the file and conflicts with cards already stored, deletes the refused rows
 //!    and those of cards already stored with the same content, stores the report and flips the
@@ -300,32 +305,32 @@ impl Importer {
         };
 
         let started = std::time::Instant::now();
-        let structure = {
+        let opening = {
             let file = file.clone();
             let transport = transport.clone();
             let max_line = self.limits.max_line_bytes;
             tokio::task::spawn_blocking(move || {
-                csvfile::check_structure(file.open()?, max_line, transport.as_ref())
+                csvfile::check_opening(file.open()?, max_line, transport.as_ref())
             })
             .await
             .map_err(|error| ImportError::Internal(anyhow::Error::new(error)))??
         };
         tracing::debug!(
             elapsed_ms = started.elapsed().as_millis() as u64,
-            rows = structure.data_rows,
-            "structure pass done"
+            rows_hint = opening.rows_hint,
+            "opening pass done"
         );
         let mut staged_file = StagedFile {
             import_key: 0,
-            total_rows: structure.data_rows,
+            total_rows: opening.rows_hint,
             card_type: request.card_type.clone(),
-            sha256_hex: hex::encode(structure.sha256),
+            sha256_hex: hex::encode(opening.sha256),
             resumed_from_row: 0,
         };
 
         let mut lock = bookkeeping::lock(&self.pool, &staged_file).await?;
         let (import_key, rows_read) =
-            match bookkeeping::existing(&mut lock, &structure.sha256, &request.card_type).await? {
+            match bookkeeping::existing(&mut lock, &opening.sha256, &request.card_type).await? {
                 bookkeeping::Existing::Done(report) => {
                     return Ok(Staged {
                         lock,
@@ -344,7 +349,7 @@ impl Importer {
                 bookkeeping::Existing::None => (
                     bookkeeping::create_import(
                         &mut lock,
-                        &structure.sha256,
+                        &opening.sha256,
                         staged_file.total_rows,
                         request,
                     )
@@ -367,9 +372,9 @@ impl Importer {
         let pass = rows::Pass {
             import_key,
             file,
-            header: structure.header,
-            sha256: structure.sha256,
-            total_rows: staged_file.total_rows,
+            header: opening.header,
+            sha256: opening.sha256,
+            rows_hint: opening.rows_hint,
             skip: staged_file.resumed_from_row,
             card_type: request.card_type.clone(),
             transport,
@@ -390,9 +395,11 @@ impl Importer {
             );
             bookkeeping::discard_import(&mut lock, import_key).await?;
         }
-        staged?;
+        // The staging pass counted the rows; the opening pass only bounded them.
+        staged_file.total_rows = staged?;
         tracing::debug!(
             import_key,
+            rows = staged_file.total_rows,
             elapsed_ms = staging_started.elapsed().as_millis() as u64,
             "staging pass done"
         );

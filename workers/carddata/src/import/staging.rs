@@ -17,14 +17,15 @@ use crate::reasons;
 const CHUNKS_AHEAD: usize = 2;
 
 /// Stages the rows of `pass` on `lock` (the connection holding the file's advisory lock),
-/// sealing under the current KEK of `keks`.
+/// sealing under the current KEK of `keks`; answers the file's number of data rows, which it
+/// also stores with the import.
 pub(super) async fn stage_rows(
     lock: &mut PgConnection,
     pass: Pass,
     keks: Arc<KekRing>,
     limits: Limits,
     progress: &dyn Progress,
-) -> Result<(), ImportError> {
+) -> Result<u64, ImportError> {
     let import_key = pass.import_key;
     let (sender, mut receiver) = mpsc::channel::<Result<Chunk, FileRejection>>(CHUNKS_AHEAD);
     let producer = tokio::task::spawn_blocking(move || {
@@ -32,8 +33,12 @@ pub(super) async fn stage_rows(
             .current()
             .map_err(|_| FileRejection::new(reasons::FILE_UNREADABLE))
             .and_then(|kek| rows::produce_chunks(&pass, kek, limits, &sender));
-        if let Err(rejection) = result {
-            let _ = sender.blocking_send(Err(rejection));
+        match result {
+            Ok(rows) => Some(rows),
+            Err(rejection) => {
+                let _ = sender.blocking_send(Err(rejection));
+                None
+            }
         }
     });
     let copy_statement = format!(
@@ -44,6 +49,12 @@ pub(super) async fn stage_rows(
         let mut chunk = chunk?;
         chunk.copy.extend_from_slice(copy::TRAILER);
         let mut transaction = lock.begin().await?;
+        // A chunk's commit need not wait for its WAL to reach the disk: after a server crash
+        // the import resumes at the last checkpoint that did (rows, refusals and checkpoint of
+        // a chunk are one transaction either way), and promotion commits synchronously.
+        sqlx::query("SET LOCAL synchronous_commit = off")
+            .execute(&mut *transaction)
+            .await?;
         let mut copy = transaction.copy_in_raw(&copy_statement).await?;
         copy.send(chunk.copy).await?;
         copy.finish().await?;
@@ -56,8 +67,18 @@ pub(super) async fn stage_rows(
         transaction.commit().await?;
         progress.advance(chunk.rows);
     }
-    producer
+    let rows = producer
         .await
-        .map_err(|error| ImportError::Internal(anyhow::Error::new(error)))?;
-    Ok(())
+        .map_err(|error| ImportError::Internal(anyhow::Error::new(error)))?
+        .ok_or_else(|| {
+            ImportError::Internal(anyhow::anyhow!(
+                "import {import_key}: the staging pass stopped without a reason"
+            ))
+        })?;
+    sqlx::query("UPDATE carddata.imports SET total_rows = $2 WHERE import_key = $1")
+        .bind(import_key)
+        .bind(i64::try_from(rows).unwrap_or(i64::MAX))
+        .execute(&mut *lock)
+        .await?;
+    Ok(rows)
 }
