@@ -19,9 +19,9 @@ pub(super) struct Pass {
     pub import_key: i64,
     /// The file, read again from the start.
     pub file: CardFile,
-    /// The header the structure pass read (the file must still have it).
+    /// The header the opening pass read (the file must still have it).
     pub header: Header,
-    /// The SHA-256 the structure pass computed (the file must still have it).
+    /// The SHA-256 the opening pass computed (the file must still have it).
     pub sha256: [u8; 32],
     /// At most this many data rows (from the opening pass; for sizing only).
     pub rows_hint: u64,
