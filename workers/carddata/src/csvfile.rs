@@ -327,31 +327,31 @@ impl<R: Read> Read for Guarded<R> {
     fn read(&mut self, buffer: &mut [u8]) -> io::Result<usize> {
         let count = self.inner.read(buffer)?;
         let chunk = &buffer[..count];
-        let mut segments = chunk.split(|byte| *byte == b'\n').peekable();
-        let mut first = true;
-        while let Some(segment) = segments.next() {
-            let length = if first {
-                self.run + segment.len()
-            } else {
-                segment.len()
-            };
-            first = false;
-            if length > self.max_line {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    LineTooLong { line: self.line },
-                ));
+        // `start` is where the current line begins in this chunk; `run` counts the bytes of a
+        // line begun in earlier chunks. memchr finds the line ends many bytes at a time.
+        let mut start = 0;
+        for end in memchr::memchr_iter(b'\n', chunk) {
+            if self.run + (end - start) > self.max_line {
+                return Err(self.too_long());
             }
-            if segments.peek().is_some() {
-                self.line += 1;
-            } else {
-                self.run = length;
-            }
+            self.run = 0;
+            self.line += 1;
+            start = end + 1;
+        }
+        self.run += count - start;
+        if self.run > self.max_line {
+            return Err(self.too_long());
         }
         if let Some(hasher) = self.hasher.as_mut() {
             hasher.update(chunk);
         }
         Ok(count)
+    }
+}
+
+impl<R> Guarded<R> {
+    fn too_long(&self) -> io::Error {
+        io::Error::new(io::ErrorKind::InvalidData, LineTooLong { line: self.line })
     }
 }
 
@@ -491,6 +491,73 @@ pub fn check_structure<R: Read>(
     })
 }
 
+/// What the opening pass learnt about a file.
+#[derive(Debug, Clone)]
+pub struct Opening {
+    /// SHA-256 of the file's bytes.
+    pub sha256: [u8; 32],
+    /// The header.
+    pub header: Header,
+    /// Lines after the header line (blank lines included): an upper bound of the card rows,
+    /// for progress and sizing only. The staging pass counts the rows.
+    pub rows_hint: u64,
+}
+
+/// The first pass over a file when it is imported: the header and the first card row are
+/// checked as [`check_structure`] checks them (columns, UTF-8, whether the key columns are
+/// encrypted as the job says), and the rest is only hashed and held to the line limit, without
+/// parsing it as CSV. Field counts and UTF-8 of the other rows are checked by the staging pass,
+/// which refuses the whole file just the same (and drops what it staged).
+pub fn check_opening<R: Read>(
+    source: R,
+    max_line_bytes: usize,
+    transport: Option<&TransportKey>,
+) -> Result<Opening, FileRejection> {
+    let mut reader = csv_reader(Guarded::new(source, max_line_bytes, true));
+    let mut record = csv::ByteRecord::new();
+    let (header, header_line) = read_header(&mut reader, &mut record)?;
+    let Some(line) = next_row(&mut reader, &mut record, &header)? else {
+        return Err(FileRejection::new(reasons::FILE_NO_ROWS));
+    };
+    if std::str::from_utf8(record.as_slice()).is_err() {
+        return Err(FileRejection::at(reasons::FILE_NOT_UTF8, line));
+    }
+    check_encryption(&header, &record, line, transport)?;
+    // The CSV reader has read ahead; the guard below it has hashed and checked what it read.
+    let mut guarded = reader.into_inner();
+    let mut buffer = vec![0u8; 256 * 1024];
+    loop {
+        match guarded.read(&mut buffer) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+            Err(error) => {
+                return Err(
+                    match error
+                        .get_ref()
+                        .and_then(|inner| inner.downcast_ref::<LineTooLong>())
+                    {
+                        Some(too_long) => {
+                            FileRejection::at(reasons::FILE_LINE_TOO_LONG, too_long.line)
+                        }
+                        None => FileRejection::new(reasons::FILE_UNREADABLE),
+                    },
+                );
+            }
+        }
+    }
+    // `line` is the line being read; with the file ending in a newline it is an empty one.
+    let rows_hint = guarded
+        .line
+        .saturating_sub(header_line)
+        .saturating_sub(u64::from(guarded.run == 0));
+    Ok(Opening {
+        sha256: guarded.finish_hash(),
+        header,
+        rows_hint,
+    })
+}
+
 fn is_hex(text: &str) -> bool {
     !text.is_empty() && text.bytes().all(|byte| byte.is_ascii_hexdigit())
 }
@@ -609,6 +676,59 @@ mod tests {
             (too_long.reason.code, too_long.line),
             ("FILE_LINE_TOO_LONG", Some(3))
         );
+    }
+
+    #[test]
+    fn the_opening_pass_hashes_all_and_parses_only_the_start() {
+        let opening = |text: &[u8]| check_opening(text, 256, None);
+        let text = format!("iccid,imsi,ki,opc,adm1\n{ROW}\n\n{ROW}\n");
+        let found = opening(text.as_bytes()).unwrap();
+        assert_eq!(
+            found.rows_hint, 3,
+            "lines after the header, blank ones included"
+        );
+        assert_eq!(found.sha256, structure(text.as_bytes()).unwrap().sha256);
+        assert_eq!(opening(b"").unwrap_err().reason.code, "FILE_EMPTY");
+        assert_eq!(
+            opening(b"iccid,imsi,ki,opc,adm1\n")
+                .unwrap_err()
+                .reason
+                .code,
+            "FILE_NO_ROWS"
+        );
+        let long = format!(
+            "iccid,imsi,ki,opc,adm1\n{ROW}\n{ROW}\n{}\n",
+            "9".repeat(300)
+        );
+        let too_long = opening(long.as_bytes()).unwrap_err();
+        assert_eq!(
+            (too_long.reason.code, too_long.line),
+            ("FILE_LINE_TOO_LONG", Some(4))
+        );
+        // Left to the staging pass, which parses every row.
+        let short = format!("iccid,imsi,ki,opc,adm1\n{ROW}\n{ROW},extra\n");
+        assert!(opening(short.as_bytes()).is_ok());
+    }
+
+    #[test]
+    fn long_lines_are_caught_across_reads() {
+        // A reader that hands out a few bytes at a time, so lines span reads.
+        struct Trickle<'a>(&'a [u8]);
+        impl Read for Trickle<'_> {
+            fn read(&mut self, buffer: &mut [u8]) -> io::Result<usize> {
+                let count = self.0.len().min(buffer.len()).min(7);
+                buffer[..count].copy_from_slice(&self.0[..count]);
+                self.0 = &self.0[count..];
+                Ok(count)
+            }
+        }
+        let read_all = |text: &[u8], max: usize| {
+            let mut guarded = Guarded::new(Trickle(text), max, false);
+            io::copy(&mut guarded, &mut io::sink()).map(|_| guarded.line)
+        };
+        assert_eq!(read_all(b"0123456789\n0123456789\n", 10).unwrap(), 3);
+        assert!(read_all(b"0123456789\n01234567890\n", 10).is_err());
+        assert!(read_all(b"0123456789\n01234567890", 10).is_err());
     }
 
     #[test]
