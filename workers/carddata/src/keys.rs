@@ -43,7 +43,21 @@ pub async fn exists<'e>(db: impl PgExecutor<'e>, iccid: &str) -> Result<bool, sq
 struct SealedRow {
     imsi: String,
     card_type: String,
-    kek_id: String,
+    #[sqlx(flatten)]
+    sealed: SealedColumns,
+    acc: Option<String>,
+    msisdn: Option<String>,
+    mcc: Option<String>,
+    mnc: Option<String>,
+    smsp: Option<String>,
+    name: Option<String>,
+}
+
+/// The sealed columns of a card row, in either storage format: v2 (`secrets`, one sealed
+/// record) or v1 (a sealed value per column), under the KEK `kek_id` names.
+#[derive(sqlx::FromRow)]
+pub(crate) struct SealedColumns {
+    pub(crate) kek_id: String,
     secrets: Option<Vec<u8>>,
     ki: Option<Vec<u8>>,
     opc: Option<Vec<u8>>,
@@ -52,12 +66,32 @@ struct SealedRow {
     puk1: Option<Vec<u8>>,
     pin2: Option<Vec<u8>>,
     puk2: Option<Vec<u8>>,
-    acc: Option<String>,
-    msisdn: Option<String>,
-    mcc: Option<String>,
-    mnc: Option<String>,
-    smsp: Option<String>,
-    name: Option<String>,
+}
+
+impl SealedColumns {
+    /// Opens the card's secrets with the KEK the row names (from `kek_ring`).
+    pub(crate) fn open(&self, kek_ring: &KekRing, iccid: &str) -> Result<OpenedRecord, FetchError> {
+        let kek = kek_ring.get(&self.kek_id)?;
+        match &self.secrets {
+            Some(sealed) => {
+                let opened = kek.open_record(iccid, sealed)?;
+                SecretRecord::decode(&opened).ok_or(FetchError::Malformed("secrets"))
+            }
+            None => open_v1_columns(
+                kek,
+                iccid,
+                self.ki.as_deref(),
+                self.opc.as_deref(),
+                self.adm1.as_deref(),
+                [
+                    self.pin1.as_deref(),
+                    self.puk1.as_deref(),
+                    self.pin2.as_deref(),
+                    self.puk2.as_deref(),
+                ],
+            ),
+        }
+    }
 }
 
 /// Fetches and decrypts the keys of one card; `None` when its card data is not loaded.
@@ -75,14 +109,7 @@ pub async fn fetch<'e>(
     .fetch_optional(db)
     .await?;
     let Some(row) = row else { return Ok(None) };
-    let kek = kek_ring.get(&row.kek_id)?;
-    let (ki, opc, adm1, [pin1, puk1, pin2, puk2]) = match &row.secrets {
-        Some(sealed) => {
-            let opened = kek.open_record(iccid, sealed)?;
-            SecretRecord::decode(&opened).ok_or(FetchError::Malformed("secrets"))?
-        }
-        None => open_v1(kek, iccid, &row)?,
-    };
+    let (ki, opc, adm1, [pin1, puk1, pin2, puk2]) = row.sealed.open(kek_ring, iccid)?;
     Ok(Some(CardSecrets {
         iccid: iccid.to_owned(),
         imsi: row.imsi.clone(),
@@ -102,12 +129,12 @@ pub async fn fetch<'e>(
             smsp: row.smsp.clone(),
             name: row.name.clone(),
         },
-        kek_id: row.kek_id.clone(),
+        kek_id: row.sealed.kek_id.clone(),
     }))
 }
 
 /// Opens a row of format v1: each secret column sealed on its own.
-pub(crate) fn open_v1_columns(
+fn open_v1_columns(
     kek: &Kek,
     iccid: &str,
     ki: Option<&[u8]>,
@@ -150,22 +177,6 @@ pub(crate) fn open_v1_columns(
             pin(SealedColumn::Puk2, puk2)?,
         ],
     ))
-}
-
-fn open_v1(kek: &Kek, iccid: &str, row: &SealedRow) -> Result<OpenedRecord, FetchError> {
-    open_v1_columns(
-        kek,
-        iccid,
-        row.ki.as_deref(),
-        row.opc.as_deref(),
-        row.adm1.as_deref(),
-        [
-            row.pin1.as_deref(),
-            row.puk1.as_deref(),
-            row.pin2.as_deref(),
-            row.puk2.as_deref(),
-        ],
-    )
 }
 
 #[cfg(test)]

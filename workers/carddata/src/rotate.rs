@@ -20,7 +20,7 @@ use sqlx::{Connection, PgPool};
 use zeroize::{Zeroize, Zeroizing};
 
 use crate::kek::{KekConfigError, KekRing, OpenError};
-use crate::keys::{FetchError, open_v1_columns};
+use crate::keys::{FetchError, SealedColumns};
 use crate::secrets::SecretRecord;
 
 /// Why rotation stopped.
@@ -58,15 +58,8 @@ struct Row {
     iccid: String,
     import_key: i64,
     line: Option<i64>,
-    kek_id: String,
-    secrets: Option<Vec<u8>>,
-    ki: Option<Vec<u8>>,
-    opc: Option<Vec<u8>>,
-    adm1: Option<Vec<u8>>,
-    pin1: Option<Vec<u8>>,
-    puk1: Option<Vec<u8>>,
-    pin2: Option<Vec<u8>>,
-    puk2: Option<Vec<u8>>,
+    #[sqlx(flatten)]
+    sealed: SealedColumns,
 }
 
 /// Re-encrypts every row not under the current KEK (or not yet in format v2), `batch_size`
@@ -102,31 +95,14 @@ pub async fn rotate_kek(
         let mut sealed = Vec::with_capacity(rows.len());
         let mut record = Zeroizing::new(Vec::with_capacity(64));
         for row in &rows {
-            let old = kek_ring.get(&row.kek_id)?;
-            let (ki, opc, adm1, pins) = match &row.secrets {
-                Some(secrets) => {
-                    let opened = old.open_record(&row.iccid, secrets)?;
-                    SecretRecord::decode(&opened).ok_or(RotateError::Malformed("secrets"))?
-                }
-                None => open_v1_columns(
-                    old,
-                    &row.iccid,
-                    row.ki.as_deref(),
-                    row.opc.as_deref(),
-                    row.adm1.as_deref(),
-                    [
-                        row.pin1.as_deref(),
-                        row.puk1.as_deref(),
-                        row.pin2.as_deref(),
-                        row.puk2.as_deref(),
-                    ],
-                )
-                .map_err(|error| match error {
-                    FetchError::Open(error) => RotateError::Open(error),
-                    FetchError::Malformed(what) => RotateError::Malformed(what),
-                    FetchError::Database(error) => RotateError::Database(error),
-                })?,
-            };
+            let (ki, opc, adm1, pins) =
+                row.sealed
+                    .open(kek_ring, &row.iccid)
+                    .map_err(|error| match error {
+                        FetchError::Open(error) => RotateError::Open(error),
+                        FetchError::Malformed(what) => RotateError::Malformed(what),
+                        FetchError::Database(error) => RotateError::Database(error),
+                    })?;
             SecretRecord::encode_into(&mut record, &ki, &opc, &adm1, &pins);
             sealed.push(current.seal_record(&row.iccid, &record));
             record.zeroize();
