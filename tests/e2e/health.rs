@@ -21,31 +21,59 @@ async fn probe(address: &str, path: &str) -> anyhow::Result<(u16, serde_json::Va
     Ok((status, response.json().await.unwrap_or_default()))
 }
 
+/// A `simflow worker <which>` process whose database (a private server) is stopped, once it
+/// serves `/livez`.
+struct WorkerWithoutDatabase {
+    env: TestEnv,
+    server: PrivateServer,
+    settings: simflow_runtime::Settings,
+    address: String,
+    worker: SimflowProcess,
+}
+
+impl WorkerWithoutDatabase {
+    async fn start(which: &str) -> anyhow::Result<WorkerWithoutDatabase> {
+        let env = TestEnv::new().await?;
+        let server = tokio::task::spawn_blocking(PrivateServer::start).await??;
+        server.stop()?;
+        let mut settings = env.settings.clone();
+        settings.database.url = server.url("simflow").into();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        settings.http.listen = format!("127.0.0.1:{port}");
+        let address = settings.http.listen.clone();
+        let worker = SimflowProcess::start(&settings, &["worker", which])?;
+        env.eventually(
+            "the worker to serve health",
+            Duration::from_secs(60),
+            || async {
+                Ok(probe(&address, "/livez")
+                    .await
+                    .is_ok_and(|(status, _)| status == 200))
+            },
+        )
+        .await?;
+        Ok(WorkerWithoutDatabase {
+            env,
+            server,
+            settings,
+            address,
+            worker,
+        })
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_without_its_database_stays_up_says_why_and_works_once_it_comes()
 -> anyhow::Result<()> {
-    let env = TestEnv::new().await?;
-    let server = tokio::task::spawn_blocking(PrivateServer::start).await??;
-    server.stop()?;
-    let mut settings = env.settings.clone();
-    settings.database.url = server.url("simflow").into();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
-    settings.http.listen = format!("127.0.0.1:{port}");
-    let address = settings.http.listen.clone();
-    let mut worker = SimflowProcess::start(&settings, &["worker", "transfer"])?;
-
-    env.eventually(
-        "the worker to serve health",
-        Duration::from_secs(60),
-        || async {
-            Ok(probe(&address, "/livez")
-                .await
-                .is_ok_and(|(status, _)| status == 200))
-        },
-    )
-    .await?;
+    let WorkerWithoutDatabase {
+        env,
+        server,
+        settings,
+        address,
+        mut worker,
+    } = WorkerWithoutDatabase::start("transfer").await?;
     // A few seconds of outage: it stays up and not ready, with the reason.
     for _ in 0..3 {
         let (status, body) = probe(&address, "/readyz").await?;
@@ -108,27 +136,13 @@ async fn a_worker_without_its_database_stays_up_says_why_and_works_once_it_comes
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_process_lists_every_consumer_as_not_ready_before_it_consumes()
 -> anyhow::Result<()> {
-    let env = TestEnv::new().await?;
-    let server = tokio::task::spawn_blocking(PrivateServer::start).await??;
-    server.stop()?;
-    let mut settings = env.settings.clone();
-    settings.database.url = server.url("simflow").into();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
-    settings.http.listen = format!("127.0.0.1:{port}");
-    let address = settings.http.listen.clone();
-    let mut worker = SimflowProcess::start(&settings, &["worker", "all"])?;
-    env.eventually(
-        "the worker to serve health",
-        Duration::from_secs(60),
-        || async {
-            Ok(probe(&address, "/livez")
-                .await
-                .is_ok_and(|(status, _)| status == 200))
-        },
-    )
-    .await?;
+    let WorkerWithoutDatabase {
+        env: _env,
+        server: _server,
+        settings: _,
+        address,
+        mut worker,
+    } = WorkerWithoutDatabase::start("all").await?;
     let (status, body) = probe(&address, "/readyz").await?;
     assert_eq!(status, 503, "{body}");
     for consumer in [
