@@ -114,6 +114,21 @@ pub struct CardExtras {
     pub name: Option<String>,
 }
 
+impl CardExtras {
+    /// The values in their stored column order (acc, msisdn, mcc, mnc, smsp, name): what the
+    /// import writes and what a row's fingerprint covers.
+    pub fn in_column_order(&self) -> [Option<&str>; 6] {
+        [
+            self.acc.as_deref(),
+            self.msisdn.as_deref(),
+            self.mcc.as_deref(),
+            self.mnc.as_deref(),
+            self.smsp.as_deref(),
+            self.name.as_deref(),
+        ]
+    }
+}
+
 /// The plaintext layout of a card's sealed secret record (format v2): Ki (16 bytes), OPc (16),
 /// ADM1 (8), then PIN1, PUK1, PIN2, PUK2, each as a length byte and its ASCII digits (length 0:
 /// absent). Sealed as one AES-GCM value by [`crate::kek::Kek::seal_record`].

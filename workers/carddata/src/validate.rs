@@ -280,16 +280,8 @@ pub fn fingerprint(card_type: &str, row: &CardRow) -> [u8; 32] {
     for pin in &row.pins {
         absorb(&mut hasher, pin.as_ref().map(|pin| pin.digits().as_bytes()));
     }
-    let extras = &row.extras;
-    for value in [
-        &extras.acc,
-        &extras.msisdn,
-        &extras.mcc,
-        &extras.mnc,
-        &extras.smsp,
-        &extras.name,
-    ] {
-        absorb(&mut hasher, value.as_deref().map(str::as_bytes));
+    for value in row.extras.in_column_order() {
+        absorb(&mut hasher, value.map(str::as_bytes));
     }
     hasher.finalize().into()
 }

@@ -59,16 +59,8 @@ pub(super) fn encode_row(
     SecretRecord::encode_into(record, &row.ki, &row.opc, &row.adm1, &row.pins);
     push_field(out, &kek.seal_record(iccid, record));
     record.zeroize();
-    let extras = &row.extras;
-    for value in [
-        &extras.acc,
-        &extras.msisdn,
-        &extras.mcc,
-        &extras.mnc,
-        &extras.smsp,
-        &extras.name,
-    ] {
-        push_optional(out, value.as_deref().map(str::as_bytes));
+    for value in row.extras.in_column_order() {
+        push_optional(out, value.map(str::as_bytes));
     }
 }
 
