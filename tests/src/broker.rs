@@ -48,8 +48,25 @@ fn helper(
 
 impl PrivateNode {
     /// Starts a node (named after the test run) and a cluster on free ports; blocks until both
-    /// answer (run it on a blocking thread).
+    /// answer (run it on a blocking thread). The ports are free when chosen but may be taken
+    /// by a test running beside this one before the node binds them (a node that loses its
+    /// port stops during boot: `rabbit_is_not_running`), so a failed start is tried again, at
+    /// most three times, each on new ports.
     pub fn start() -> anyhow::Result<PrivateNode> {
+        let mut failures = Vec::new();
+        for _ in 0..3 {
+            match Self::start_once() {
+                Ok(node) => return Ok(node),
+                Err(error) => failures.push(format!("{error:#}")),
+            }
+        }
+        bail!(
+            "the private node did not start: {}",
+            failures.join(" | then: ")
+        )
+    }
+
+    fn start_once() -> anyhow::Result<PrivateNode> {
         let dir = std::env::temp_dir().join(crate::unique_name("simflow_node"));
         let env = [
             ("CHAOS_AMQP_PORT", free_port()?.to_string()),
