@@ -9,7 +9,7 @@
 //! | `SCARD_E_NO_SERVICE`, `SCARD_E_SERVICE_STOPPED`, `SCARD_E_NO_READERS_AVAILABLE` | `DriverMissing` | 写卡器驱动未安装。 |
 //! | `SCARD_E_UNKNOWN_READER`, `SCARD_E_READER_UNAVAILABLE`, `SCARD_E_READER_UNSUPPORTED`, `SCARD_E_SHARING_VIOLATION`, other service errors | `ReaderNotConnected` | 连接写卡器失败，请尝试重新插入白卡！ |
 //! | `SCARD_E_TIMEOUT` / `SCARD_E_NO_SMARTCARD` while waiting or connecting | `NoCard` | 连接写卡器失败，请尝试重新插入白卡！ |
-//! | `SCARD_W_REMOVED_CARD`, `SCARD_W_RESET_CARD`, `SCARD_E_NO_SMARTCARD`, or any transmit failure after which the reader shows no card | `CardRemoved` | 连接写卡器失败，请尝试重新插入白卡！ |
+//! | `SCARD_W_REMOVED_CARD`, `SCARD_W_RESET_CARD`, `SCARD_E_NO_SMARTCARD`, or any transmit failure or short answer after which the reader shows no card | `CardRemoved` | 连接写卡器失败，请尝试重新插入白卡！ |
 //! | `SCARD_W_UNRESPONSIVE_CARD`, `SCARD_W_UNPOWERED_CARD`, `SCARD_W_UNSUPPORTED_CARD`, `SCARD_E_PROTO_MISMATCH`, `SCARD_E_INVALID_ATR`, `SCARD_E_CARD_UNSUPPORTED`, a mute card, a transmit failure with the card still present, a card that is not a USIM | `CardUnusable` | 请更换白卡！ |
 //! | EF.IMSI already written (finished or used card) | `CardNotBlank` | 请更换白卡！ |
 //! | VERIFY ADM1 refused (63Cx) / blocked (6983) | `AdmRejected` / `AdmBlocked` | 请更换白卡！ |

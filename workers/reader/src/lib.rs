@@ -307,8 +307,15 @@ impl Reader {
         let mut buffer = [0u8; pcsc::MAX_BUFFER_SIZE];
         self.apdus += 1;
         match card.transmit(apdu, &mut buffer) {
-            Ok(bytes) => Response::from_bytes(bytes).map_err(|error| ReaderError::CardUnusable {
-                cause: format!("bad response: {error}"),
+            // A card pulled mid-exchange can also show as a short (often empty) answer rather
+            // than a transmit failure: decided the same way, by whether the card is still in.
+            Ok(bytes) => Response::from_bytes(bytes).map_err(|error| {
+                let cause = format!("bad response: {error}");
+                if self.card_stays_present(REMOVAL_SETTLE) {
+                    ReaderError::CardUnusable { cause }
+                } else {
+                    ReaderError::CardRemoved { cause }
+                }
             }),
             Err(error) => Err(self.classify_transmit_error(error)),
         }
