@@ -122,6 +122,15 @@ else
     wait_for 120 "RabbitMQ" rabbitmq-diagnostics -q ping
     log "RabbitMQ started"
 fi
+# A running broker keeps the open-file limit it started with; raising it needs a restart, which is
+# the operator's call (docs/deployment.md, "Outlet scale"). Say so when it is low.
+broker_pid=$(pgrep -f 'beam.smp.* rabbit@' | head -n 1 || true)
+if [[ -n "$broker_pid" ]]; then
+    broker_nofile=$(awk '/^Max open files/ { print $4 }' "/proc/$broker_pid/limits" 2>/dev/null || true)
+    if [[ "$broker_nofile" =~ ^[0-9]+$ ]] && (( broker_nofile < 65536 )); then
+        log "note: the running RabbitMQ may open only $broker_nofile files; for many outlets raise it (LimitNOFILE=65536) and restart it (docs/deployment.md)"
+    fi
+fi
 wanted_plugins=(rabbitmq_management rabbitmq_prometheus)
 enabled=$(rabbitmq-plugins list -e -m 2>/dev/null || true)
 missing_plugins=()

@@ -94,6 +94,28 @@ pub struct ConnectionInfo {
     pub client_properties: serde_json::Value,
 }
 
+/// One node's resource use, from `/api/nodes`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct NodeResources {
+    /// Node name (`rabbit@host`).
+    pub name: String,
+    /// Memory in use, bytes.
+    #[serde(default)]
+    pub mem_used: u64,
+    /// File descriptors open (sockets included).
+    #[serde(default)]
+    pub fd_used: u64,
+    /// The node's file descriptor limit.
+    #[serde(default)]
+    pub fd_total: u64,
+    /// Sockets open.
+    #[serde(default)]
+    pub sockets_used: u64,
+    /// Erlang processes.
+    #[serde(default)]
+    pub proc_used: u64,
+}
+
 impl Management {
     /// A client for the API described by the AMQP settings.
     pub fn new(settings: &AmqpSettings) -> Management {
@@ -228,6 +250,24 @@ impl Management {
         let url = self.url(&format!("vhosts/{}/connections", encode_segment(vhost)));
         let response = self.send(self.http.get(url), "list connections").await?;
         Ok(response.json().await?)
+    }
+
+    /// Resource use of every node of the cluster (`/api/nodes`): memory, file descriptors,
+    /// sockets and Erlang processes, as the node last reported them (every 5 s by default).
+    pub async fn nodes(&self) -> anyhow::Result<Vec<NodeResources>> {
+        let response = self
+            .send(self.http.get(self.url("nodes")), "list nodes")
+            .await?;
+        Ok(response.json().await?)
+    }
+
+    /// A node's memory by category in bytes (`/api/nodes/<node>/memory`), computed when asked:
+    /// `queue_procs`, `connection_readers`, `mnesia`, `total` (`rss`, `allocated`, `erlang`)…
+    pub async fn memory_breakdown(&self, node: &str) -> anyhow::Result<serde_json::Value> {
+        let url = self.url(&format!("nodes/{}/memory", encode_segment(node)));
+        let response = self.send(self.http.get(url), "node memory").await?;
+        let mut body: serde_json::Value = response.json().await?;
+        Ok(body["memory"].take())
     }
 
     /// Closes a connection by its broker name (the client sees a connection-forced close).

@@ -20,6 +20,9 @@ pub enum BenchCommand {
     Writecard(super::bench_writecard::WritecardBenchArgs),
     /// APDUs and host-side time per card personalisation over pcscd + vpcd + the soft SIM.
     Card(super::bench_card::CardBenchArgs),
+    /// What outlets cost the broker: memory and file descriptors per outlet queue (by queue
+    /// variant), per provisioned outlet and per idle node connection, and a sizing projection.
+    Outlets(super::bench_outlets::OutletsBenchArgs),
     /// Time and bytes of one `/metrics` scrape with many outlets' series.
     Scrape(super::bench_scrape::ScrapeBenchArgs),
 }
@@ -32,6 +35,7 @@ pub async fn run(settings: Settings, command: BenchCommand) -> anyhow::Result<()
         BenchCommand::Import(args) => super::bench_import::run(settings, args).await,
         BenchCommand::Writecard(args) => super::bench_writecard::run(settings, args).await,
         BenchCommand::Card(args) => super::bench_card::run(args).await,
+        BenchCommand::Outlets(args) => super::bench_outlets::run(settings, args).await,
         BenchCommand::Scrape(args) => super::bench_scrape::run(args).await,
     }
 }

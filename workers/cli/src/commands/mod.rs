@@ -4,6 +4,7 @@ pub mod bench;
 pub mod bench_card;
 pub mod bench_import;
 pub mod bench_inventory;
+pub mod bench_outlets;
 pub mod bench_scrape;
 pub mod bench_transfer;
 pub mod bench_writecard;
