@@ -78,6 +78,9 @@ rabbit_env() {
     export RABBITMQ_ENABLED_PLUGINS_FILE="$dir/rabbit/enabled_plugins"
     export RABBITMQ_CONF_ENV_FILE="$dir/rabbit/rabbitmq-env.conf"
     export RABBITMQ_PID_FILE="$dir/rabbit/node.pid"
+    # A node that fails to boot (a port taken by a node beside it) leaves its crash dump here,
+    # not in the caller's working directory.
+    export ERL_CRASH_DUMP="$dir/rabbit/log/erl_crash.dump"
     export RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS="-kernel inet_dist_use_interface {127,0,0,1}"
     # rabbitmqctl's own distribution ports: beside the node's, clear of the machine node's
     # (25672 and 35672–35682).
