@@ -16,6 +16,11 @@
 # which later commands and the callers read:
 #   CHAOS_AMQP_PORT=5682 CHAOS_MANAGEMENT_PORT=15682 CHAOS_DIST_PORT=25682 CHAOS_PG_PORT=5442
 #   CHAOS_NODE=simflow-chaos
+# With CHAOS_TLS_DIR (a directory holding ca.pem, server.pem and server.key) and
+# CHAOS_AMQPS_PORT at `start`, the node also listens for `amqps` on 127.0.0.1:CHAOS_AMQPS_PORT,
+# requires a client certificate signed by ca.pem there (verify_peer, fail_if_no_peer_cert),
+# and logs clients in by the certificate's common name (EXTERNAL, rabbitmq_auth_mechanism_ssl);
+# PLAIN stays for users with a password. The files are copied into DIR.
 # Needs root (the cluster runs as the `postgres` user through runuser) or the postgres user.
 set -euo pipefail
 
@@ -40,6 +45,8 @@ load_ports() {
     CHAOS_DIST_PORT="${CHAOS_DIST_PORT:-25682}"
     CHAOS_PG_PORT="${CHAOS_PG_PORT:-5442}"
     CHAOS_NODE="${CHAOS_NODE:-simflow-chaos}"
+    CHAOS_AMQPS_PORT="${CHAOS_AMQPS_PORT:-}"
+    CHAOS_TLS_DIR="${CHAOS_TLS_DIR:-}"
     for port in "$CHAOS_AMQP_PORT" "$CHAOS_MANAGEMENT_PORT" "$CHAOS_DIST_PORT" "$CHAOS_PG_PORT"; do
         if [[ "$port" == 5672 || "$port" == 15672 || "$port" == 5432 || "$port" == 25672 ]]; then
             say "port $port belongs to the machine's own services; choose another"
@@ -71,6 +78,9 @@ rabbit_env() {
     export RABBITMQ_ENABLED_PLUGINS_FILE="$dir/rabbit/enabled_plugins"
     export RABBITMQ_CONF_ENV_FILE="$dir/rabbit/rabbitmq-env.conf"
     export RABBITMQ_PID_FILE="$dir/rabbit/node.pid"
+    # A node that fails to boot (a port taken by a node beside it) leaves its crash dump here,
+    # not in the caller's working directory.
+    export ERL_CRASH_DUMP="$dir/rabbit/log/erl_crash.dump"
     export RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS="-kernel inet_dist_use_interface {127,0,0,1}"
     # rabbitmqctl's own distribution ports: beside the node's, clear of the machine node's
     # (25672 and 35672–35682).
@@ -97,6 +107,24 @@ management.tcp.ip = 127.0.0.1
 management.tcp.port = $CHAOS_MANAGEMENT_PORT
 max_message_size = 1048576
 EOF
+    if [[ -n "$CHAOS_TLS_DIR" ]]; then
+        [[ -n "$CHAOS_AMQPS_PORT" ]] || { say "CHAOS_TLS_DIR needs CHAOS_AMQPS_PORT"; exit 1; }
+        mkdir -p "$dir/rabbit/tls"
+        cp "$CHAOS_TLS_DIR/ca.pem" "$CHAOS_TLS_DIR/server.pem" "$CHAOS_TLS_DIR/server.key" "$dir/rabbit/tls/"
+        chmod 600 "$dir/rabbit/tls/server.key"
+        echo '[rabbitmq_management,rabbitmq_auth_mechanism_ssl].' >"$dir/rabbit/enabled_plugins"
+        cat >>"$dir/rabbit/rabbitmq.conf" <<EOF
+listeners.ssl.1 = 127.0.0.1:$CHAOS_AMQPS_PORT
+ssl_options.cacertfile = $dir/rabbit/tls/ca.pem
+ssl_options.certfile = $dir/rabbit/tls/server.pem
+ssl_options.keyfile = $dir/rabbit/tls/server.key
+ssl_options.verify = verify_peer
+ssl_options.fail_if_no_peer_cert = true
+auth_mechanisms.1 = EXTERNAL
+auth_mechanisms.2 = PLAIN
+ssl_cert_login_from = common_name
+EOF
+    fi
 }
 
 start_broker() {
@@ -185,6 +213,7 @@ CHAOS_MANAGEMENT_PORT=$CHAOS_MANAGEMENT_PORT
 CHAOS_DIST_PORT=$CHAOS_DIST_PORT
 CHAOS_PG_PORT=$CHAOS_PG_PORT
 CHAOS_NODE=$CHAOS_NODE
+CHAOS_AMQPS_PORT=$CHAOS_AMQPS_PORT
 EOF
         init_broker
         init_db

@@ -12,6 +12,7 @@ mod health;
 mod issue;
 mod observability;
 mod outlet;
+mod outlet_tls;
 mod packaging;
 mod returns;
 mod support;

@@ -853,6 +853,7 @@ async fn an_outlet_cannot_read_another_outlets_queue() -> anyhow::Result<()> {
         uri: world.outlet_uri("HX01")?,
         outlet_code: "HX02".into(),
         user: simflow_runtime::outlet::outlet_user(&world.env.vhost, "HX01"),
+        tls: None,
     };
     let refused = simflow_runtime::outlet::check_access(&connection).await;
     assert!(refused.is_err(), "HX01 may not touch HX02's queue");
@@ -864,6 +865,7 @@ async fn an_outlet_cannot_read_another_outlets_queue() -> anyhow::Result<()> {
         uri: world.outlet_uri("HX01")?,
         outlet_code: "HX01".into(),
         user: simflow_runtime::outlet::outlet_user(&world.env.vhost, "HX01"),
+        tls: None,
     })
     .await?;
     world.stop().await

@@ -238,6 +238,7 @@ impl WriteWorld {
             uri: self.outlet_uri(code)?,
             outlet_code: code.into(),
             user: simflow_runtime::outlet::outlet_user(&self.env.vhost, code),
+            tls: None,
         }))
     }
 }

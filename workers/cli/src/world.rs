@@ -368,6 +368,9 @@ pub fn node_settings(
         counter_listen: String::new(),
         counter_allow_remote: false,
         crm_origin: None,
+        tls_ca_cert: None,
+        tls_cert: None,
+        tls_key: None,
     }
 }
 

@@ -29,6 +29,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use simflow_runtime::metrics::{Health, Metrics};
 use simflow_runtime::outlet::{OutletConnection, outlet_user, valid_outlet_code};
+use simflow_runtime::outlet_tls::ClientTls;
 use simflow_runtime::shutdown::CancellationToken;
 use simflow_seal::OutletKeyPair;
 
@@ -72,6 +73,16 @@ pub struct OutletSettings {
     /// counter API from another origin; none when empty.
     #[serde(default)]
     pub crm_origin: Option<String>,
+    /// Over TLS (`amqps://…?auth_mechanism=external`): the outlet CA's certificate, the only
+    /// issuer the broker's certificate may chain to.
+    #[serde(default)]
+    pub tls_ca_cert: Option<PathBuf>,
+    /// Over TLS: the node's certificate, as the centre issued it at provisioning.
+    #[serde(default)]
+    pub tls_cert: Option<PathBuf>,
+    /// Over TLS: the node's private key (`simflow outlet tls-request` made it; mode 0600).
+    #[serde(default)]
+    pub tls_key: Option<PathBuf>,
 }
 
 fn default_counter_listen() -> String {
@@ -99,6 +110,9 @@ impl std::fmt::Debug for OutletSettings {
             .field("counter_listen", &self.counter_listen)
             .field("counter_allow_remote", &self.counter_allow_remote)
             .field("crm_origin", &self.crm_origin)
+            .field("tls_ca_cert", &self.tls_ca_cert)
+            .field("tls_cert", &self.tls_cert)
+            .field("tls_key", &self.tls_key)
             .finish()
     }
 }
@@ -128,6 +142,14 @@ impl OutletSettings {
             "[outlet] broker_uri: set SIMFLOW__OUTLET__BROKER_URI to the outlet user's broker URI",
         )?;
         let user = outlet_user(&simflow_runtime::amqp::vhost_of(uri)?, &self.code);
+        if self.client_tls()?.is_some() {
+            let text = uri.expose_secret();
+            anyhow::ensure!(
+                text.starts_with("amqps://") && text.contains("auth_mechanism=external"),
+                "[outlet] broker_uri: with a client certificate, use amqps://HOST:PORT/VHOST?auth_mechanism=external"
+            );
+            return Ok(());
+        }
         anyhow::ensure!(
             uri.expose_secret().contains(&format!(
                 "//{}:",
@@ -136,6 +158,22 @@ impl OutletSettings {
             "[outlet] broker_uri must connect as the outlet's own user {user}"
         );
         Ok(())
+    }
+
+    /// The node's TLS files when it connects with a client certificate (all three set), `None`
+    /// when it uses a password (none set); some but not all is an error.
+    pub fn client_tls(&self) -> anyhow::Result<Option<ClientTls>> {
+        match (&self.tls_ca_cert, &self.tls_cert, &self.tls_key) {
+            (None, None, None) => Ok(None),
+            (Some(ca_cert), Some(cert), Some(key)) => Ok(Some(ClientTls {
+                ca_cert: ca_cert.clone(),
+                cert: cert.clone(),
+                key: key.clone(),
+            })),
+            _ => anyhow::bail!(
+                "[outlet] tls_ca_cert, tls_cert and tls_key: set all three (a client certificate) or none (a password)"
+            ),
+        }
     }
 
     /// Where the counter page listens and who may call it; `None` when it is off.
@@ -167,6 +205,10 @@ impl OutletSettings {
                 )?,
                 &self.code,
             ),
+            tls: match self.client_tls()? {
+                Some(files) => Some(files.load()?),
+                None => None,
+            },
         })
     }
 }

@@ -86,6 +86,23 @@ pub async fn connect(uri: &secrecy::SecretString, name: &str) -> Result<Connecti
     Connection::connect(uri.expose_secret(), properties).await
 }
 
+/// Connects over `amqps` with a TLS configuration of the caller's: the server must chain to
+/// its CA (nothing else is trusted), and its client certificate, if any, is presented
+/// (`?auth_mechanism=external` in the URI makes it the login).
+pub async fn connect_tls(
+    uri: &secrecy::SecretString,
+    name: &str,
+    tls: &crate::outlet_tls::LoadedTls,
+) -> Result<Connection, lapin::Error> {
+    let properties = ConnectionProperties::default().with_connection_name(name.into());
+    lapin::DefaultConnectionBuilder::new()?
+        .with_uri_str(uri.expose_secret().to_owned())
+        .with_properties(properties)
+        .with_tls_config(tls.0.clone())
+        .connect()
+        .await
+}
+
 /// The vhost an AMQP URI names (`/` when it names none).
 pub fn vhost_of(uri: &secrecy::SecretString) -> anyhow::Result<String> {
     let parsed: lapin::uri::AMQPUri = uri

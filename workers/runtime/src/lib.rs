@@ -24,6 +24,7 @@ pub mod management;
 pub mod metrics;
 pub mod outcome;
 pub mod outlet;
+pub mod outlet_tls;
 pub mod readiness;
 pub mod reasons;
 mod retry;

@@ -200,6 +200,17 @@ impl Management {
         Ok(())
     }
 
+    /// Creates or updates a user that has no password (an empty hash: no password ever
+    /// matches) and no tags; it can log in only by a mechanism without one, `EXTERNAL` with a
+    /// client certificate.
+    pub async fn put_user_without_password(&self, user: &str) -> anyhow::Result<()> {
+        let url = self.url(&format!("users/{}", encode_segment(user)));
+        let body = json!({ "password_hash": "", "tags": "" });
+        self.send(self.http.put(url).json(&body), "create user")
+            .await?;
+        Ok(())
+    }
+
     /// Deletes a user (missing is fine).
     pub async fn delete_user(&self, user: &str) -> anyhow::Result<()> {
         let path = format!("users/{}", encode_segment(user));

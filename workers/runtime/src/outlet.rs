@@ -39,6 +39,18 @@ pub struct OutletConnection {
     pub outlet_code: String,
     /// The broker user the node connects as; set as `user_id` on everything it publishes.
     pub user: String,
+    /// For `amqps`: the CA the broker's certificate must chain to and the node's client
+    /// certificate (see [`crate::outlet_tls`]); `None` for a password over plain `amqp`.
+    pub tls: Option<crate::outlet_tls::LoadedTls>,
+}
+
+impl OutletConnection {
+    async fn connect(&self, name: &str) -> Result<lapin::Connection, lapin::Error> {
+        match &self.tls {
+            Some(tls) => amqp::connect_tls(&self.uri, name, tls).await,
+            None => amqp::connect(&self.uri, name).await,
+        }
+    }
 }
 
 /// One delivery for the outlet's handler.
@@ -121,6 +133,36 @@ pub enum OutletError {
         /// What the broker said.
         cause: String,
     },
+    /// The server's TLS certificate does not chain to the CA the node trusts, or does not name
+    /// the host the node connects to: the node does not talk to it (not worth retrying).
+    #[error(
+        "outlet {outlet}: the broker's TLS certificate is not trusted (it must be signed by the CA in the node's tls_ca_cert and name the host of broker_uri); not connecting: {cause}"
+    )]
+    UntrustedServer {
+        /// The outlet code.
+        outlet: String,
+        /// What the TLS library said.
+        cause: String,
+    },
+}
+
+/// A TLS failure on our side: the server's certificate did not verify.
+fn is_untrusted_server(text: &str) -> bool {
+    text.contains("invalid peer certificate")
+}
+
+fn refusal(outlet: &str, cause: String) -> OutletError {
+    if is_untrusted_server(&cause) {
+        OutletError::UntrustedServer {
+            outlet: outlet.to_owned(),
+            cause,
+        }
+    } else {
+        OutletError::Refused {
+            outlet: outlet.to_owned(),
+            cause,
+        }
+    }
 }
 
 fn is_access_refused(error: &lapin::Error) -> bool {
@@ -129,6 +171,7 @@ fn is_access_refused(error: &lapin::Error) -> bool {
         || text.contains("ACCESS-REFUSED")
         || text.contains("403")
         || text.contains("NOT_FOUND")
+        || is_untrusted_server(&text)
 }
 
 /// Consumes the outlet's queue until `shutdown`, reconnecting with backoff. A refusal by the
@@ -154,10 +197,7 @@ pub async fn run<H: OutletHandler>(
         |session| serve(&connection, &handler, session, reporting),
     )
     .await
-    .map_err(|cause| OutletError::Refused {
-        outlet: connection.outlet_code.clone(),
-        cause,
-    })
+    .map_err(|cause| refusal(&connection.outlet_code, cause))
 }
 
 /// A connection consuming the outlet's own queue, and a confirm channel for answers.
@@ -169,11 +209,9 @@ struct OutletSession {
 }
 
 async fn open_session(connection: &OutletConnection) -> Result<OutletSession, lapin::Error> {
-    let connected = amqp::connect(
-        &connection.uri,
-        &format!("simflow-outlet-{}", connection.outlet_code),
-    )
-    .await?;
+    let connected = connection
+        .connect(&format!("simflow-outlet-{}", connection.outlet_code))
+        .await?;
     let channel = connected.create_channel().await?;
     let consumer = consume_own_queue(
         &channel,
@@ -285,11 +323,9 @@ async fn consume_own_queue(
 /// Checks once whether the outlet's credentials may consume its queue (for provisioning checks
 /// and clear errors at start-up): `Ok(())`, or the broker's refusal.
 pub async fn check_access(connection: &OutletConnection) -> Result<(), OutletError> {
-    let refused = |cause: String| OutletError::Refused {
-        outlet: connection.outlet_code.clone(),
-        cause,
-    };
-    let connected = amqp::connect(&connection.uri, "simflow-outlet-check")
+    let refused = |cause: String| refusal(&connection.outlet_code, cause);
+    let connected = connection
+        .connect("simflow-outlet-check")
         .await
         .map_err(|error| refused(error.to_string()))?;
     let channel = connected
@@ -451,6 +487,37 @@ pub async fn provision(
         .await?;
     let user = outlet_user(vhost, outlet_code);
     management.put_user(&user, password).await?;
+    let read = format!("^{}$", regex_escape(&outlet_queue_name(outlet_code)));
+    let write = format!("^{}$", regex_escape(RESULTS_EXCHANGE));
+    management
+        .set_permissions(vhost, &user, "^$", &write, &read)
+        .await?;
+    Ok(())
+}
+
+/// Gives an outlet its queue and its own broker user without a password: the user logs in
+/// only with `EXTERNAL`, by a client certificate whose common name is [`outlet_user`]
+/// (see [`crate::outlet_tls`]). Same permissions as [`provision`]; provisioning an outlet
+/// that had a password this way takes the password away.
+pub async fn provision_external(
+    client: &crate::amqp::Client,
+    management: &crate::management::Management,
+    vhost: &str,
+    outlet_code: &str,
+    params: &simflow_schemas::topology::TopologyParams,
+) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        valid_outlet_code(outlet_code),
+        "outlet code {outlet_code:?}: use 1–32 letters, digits, - or _"
+    );
+    client
+        .declare(&simflow_schemas::topology::outlet_topology(
+            outlet_code,
+            params,
+        ))
+        .await?;
+    let user = outlet_user(vhost, outlet_code);
+    management.put_user_without_password(&user).await?;
     let read = format!("^{}$", regex_escape(&outlet_queue_name(outlet_code)));
     let write = format!("^{}$", regex_escape(RESULTS_EXCHANGE));
     management

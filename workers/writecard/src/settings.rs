@@ -3,6 +3,7 @@
 use serde::Deserialize;
 use simflow_card::profile::{self, CardFamily, EhplmnPolicy, FamilyOptions};
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 
 /// Write-card settings.
 #[derive(Debug, Clone, Deserialize)]
@@ -33,6 +34,18 @@ pub struct WritecardSettings {
     /// What EF.EHPLMN holds on written cards: `home` (the home PLMN) or `clear`.
     #[serde(default)]
     pub ehplmn: EhplmnPolicy,
+    /// The outlet CA's certificate (PEM), for outlets over TLS with a client certificate.
+    #[serde(default)]
+    pub outlet_ca_cert: Option<PathBuf>,
+    /// The outlet CA's private key (PEM, mode 0600). A secret: only its path is configured.
+    #[serde(default)]
+    pub outlet_ca_key: Option<PathBuf>,
+    /// Days an outlet certificate is valid; provisioning the outlet again renews it.
+    #[serde(default = "default_outlet_cert_days")]
+    pub outlet_cert_days: u32,
+    /// Where revoking an outlet's certificate writes the CA's CRL (PEM); none when unset.
+    #[serde(default)]
+    pub outlet_crl: Option<PathBuf>,
 }
 
 impl WritecardSettings {
@@ -71,6 +84,10 @@ fn default_cooling_days() -> u32 {
     90
 }
 
+fn default_outlet_cert_days() -> u32 {
+    30
+}
+
 fn default_card_family() -> String {
     profile::SysmoIsimSja2::NAME.to_owned()
 }
@@ -86,6 +103,10 @@ impl Default for WritecardSettings {
             card_family: default_card_family(),
             card_families: BTreeMap::new(),
             ehplmn: EhplmnPolicy::default(),
+            outlet_ca_cert: None,
+            outlet_ca_key: None,
+            outlet_cert_days: default_outlet_cert_days(),
+            outlet_crl: None,
         }
     }
 }

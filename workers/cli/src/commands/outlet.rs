@@ -13,6 +13,9 @@ pub enum OutletCommand {
     /// Make the node's key pair: writes the secret key file (mode 0600) and prints the public
     /// key to give to `simflow outlets provision --public-key`.
     Keygen(KeygenArgs),
+    /// Make the node's TLS key (mode 0600, it stays here) and a certificate signing request
+    /// for the outlet's broker user, to give to `simflow outlets provision --csr`.
+    TlsRequest(TlsRequestArgs),
     /// List the PC/SC readers and whether a card is in each.
     Readers,
     /// Run the node until SIGTERM or SIGINT (settings in the `[outlet]` section).
@@ -27,6 +30,23 @@ pub struct KeygenArgs {
     pub key_file: PathBuf,
 }
 
+/// Arguments of `outlet tls-request`.
+#[derive(Debug, Args)]
+pub struct TlsRequestArgs {
+    /// The outlet code, as provisioned.
+    #[arg(long)]
+    pub outlet: String,
+    /// The broker vhost the outlet uses (its broker user's name carries it).
+    #[arg(long, default_value = "/")]
+    pub vhost: String,
+    /// Where to write the private key (must not exist); `[outlet] tls_key`.
+    #[arg(long)]
+    pub key_file: PathBuf,
+    /// Where to write the request (PEM).
+    #[arg(long)]
+    pub csr_file: PathBuf,
+}
+
 /// Runs an outlet subcommand.
 pub async fn run(settings: &Settings, command: OutletCommand) -> anyhow::Result<()> {
     match command {
@@ -36,6 +56,21 @@ pub async fn run(settings: &Settings, command: OutletCommand) -> anyhow::Result<
             println!("secret key written to {}", args.key_file.display());
             println!("public key:  {}", public.to_base64());
             println!("fingerprint: {}", public.fingerprint());
+            Ok(())
+        }
+        OutletCommand::TlsRequest(args) => {
+            anyhow::ensure!(
+                simflow_runtime::outlet::valid_outlet_code(&args.outlet),
+                "outlet code {:?}: use 1–32 letters, digits, - or _",
+                args.outlet
+            );
+            let user = simflow_runtime::outlet::outlet_user(&args.vhost, &args.outlet);
+            simflow_runtime::outlet_tls::write_request(&args.key_file, &args.csr_file, &user)?;
+            println!("private key written to {}", args.key_file.display());
+            println!(
+                "request for {user} written to {}: give it to `simflow outlets provision --csr`",
+                args.csr_file.display()
+            );
             Ok(())
         }
         OutletCommand::Readers => {

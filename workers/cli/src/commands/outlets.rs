@@ -27,8 +27,16 @@ pub enum OutletsCommand {
         public_key: String,
         /// A file holding the outlet user's broker password; created with a new random
         /// password (mode 0600) when missing. The password is never printed.
-        #[arg(long)]
-        password_file: PathBuf,
+        #[arg(long, required_unless_present = "csr", conflicts_with = "csr")]
+        password_file: Option<PathBuf>,
+        /// Instead of a password: the node's certificate signing request (`simflow outlet
+        /// tls-request`); the outlet CA (`[writecard] outlet_ca_cert`, `outlet_ca_key`) signs
+        /// it and the outlet logs in over TLS with the certificate (EXTERNAL).
+        #[arg(long, requires = "cert_file")]
+        csr: Option<PathBuf>,
+        /// Where to write the outlet's certificate (PEM) for its node's `tls_cert`.
+        #[arg(long, requires = "csr")]
+        cert_file: Option<PathBuf>,
     },
     /// Revoke an outlet: its broker user goes, scripts stop being routed to it.
     Revoke {
@@ -111,7 +119,26 @@ pub async fn run(settings: &Settings, command: OutletsCommand) -> anyhow::Result
             agent,
             public_key,
             password_file,
+            csr,
+            cert_file,
         } => {
+            if let (Some(csr), Some(cert_file)) = (csr, cert_file) {
+                provision_tls(
+                    settings,
+                    &mut db,
+                    &management,
+                    &outlet_code,
+                    &agent,
+                    &public_key,
+                    &csr,
+                    &cert_file,
+                )
+                .await?;
+                drop(db);
+                pool.close().await;
+                return Ok(());
+            }
+            let password_file = password_file.context("--password-file or --csr")?;
             let password = password_from_file(&password_file)?;
             let client = Client::connect(&settings.amqp.uri, "simflow-outlets").await?;
             client
@@ -145,6 +172,28 @@ pub async fn run(settings: &Settings, command: OutletsCommand) -> anyhow::Result
             );
         }
         OutletsCommand::Revoke { outlet_code } => {
+            let writecard: simflow_writecard::WritecardSettings = settings.section("writecard")?;
+            let vhost = vhost_of(&settings.amqp.uri)?;
+            let ca = outlet_ca(&writecard).ok();
+            let crl = match (&ca, &writecard.outlet_crl) {
+                (Some(ca), Some(path)) => Some(simflow_writecard::outlets::CrlFile {
+                    ca,
+                    path,
+                    validity: cert_validity(&writecard),
+                }),
+                _ => None,
+            };
+            let serials = simflow_writecard::outlets::revoke_certificate(
+                &mut db,
+                &management,
+                &vhost,
+                &outlet_code,
+                crl.as_ref(),
+            )
+            .await?;
+            for serial in serials {
+                println!("certificate {serial} revoked");
+            }
             simflow_writecard::outlets::revoke(
                 &mut db,
                 &management,
@@ -186,6 +235,78 @@ pub async fn run(settings: &Settings, command: OutletsCommand) -> anyhow::Result
     }
     drop(db);
     pool.close().await;
+    Ok(())
+}
+
+/// The outlet CA of `[writecard]`.
+fn outlet_ca(
+    writecard: &simflow_writecard::WritecardSettings,
+) -> anyhow::Result<simflow_runtime::outlet_tls::OutletCa> {
+    let (Some(cert), Some(key)) = (&writecard.outlet_ca_cert, &writecard.outlet_ca_key) else {
+        anyhow::bail!(
+            "[writecard] outlet_ca_cert and outlet_ca_key: set both to issue outlet certificates"
+        );
+    };
+    simflow_runtime::outlet_tls::OutletCa::load(cert, key)
+}
+
+fn cert_validity(writecard: &simflow_writecard::WritecardSettings) -> std::time::Duration {
+    std::time::Duration::from_secs(u64::from(writecard.outlet_cert_days.max(1)) * 86_400)
+}
+
+/// `outlets provision --csr`: sign the node's request and provision the outlet for EXTERNAL.
+#[allow(clippy::too_many_arguments)]
+async fn provision_tls(
+    settings: &Settings,
+    db: &mut sqlx::PgConnection,
+    management: &Management,
+    outlet_code: &str,
+    agent: &str,
+    public_key: &str,
+    csr: &std::path::Path,
+    cert_file: &std::path::Path,
+) -> anyhow::Result<()> {
+    let writecard: simflow_writecard::WritecardSettings = settings.section("writecard")?;
+    let ca = outlet_ca(&writecard)?;
+    let csr_pem =
+        std::fs::read_to_string(csr).with_context(|| format!("reading {}", csr.display()))?;
+    let client = Client::connect(&settings.amqp.uri, "simflow-outlets").await?;
+    client
+        .declare(&simflow_schemas::topology::central_topology(
+            &settings.topology_params(),
+        ))
+        .await?;
+    let vhost = vhost_of(&settings.amqp.uri)?;
+    let provisioned = simflow_writecard::outlets::provision_tls(
+        db,
+        &client,
+        management,
+        &settings.topology_params(),
+        &ca,
+        &simflow_writecard::outlets::TlsProvisioning {
+            outlet_code,
+            agent_code: agent,
+            public_key,
+            csr_pem: &csr_pem,
+            vhost: &vhost,
+            validity: cert_validity(&writecard),
+        },
+    )
+    .await;
+    client.close().await;
+    let provisioned = provisioned?;
+    std::fs::write(cert_file, &provisioned.certificate.pem)
+        .with_context(|| format!("writing {}", cert_file.display()))?;
+    println!(
+        "outlet {} provisioned for agent {}: broker user {} (EXTERNAL, certificate {} valid until {}, in {}), key {}",
+        provisioned.outlet.outlet_code,
+        provisioned.outlet.agent_code,
+        provisioned.outlet.broker_user,
+        provisioned.certificate.serial,
+        provisioned.certificate.not_after.to_rfc3339(),
+        cert_file.display(),
+        provisioned.outlet.key_fingerprint
+    );
     Ok(())
 }
 
