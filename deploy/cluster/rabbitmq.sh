@@ -97,13 +97,15 @@ start() {
 
 # How many nodes the cluster reports running (asked of any running node).
 running_nodes() {
-    local name
+    local name count
     for name in "${nodes[@]}"; do
         use_node "$name"
         rabbit_running || continue
-        curl -fsS -u guest:guest "http://127.0.0.1:$RABBIT_MANAGEMENT_PORT/api/nodes" 2>/dev/null |
-            python3 -c 'import json,sys; print(sum(1 for n in json.load(sys.stdin) if n.get("running")))' &&
+        if count=$(curl -fsS -u guest:guest "http://127.0.0.1:$RABBIT_MANAGEMENT_PORT/api/nodes?columns=name,running" 2>/dev/null |
+            grep -o '"running":true' | wc -l); then
+            echo "$count"
             return 0
+        fi
     done
     echo 0
 }
@@ -144,15 +146,8 @@ status() {
     for name in "${nodes[@]}"; do
         use_node "$name"
         rabbit_running || continue
-        curl -fsS -u guest:guest "http://127.0.0.1:$RABBIT_MANAGEMENT_PORT/api/queues/%2F?columns=name,type,leader,members,online,messages" |
-            python3 -c '
-import json, sys
-for queue in json.load(sys.stdin):
-    if queue.get("type") != "quorum":
-        continue
-    print("{:<32} leader {:<22} members {} online {} messages {}".format(
-        queue["name"], str(queue.get("leader")), len(queue.get("members", [])),
-        len(queue.get("online", [])), queue.get("messages", 0)))'
+        rabbit_ctl list_queues -p / --quiet --formatter pretty_table \
+            name type leader members online messages
         return 0
     done
     return 3

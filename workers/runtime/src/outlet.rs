@@ -35,6 +35,9 @@ use crate::worker::outgoing_message_id;
 pub struct OutletConnection {
     /// `amqp://<outlet user>:<password>@host:port/vhost` (or amqps with a client certificate).
     pub uri: SecretString,
+    /// Further nodes of the same broker cluster (same user and vhost), tried in turn after
+    /// `uri` when a node does not answer or goes away; empty for a single node.
+    pub failover_uris: Vec<SecretString>,
     /// The outlet's code; its queue is `simflow.outlet.<code>`.
     pub outlet_code: String,
     /// The broker user the node connects as; set as `user_id` on everything it publishes.
@@ -147,10 +150,11 @@ pub async fn run<H: OutletHandler>(
         metrics: &metrics,
         shutdown: &shutdown,
     };
+    let addresses = connection.addresses();
     session::run(
         reporting,
         is_access_refused,
-        || open_session(&connection),
+        || open_session(&connection, &addresses),
         |session| serve(&connection, &handler, session, reporting),
     )
     .await
@@ -168,12 +172,23 @@ struct OutletSession {
     publisher: Publisher,
 }
 
-async fn open_session(connection: &OutletConnection) -> Result<OutletSession, lapin::Error> {
-    let connected = amqp::connect(
-        &connection.uri,
-        &format!("simflow-outlet-{}", connection.outlet_code),
-    )
-    .await?;
+impl OutletConnection {
+    /// `uri` then `failover_uris`, as one list to connect through.
+    pub fn addresses(&self) -> crate::brokers::BrokerAddresses {
+        let mut uris = vec![self.uri.clone()];
+        uris.extend(self.failover_uris.iter().cloned());
+        crate::brokers::BrokerAddresses::new(uris)
+            .unwrap_or_else(|_| crate::brokers::BrokerAddresses::single(self.uri.clone()))
+    }
+}
+
+async fn open_session(
+    connection: &OutletConnection,
+    addresses: &crate::brokers::BrokerAddresses,
+) -> Result<OutletSession, lapin::Error> {
+    let connected = addresses
+        .connect(&format!("simflow-outlet-{}", connection.outlet_code))
+        .await?;
     let channel = connected.create_channel().await?;
     let consumer = consume_own_queue(
         &channel,
@@ -289,7 +304,9 @@ pub async fn check_access(connection: &OutletConnection) -> Result<(), OutletErr
         outlet: connection.outlet_code.clone(),
         cause,
     };
-    let connected = amqp::connect(&connection.uri, "simflow-outlet-check")
+    let connected = connection
+        .addresses()
+        .connect("simflow-outlet-check")
         .await
         .map_err(|error| refused(error.to_string()))?;
     let channel = connected

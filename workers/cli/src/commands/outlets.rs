@@ -113,7 +113,7 @@ pub async fn run(settings: &Settings, command: OutletsCommand) -> anyhow::Result
             password_file,
         } => {
             let password = password_from_file(&password_file)?;
-            let client = Client::connect(&settings.amqp.uri, "simflow-outlets").await?;
+            let client = Client::connect_any(&settings.amqp.addresses(), "simflow-outlets").await?;
             client
                 .declare(&simflow_schemas::topology::central_topology(
                     &settings.topology_params(),
