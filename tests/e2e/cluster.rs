@@ -88,7 +88,9 @@ fn killing_the_leader_of_the_busiest_queue_mid_load_loses_nothing_and_does_nothi
     let work: PathBuf = std::env::temp_dir().join(unique_name("simflow_cluster_chaos"));
     let output = workspace_root().join("target").join(format!(
         "{}.out",
-        work.file_name().and_then(|name| name.to_str()).unwrap_or("chaos")
+        work.file_name()
+            .and_then(|name| name.to_str())
+            .unwrap_or("chaos")
     ));
     let stdout = std::fs::File::create(&output)?;
     let mut child = Command::new(&simflow)
@@ -129,7 +131,10 @@ fn killing_the_leader_of_the_busiest_queue_mid_load_loses_nothing_and_does_nothi
     let Some(status) = status else {
         bail!("the chaos run did not finish within {RUN_LIMIT:?}");
     };
-    assert!(status.success(), "the chaos run failed ({status}):\n{report}");
+    assert!(
+        status.success(),
+        "the chaos run failed ({status}):\n{report}"
+    );
     assert!(
         report.contains("chaos: every check passed"),
         "no verdict:\n{report}"
@@ -142,11 +147,11 @@ fn killing_the_leader_of_the_busiest_queue_mid_load_loses_nothing_and_does_nothi
         "faults: queue leader SIGKILLs",
         "after a queue leader SIGKILL: next new outcome",
     ] {
-        assert!(report.contains(check), "the report lacks {check:?}:\n{report}");
+        assert!(
+            report.contains(check),
+            "the report lacks {check:?}:\n{report}"
+        );
     }
-    assert!(
-        !report.contains("FAIL"),
-        "a check failed:\n{report}"
-    );
+    assert!(!report.contains("FAIL"), "a check failed:\n{report}");
     Ok(())
 }

@@ -134,7 +134,11 @@ mod tests {
     fn the_turn_starts_at_the_cursor_and_wraps() {
         let list = addresses(&["amqp://a", "amqp://b", "amqp://c"]);
         list.next.store(2, Ordering::Relaxed);
-        let order: Vec<&str> = list.in_turn().iter().map(|uri| uri.expose_secret()).collect();
+        let order: Vec<&str> = list
+            .in_turn()
+            .iter()
+            .map(|uri| uri.expose_secret())
+            .collect();
         assert_eq!(order, ["amqp://c", "amqp://a", "amqp://b"]);
         assert_eq!(list.first_to_try().expose_secret(), "amqp://c");
     }
@@ -156,8 +160,14 @@ mod tests {
     /// a round over addresses that all refuse ends in an error and moves the cursor on by one.
     #[tokio::test]
     async fn a_round_where_every_node_refuses_moves_the_first_try_on() {
-        let list = addresses(&["amqp://guest:guest@127.0.0.1:1/%2f", "amqp://guest:guest@127.0.0.1:9/%2f"]);
+        let list = addresses(&[
+            "amqp://guest:guest@127.0.0.1:1/%2f",
+            "amqp://guest:guest@127.0.0.1:9/%2f",
+        ]);
         assert!(list.connect("test").await.is_err());
-        assert_eq!(list.first_to_try().expose_secret(), "amqp://guest:guest@127.0.0.1:9/%2f");
+        assert_eq!(
+            list.first_to_try().expose_secret(),
+            "amqp://guest:guest@127.0.0.1:9/%2f"
+        );
     }
 }

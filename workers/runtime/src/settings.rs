@@ -102,8 +102,8 @@ impl AmqpSettings {
             if !uri.expose_secret().starts_with("amqp") {
                 bail!("amqp.uris entry {number} must be an amqp:// or amqps:// URI");
             }
-            let entry_vhost = crate::amqp::vhost_of(uri)
-                .with_context(|| format!("amqp.uris entry {number}"))?;
+            let entry_vhost =
+                crate::amqp::vhost_of(uri).with_context(|| format!("amqp.uris entry {number}"))?;
             if entry_vhost != vhost {
                 bail!(
                     "amqp.uris entry {number} names vhost {entry_vhost:?}, the first names {vhost:?}: every node must be the same broker"
@@ -535,7 +535,12 @@ mod tests {
             "amqp://u:p@127.0.0.1:5701/%2f, amqp://u:p@127.0.0.1:5702/%2f,amqp://u:p@127.0.0.1:5703/%2f",
         )])
         .expect("valid");
-        let uris: Vec<&str> = settings.amqp.uris.iter().map(|uri| uri.expose_secret()).collect();
+        let uris: Vec<&str> = settings
+            .amqp
+            .uris
+            .iter()
+            .map(|uri| uri.expose_secret())
+            .collect();
         assert_eq!(
             uris,
             [
@@ -544,7 +549,10 @@ mod tests {
                 "amqp://u:p@127.0.0.1:5703/%2f"
             ]
         );
-        assert_eq!(settings.amqp.uri.expose_secret(), "amqp://u:p@127.0.0.1:5701/%2f");
+        assert_eq!(
+            settings.amqp.uri.expose_secret(),
+            "amqp://u:p@127.0.0.1:5701/%2f"
+        );
         assert_eq!(settings.amqp.addresses().len(), 3);
     }
 
@@ -560,7 +568,10 @@ mod tests {
             .expect("layers");
         let settings = Settings::from_raw(raw).expect("valid");
         assert_eq!(settings.amqp.uris.len(), 2);
-        assert_eq!(settings.amqp.uri.expose_secret(), "amqp://a:b@10.0.0.1:5672/v");
+        assert_eq!(
+            settings.amqp.uri.expose_secret(),
+            "amqp://a:b@10.0.0.1:5672/v"
+        );
         assert_eq!(settings.amqp.management_url, "http://10.0.0.1:15672");
         assert_eq!(settings.amqp.management_bases().len(), 2);
     }
@@ -579,9 +590,15 @@ mod tests {
 
     #[test]
     fn an_empty_entry_in_the_list_is_refused_with_its_position() {
-        let error = load(&[("SIMFLOW__AMQP__URIS", "amqp://u:p@h1:5672/%2f,,amqp://u:p@h2/%2f")])
-            .expect_err("an empty entry");
-        assert!(format!("{error:#}").contains("entry 2 of the list is empty"), "{error:#}");
+        let error = load(&[(
+            "SIMFLOW__AMQP__URIS",
+            "amqp://u:p@h1:5672/%2f,,amqp://u:p@h2/%2f",
+        )])
+        .expect_err("an empty entry");
+        assert!(
+            format!("{error:#}").contains("entry 2 of the list is empty"),
+            "{error:#}"
+        );
     }
 
     #[test]
@@ -603,14 +620,20 @@ mod tests {
             "amqp://u:p@h1:5672/a,amqp://u:p@h2:5672/b",
         )])
         .expect_err("two vhosts");
-        assert!(format!("{error:#}").contains("every node must be the same broker"), "{error:#}");
+        assert!(
+            format!("{error:#}").contains("every node must be the same broker"),
+            "{error:#}"
+        );
     }
 
     #[test]
     fn a_management_list_entry_that_is_not_http_is_refused() {
         let error = load(&[("SIMFLOW__AMQP__MANAGEMENT_URLS", "http://h1:15672,h2:15672")])
             .expect_err("not http");
-        assert!(format!("{error:#}").contains("management_urls entry 2"), "{error:#}");
+        assert!(
+            format!("{error:#}").contains("management_urls entry 2"),
+            "{error:#}"
+        );
     }
 
     #[test]
@@ -621,9 +644,23 @@ mod tests {
         )])
         .expect("valid")
         .in_namespace("simflow_x", "db");
-        let uris: Vec<&str> = settings.amqp.uris.iter().map(|uri| uri.expose_secret()).collect();
-        assert_eq!(uris, ["amqp://u:p@h1:5701/simflow_x", "amqp://u:p@h2:5702/simflow_x"]);
-        assert_eq!(settings.amqp.uri.expose_secret(), "amqp://u:p@h1:5701/simflow_x");
+        let uris: Vec<&str> = settings
+            .amqp
+            .uris
+            .iter()
+            .map(|uri| uri.expose_secret())
+            .collect();
+        assert_eq!(
+            uris,
+            [
+                "amqp://u:p@h1:5701/simflow_x",
+                "amqp://u:p@h2:5702/simflow_x"
+            ]
+        );
+        assert_eq!(
+            settings.amqp.uri.expose_secret(),
+            "amqp://u:p@h1:5701/simflow_x"
+        );
     }
 
     #[test]

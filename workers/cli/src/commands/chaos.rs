@@ -42,10 +42,10 @@ use anyhow::{Context, bail};
 use clap::Args;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::ExposeSecret;
 use simflow_runtime::Settings;
-use simflow_runtime::brokers::BrokerAddresses;
 use simflow_runtime::amqp::{AnyMessage, Client, ReceivedEvent};
+use simflow_runtime::brokers::BrokerAddresses;
 use simflow_runtime::management::Management;
 use simflow_runtime::shutdown::CancellationToken;
 use simflow_schemas::common::{CardSelection, ReturnSelection};
@@ -196,15 +196,20 @@ impl Plan {
                 .unwrap_or(1)
         });
         let cluster = args.cluster;
-        let leader_kills = args
-            .leader_kills
-            .unwrap_or(if !cluster { 0 } else if short { 1 } else { 3 });
+        let leader_kills = args.leader_kills.unwrap_or(if !cluster {
+            0
+        } else if short {
+            1
+        } else {
+            3
+        });
         anyhow::ensure!(
             cluster || leader_kills == 0,
             "--leader-kills needs --cluster (a single node has no other node to fail over to)"
         );
         anyhow::ensure!(
-            !cluster || (args.broker_restarts.unwrap_or(0) == 0 && args.db_restarts.unwrap_or(0) == 0),
+            !cluster
+                || (args.broker_restarts.unwrap_or(0) == 0 && args.db_restarts.unwrap_or(0) == 0),
             "--cluster restarts no broker and no database: use --leader-kills and --kills"
         );
         let restarts = |asked: Option<usize>| {
@@ -224,9 +229,13 @@ impl Plan {
             chains,
             // Whatever the division leaves over is malformed too, so the total is exact.
             malformed: jobs - chains * CHAIN_STEPS,
-            kills: args
-                .kills
-                .unwrap_or(if cluster { 0 } else if short { 3 } else { 10 }),
+            kills: args.kills.unwrap_or(if cluster {
+                0
+            } else if short {
+                3
+            } else {
+                10
+            }),
             broker_restarts: restarts(args.broker_restarts),
             db_restarts: restarts(args.db_restarts),
             leader_kills,
@@ -938,11 +947,7 @@ impl Run {
             .await
             .context("the outcome queue was not declared within 30 s")??;
 
-        let mut fleet = Fleet::start(
-            &self.settings,
-            self.faults.workers_dir(),
-            plan.workers,
-        )?;
+        let mut fleet = Fleet::start(&self.settings, self.faults.workers_dir(), plan.workers)?;
         fleet.all_ready(Instant::now()).await?;
         println!(
             "chaos ({}): {} jobs ({} chains of {CHAIN_STEPS} + {} malformed), {} worker processes, faults every {:?}, seed {}",
@@ -1686,7 +1691,11 @@ impl Report {
                         >= plan.leader_kills,
                 ),
             );
-            for fault in self.faults.iter().filter(|f| f.kind == FaultKind::LeaderKill) {
+            for fault in self
+                .faults
+                .iter()
+                .filter(|f| f.kind == FaultKind::LeaderKill)
+            {
                 println!("  killed {}", fault.how);
             }
         }
