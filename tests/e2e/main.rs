@@ -5,6 +5,7 @@ mod architecture;
 mod batches;
 mod card;
 mod carddata;
+mod cluster;
 mod console;
 mod counter;
 mod delivery;

@@ -851,6 +851,7 @@ async fn an_outlet_cannot_read_another_outlets_queue() -> anyhow::Result<()> {
     let world = WriteWorld::new(1, 1, &["HX01", "HX02"], |_| {}).await?;
     let connection = OutletConnection {
         uri: world.outlet_uri("HX01")?,
+        failover_uris: Vec::new(),
         outlet_code: "HX02".into(),
         user: simflow_runtime::outlet::outlet_user(&world.env.vhost, "HX01"),
         tls: None,
@@ -863,6 +864,7 @@ async fn an_outlet_cannot_read_another_outlets_queue() -> anyhow::Result<()> {
     // Its own queue is fine.
     simflow_runtime::outlet::check_access(&OutletConnection {
         uri: world.outlet_uri("HX01")?,
+        failover_uris: Vec::new(),
         outlet_code: "HX01".into(),
         user: simflow_runtime::outlet::outlet_user(&world.env.vhost, "HX01"),
         tls: None,

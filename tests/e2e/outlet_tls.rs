@@ -96,6 +96,7 @@ impl Centre {
     fn connection(&self, code: &str, tls: LoadedTls) -> OutletConnection {
         OutletConnection {
             uri: self.node.external_uri(),
+            failover_uris: Vec::new(),
             outlet_code: code.into(),
             user: outlet_user("/", code),
             tls: Some(tls),

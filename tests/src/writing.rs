@@ -236,6 +236,7 @@ impl WriteWorld {
     pub fn capture_outlet_work(&self, code: &str) -> anyhow::Result<CapturedWork> {
         Ok(capture_work_as(simflow_runtime::outlet::OutletConnection {
             uri: self.outlet_uri(code)?,
+            failover_uris: Vec::new(),
             outlet_code: code.into(),
             user: simflow_runtime::outlet::outlet_user(&self.env.vhost, code),
             tls: None,

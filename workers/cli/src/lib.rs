@@ -6,6 +6,7 @@
 //! settings and wires the pieces together. It never talks AMQP itself: broker access goes
 //! through `simflow-runtime`.
 
+pub mod cluster;
 pub mod commands;
 pub mod pipeline;
 pub mod scratch;

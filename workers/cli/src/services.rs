@@ -68,11 +68,14 @@ impl PrivateServices {
     /// cluster (guest on loopback; trust authentication).
     pub fn settings(&self, base: &Settings, database: &str) -> Settings {
         let mut settings = base.clone();
-        settings.amqp.uri = SecretString::from(format!(
-            "amqp://guest:guest@127.0.0.1:{}/%2f",
-            self.amqp_port
-        ));
-        settings.amqp.management_url = format!("http://127.0.0.1:{}", self.management_port);
+        // One node: a cluster's address lists from the base settings must not come along.
+        settings.amqp.use_single_broker(
+            SecretString::from(format!(
+                "amqp://guest:guest@127.0.0.1:{}/%2f",
+                self.amqp_port
+            )),
+            format!("http://127.0.0.1:{}", self.management_port),
+        );
         settings.amqp.management_user = "guest".into();
         settings.amqp.management_password = SecretString::from("guest".to_owned());
         settings.database.url = SecretString::from(format!(

@@ -93,6 +93,54 @@ fn string_settings_from_the_environment_stay_strings() {
 }
 
 #[test]
+fn an_outlet_node_takes_its_other_broker_nodes_comma_separated() {
+    let settings = load(&[
+        ("SIMFLOW__OUTLET__CODE", "HX01"),
+        ("SIMFLOW__OUTLET__READER", "r"),
+        ("SIMFLOW__OUTLET__KEY_FILE", "k"),
+        ("SIMFLOW__OUTLET__JOURNAL", "j"),
+        (
+            "SIMFLOW__OUTLET__BROKER_URI",
+            "amqp://simflow-outlet-HX01:pw@127.0.0.1:5701/%2f",
+        ),
+        (
+            "SIMFLOW__OUTLET__BROKER_FAILOVER_URIS",
+            "amqp://simflow-outlet-HX01:pw@127.0.0.1:5702/%2f,amqp://simflow-outlet-HX01:pw@127.0.0.1:5703/%2f",
+        ),
+    ]);
+    let outlet: OutletSettings = settings.section("outlet").expect("[outlet]");
+    outlet.validate().expect("valid");
+    assert_eq!(outlet.broker_failover_uris.len(), 2);
+    let connection = outlet.connection().expect("connection");
+    assert_eq!(connection.addresses().len(), 3);
+    assert!(!format!("{outlet:?}").contains("pw@"));
+}
+
+#[test]
+fn an_outlet_failover_node_with_another_user_is_refused() {
+    let settings = load(&[
+        ("SIMFLOW__OUTLET__CODE", "HX01"),
+        ("SIMFLOW__OUTLET__READER", "r"),
+        ("SIMFLOW__OUTLET__KEY_FILE", "k"),
+        ("SIMFLOW__OUTLET__JOURNAL", "j"),
+        (
+            "SIMFLOW__OUTLET__BROKER_URI",
+            "amqp://simflow-outlet-HX01:pw@127.0.0.1:5701/%2f",
+        ),
+        (
+            "SIMFLOW__OUTLET__BROKER_FAILOVER_URIS",
+            "amqp://guest:guest@127.0.0.1:5702/%2f",
+        ),
+    ]);
+    let outlet: OutletSettings = settings.section("outlet").expect("[outlet]");
+    let error = outlet.validate().expect_err("another user");
+    assert!(
+        error.to_string().contains("broker_failover_uris entry 1"),
+        "{error}"
+    );
+}
+
+#[test]
 fn number_settings_from_the_environment_are_still_numbers() {
     let settings = load(&[
         ("SIMFLOW__AMQP__PREFETCH", "7"),

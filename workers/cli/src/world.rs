@@ -79,7 +79,7 @@ pub async fn migrate_with_org(
 
 /// A client on the settings' vhost, with the central topology declared.
 pub async fn central_client(settings: &Settings, name: &str) -> anyhow::Result<Client> {
-    let client = Client::connect(&settings.amqp.uri, name).await?;
+    let client = Client::connect_any(&settings.amqp.addresses(), name).await?;
     client
         .declare(&simflow_schemas::topology::central_topology(
             &settings.topology_params(),
@@ -361,6 +361,7 @@ pub fn node_settings(
         key_file: dir.join(format!("{code}.key")),
         journal: dir.join(format!("{code}.journal.sqlite")),
         broker_uri: Some(broker_uri),
+        broker_failover_uris: Vec::new(),
         card_wait_seconds: wait_seconds,
         reinsert_wait_seconds: wait_seconds,
         // Nodes started in one process would all want the same port: the counter page is

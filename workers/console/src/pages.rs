@@ -31,7 +31,7 @@ fn ok(title: &str, session: &Session, body: &str) -> Page {
 }
 
 async fn broker(console: &Console) -> anyhow::Result<Client> {
-    Ok(Client::connect(&console.settings.amqp.uri, "simflow-console").await?)
+    Ok(Client::connect_any(&console.settings.amqp.addresses(), "simflow-console").await?)
 }
 
 /// `GET /`: every worker process's readiness, and the work queues with their dead letters.

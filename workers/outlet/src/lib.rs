@@ -57,6 +57,14 @@ pub struct OutletSettings {
     /// `SIMFLOW__OUTLET__BROKER_URI`).
     #[serde(default)]
     pub broker_uri: Option<SecretString>,
+    /// Further nodes of the same broker cluster, with the same user, password and vhost, tried
+    /// in turn after `broker_uri` when a node does not answer or goes away (a list, or from the
+    /// environment comma separated: `SIMFLOW__OUTLET__BROKER_FAILOVER_URIS`).
+    #[serde(
+        default,
+        deserialize_with = "simflow_runtime::settings::secrets_or_comma_separated"
+    )]
+    pub broker_failover_uris: Vec<SecretString>,
     /// Seconds to wait for the clerk to insert a card.
     #[serde(default = "default_card_wait")]
     pub card_wait_seconds: u64,
@@ -105,6 +113,7 @@ impl std::fmt::Debug for OutletSettings {
             .field("key_file", &self.key_file)
             .field("journal", &self.journal)
             .field("broker_uri", &self.broker_uri.as_ref().map(|_| "<secret>"))
+            .field("broker_failover_uris", &self.broker_failover_uris.len())
             .field("card_wait_seconds", &self.card_wait_seconds)
             .field("reinsert_wait_seconds", &self.reinsert_wait_seconds)
             .field("counter_listen", &self.counter_listen)
@@ -157,6 +166,22 @@ impl OutletSettings {
             )),
             "[outlet] broker_uri must connect as the outlet's own user {user}"
         );
+        let vhost = simflow_runtime::amqp::vhost_of(uri)?;
+        for (index, other) in self.broker_failover_uris.iter().enumerate() {
+            let number = index + 1;
+            anyhow::ensure!(
+                other.expose_secret().starts_with("amqp"),
+                "[outlet] broker_failover_uris entry {number} must be an amqp:// or amqps:// URI"
+            );
+            anyhow::ensure!(
+                simflow_runtime::amqp::vhost_of(other)? == vhost
+                    && other.expose_secret().contains(&format!(
+                        "//{}:",
+                        simflow_runtime::uri::encode_segment(&user)
+                    )),
+                "[outlet] broker_failover_uris entry {number} must connect as {user} to the vhost of broker_uri"
+            );
+        }
         Ok(())
     }
 
@@ -196,6 +221,7 @@ impl OutletSettings {
                 .broker_uri
                 .clone()
                 .context("[outlet] broker_uri is missing")?,
+            failover_uris: self.broker_failover_uris.clone(),
             outlet_code: self.code.clone(),
             user: outlet_user(
                 &simflow_runtime::amqp::vhost_of(

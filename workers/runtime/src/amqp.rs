@@ -518,7 +518,20 @@ impl Client {
     /// Connects, and follows the broker's blocked/unblocked notifications (a memory or disk
     /// alarm makes every publish wait).
     pub async fn connect(uri: &secrecy::SecretString, name: &str) -> Result<Client, lapin::Error> {
-        let connection = connect(uri, name).await?;
+        Client::over(connect(uri, name).await?).await
+    }
+
+    /// Like [`Client::connect`], to the first node of `addresses` that accepts (a cluster:
+    /// see [`crate::brokers`]); a client made again after its node went away starts with the
+    /// next node when it is given the same `addresses`.
+    pub async fn connect_any(
+        addresses: &crate::brokers::BrokerAddresses,
+        name: &str,
+    ) -> Result<Client, lapin::Error> {
+        Client::over(addresses.connect(name).await?).await
+    }
+
+    async fn over(connection: Connection) -> Result<Client, lapin::Error> {
         let publisher = Publisher::open(&connection).await?;
         let blocked = std::sync::Arc::new(std::sync::Mutex::new(None));
         let mut events = connection.events_listener();

@@ -13,6 +13,7 @@
 
 pub mod amqp;
 pub mod bench;
+pub mod brokers;
 pub mod create_once;
 pub mod db;
 pub mod deadletter;

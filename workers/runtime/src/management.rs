@@ -16,7 +16,10 @@ use crate::uri::encode_segment;
 /// A management API client.
 #[derive(Debug, Clone)]
 pub struct Management {
+    /// The first node's API; request URLs are built on it.
     base: String,
+    /// Every node's API, first included, in the order to try when one does not answer.
+    bases: Vec<String>,
     user: String,
     password: SecretString,
     http: reqwest::Client,
@@ -42,6 +45,9 @@ pub struct QueueInfo {
     /// Queue type (`quorum`, `classic`).
     #[serde(default, rename = "type")]
     pub queue_type: String,
+    /// The node leading a quorum queue (the node of a classic one), e.g. `rabbit@host`.
+    #[serde(default)]
+    pub leader: Option<String>,
 }
 
 /// A queue with its counters and message rates (messages per second over the broker's
@@ -117,10 +123,21 @@ pub struct NodeResources {
 }
 
 impl Management {
-    /// A client for the API described by the AMQP settings.
+    /// A client for the API described by the AMQP settings. With several management URLs
+    /// (a cluster), a request that reaches no node's API is sent to the next; a node that
+    /// answers, even with an error status, is the answer.
     pub fn new(settings: &AmqpSettings) -> Management {
+        let bases: Vec<String> = settings
+            .management_bases()
+            .iter()
+            .map(|base| base.trim_end_matches('/').to_owned())
+            .collect();
         Management {
-            base: settings.management_url.trim_end_matches('/').to_owned(),
+            base: bases
+                .first()
+                .cloned()
+                .unwrap_or_else(|| settings.management_url.trim_end_matches('/').to_owned()),
+            bases,
             user: settings.management_user.clone(),
             password: settings.management_password.clone(),
             http: reqwest::Client::new(),
@@ -155,17 +172,48 @@ impl Management {
         what: &str,
         expected: impl Fn(reqwest::StatusCode) -> bool,
     ) -> anyhow::Result<reqwest::Response> {
-        let response = request
+        let request = request
             .basic_auth(&self.user, Some(self.password.expose_secret()))
-            .send()
-            .await
-            .with_context(|| format!("{what}: management API unreachable at {}", self.base))?;
+            .build()
+            .with_context(|| format!("{what}: building the request"))?;
+        let response = self.send_to_any(request, what).await?;
         let status = response.status();
         if !expected(status) {
             let body = response.text().await.unwrap_or_default();
             bail!("{what}: management API answered {status}: {body}");
         }
         Ok(response)
+    }
+
+    /// Sends `request` (built on the first base) to each node's API in turn until one answers.
+    async fn send_to_any(
+        &self,
+        request: reqwest::Request,
+        what: &str,
+    ) -> anyhow::Result<reqwest::Response> {
+        let path = request
+            .url()
+            .as_str()
+            .strip_prefix(&self.base)
+            .unwrap_or_default()
+            .to_owned();
+        let mut unreachable = Vec::new();
+        for base in &self.bases {
+            let mut attempt = request
+                .try_clone()
+                .with_context(|| format!("{what}: the request cannot be sent twice"))?;
+            *attempt.url_mut() = format!("{base}{path}")
+                .parse()
+                .with_context(|| format!("{what}: management URL {base} is not a URL"))?;
+            match self.http.execute(attempt).await {
+                Ok(response) => return Ok(response),
+                Err(error) => unreachable.push(format!("{base}: {error}")),
+            }
+        }
+        bail!(
+            "{what}: management API unreachable ({})",
+            unreachable.join("; ")
+        )
     }
 
     /// Checks the API answers.

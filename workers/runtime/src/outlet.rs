@@ -35,6 +35,9 @@ use crate::worker::outgoing_message_id;
 pub struct OutletConnection {
     /// `amqp://<outlet user>:<password>@host:port/vhost` (or amqps with a client certificate).
     pub uri: SecretString,
+    /// Further nodes of the same broker cluster (same user and vhost), tried in turn after
+    /// `uri` when a node does not answer or goes away; empty for a single node.
+    pub failover_uris: Vec<SecretString>,
     /// The outlet's code; its queue is `simflow.outlet.<code>`.
     pub outlet_code: String,
     /// The broker user the node connects as; set as `user_id` on everything it publishes.
@@ -42,15 +45,6 @@ pub struct OutletConnection {
     /// For `amqps`: the CA the broker's certificate must chain to and the node's client
     /// certificate (see [`crate::outlet_tls`]); `None` for a password over plain `amqp`.
     pub tls: Option<crate::outlet_tls::LoadedTls>,
-}
-
-impl OutletConnection {
-    async fn connect(&self, name: &str) -> Result<lapin::Connection, lapin::Error> {
-        match &self.tls {
-            Some(tls) => amqp::connect_tls(&self.uri, name, tls).await,
-            None => amqp::connect(&self.uri, name).await,
-        }
-    }
 }
 
 /// One delivery for the outlet's handler.
@@ -190,10 +184,11 @@ pub async fn run<H: OutletHandler>(
         metrics: &metrics,
         shutdown: &shutdown,
     };
+    let addresses = connection.addresses();
     session::run(
         reporting,
         is_access_refused,
-        || open_session(&connection),
+        || open_session(&connection, &addresses),
         |session| serve(&connection, &handler, session, reporting),
     )
     .await
@@ -208,9 +203,25 @@ struct OutletSession {
     publisher: Publisher,
 }
 
-async fn open_session(connection: &OutletConnection) -> Result<OutletSession, lapin::Error> {
-    let connected = connection
-        .connect(&format!("simflow-outlet-{}", connection.outlet_code))
+impl OutletConnection {
+    /// `uri` then `failover_uris`, as one list to connect through.
+    pub fn addresses(&self) -> crate::brokers::BrokerAddresses {
+        let mut uris = vec![self.uri.clone()];
+        uris.extend(self.failover_uris.iter().cloned());
+        crate::brokers::BrokerAddresses::new(uris)
+            .unwrap_or_else(|_| crate::brokers::BrokerAddresses::single(self.uri.clone()))
+    }
+}
+
+async fn open_session(
+    connection: &OutletConnection,
+    addresses: &crate::brokers::BrokerAddresses,
+) -> Result<OutletSession, lapin::Error> {
+    let connected = addresses
+        .connect_with(
+            &format!("simflow-outlet-{}", connection.outlet_code),
+            connection.tls.as_ref(),
+        )
         .await?;
     let channel = connected.create_channel().await?;
     let consumer = consume_own_queue(
@@ -325,7 +336,8 @@ async fn consume_own_queue(
 pub async fn check_access(connection: &OutletConnection) -> Result<(), OutletError> {
     let refused = |cause: String| refusal(&connection.outlet_code, cause);
     let connected = connection
-        .connect("simflow-outlet-check")
+        .addresses()
+        .connect_with("simflow-outlet-check", connection.tls.as_ref())
         .await
         .map_err(|error| refused(error.to_string()))?;
     let channel = connected

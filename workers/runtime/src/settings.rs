@@ -18,12 +18,23 @@ pub const DEFAULTS: &str = include_str!("../../../config/default.toml");
 /// Broker settings.
 #[derive(Debug, Clone, Deserialize)]
 pub struct AmqpSettings {
-    /// `amqp://user:password@host:port/vhost`.
+    /// `amqp://user:password@host:port/vhost`: the broker, or with [`AmqpSettings::uris`] set,
+    /// the first of its entries (the loader makes it so).
     pub uri: SecretString,
+    /// Every node of a broker cluster, in the order to try them first (a file:
+    /// `uris = ["amqp://…@10.0.0.1:5672/%2f", …]`; the environment: comma separated).
+    /// Empty: `uri` alone. A process connects to the first that answers and, when its node goes
+    /// away, reconnects starting with the next ([`crate::brokers`]).
+    #[serde(default, deserialize_with = "secrets_or_comma_separated")]
+    pub uris: Vec<SecretString>,
     /// Per-consumer prefetch; also how many jobs one worker handles at once.
     pub prefetch: u16,
-    /// Base URL of the management HTTP API.
+    /// Base URL of the management HTTP API (with `management_urls` set, its first entry).
     pub management_url: String,
+    /// The management API of every cluster node, tried in turn when one does not answer
+    /// (a list, or comma separated). Empty: `management_url` alone.
+    #[serde(default, deserialize_with = "texts_or_comma_separated")]
+    pub management_urls: Vec<String>,
     /// Management API user.
     pub management_user: String,
     /// Management API password.
@@ -37,6 +48,78 @@ pub struct AmqpSettings {
 
 fn default_max_message_bytes() -> usize {
     usize::try_from(simflow_schemas::topology::MAX_MESSAGE_BYTES).unwrap_or(usize::MAX)
+}
+
+impl AmqpSettings {
+    /// The broker addresses to connect to: `uris`, or `uri` alone.
+    /// Each call starts a fresh turn; keep the result to fail over across reconnects.
+    pub fn addresses(&self) -> crate::brokers::BrokerAddresses {
+        match crate::brokers::BrokerAddresses::new(self.uris.clone()) {
+            Ok(addresses) => addresses,
+            Err(_) => crate::brokers::BrokerAddresses::single(self.uri.clone()),
+        }
+    }
+
+    /// Base URLs of the management API in the order to try them: `management_urls`, or
+    /// `management_url` alone.
+    pub fn management_bases(&self) -> Vec<String> {
+        if self.management_urls.is_empty() {
+            vec![self.management_url.clone()]
+        } else {
+            self.management_urls.clone()
+        }
+    }
+
+    /// Points these settings at one broker node (and its management API): any list set
+    /// before is dropped, so nothing fails over to another broker.
+    pub fn use_single_broker(&mut self, uri: SecretString, management_url: String) {
+        self.uri = uri;
+        self.uris.clear();
+        self.management_url = management_url;
+        self.management_urls.clear();
+    }
+
+    /// Points these settings at every node of a cluster (the first of each list becomes
+    /// `uri` and `management_url`); empty lists leave them as they are.
+    pub fn use_cluster(&mut self, uris: Vec<SecretString>, management_urls: Vec<String>) {
+        if let Some(first) = uris.first() {
+            self.uri = first.clone();
+        }
+        if let Some(first) = management_urls.first() {
+            self.management_url = first.clone();
+        }
+        self.uris = uris;
+        self.management_urls = management_urls;
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        if !self.uri.expose_secret().starts_with("amqp") {
+            bail!("amqp.uri must be an amqp:// or amqps:// URI");
+        }
+        let vhost = crate::amqp::vhost_of(&self.uri)?;
+        for (index, uri) in self.uris.iter().enumerate() {
+            let number = index + 1;
+            if !uri.expose_secret().starts_with("amqp") {
+                bail!("amqp.uris entry {number} must be an amqp:// or amqps:// URI");
+            }
+            let entry_vhost =
+                crate::amqp::vhost_of(uri).with_context(|| format!("amqp.uris entry {number}"))?;
+            if entry_vhost != vhost {
+                bail!(
+                    "amqp.uris entry {number} names vhost {entry_vhost:?}, the first names {vhost:?}: every node must be the same broker"
+                );
+            }
+        }
+        for (index, url) in self.management_urls.iter().enumerate() {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                bail!(
+                    "amqp.management_urls entry {} must be an http:// or https:// URL",
+                    index + 1
+                );
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Database settings.
@@ -81,6 +164,54 @@ where
             .collect::<Result<_, _>>()
             .map_err(|error| serde::de::Error::custom(format!("{text:?}: {error}"))),
     }
+}
+
+/// A list of texts from a file (`["a", "b"]`) or from the environment (`"a,b"`); blanks
+/// around entries are trimmed and an empty entry is refused.
+fn texts_or_comma_separated<'de, D>(deserializer: D) -> Result<Vec<String>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Texts {
+        List(Vec<String>),
+        Text(String),
+    }
+    let texts: Vec<String> = match Texts::deserialize(deserializer)? {
+        Texts::List(texts) => texts,
+        Texts::Text(text) if text.trim().is_empty() => Vec::new(),
+        Texts::Text(text) => text.split(',').map(str::to_owned).collect(),
+    };
+    texts
+        .into_iter()
+        .enumerate()
+        .map(|(index, text)| {
+            let trimmed = text.trim();
+            if trimmed.is_empty() {
+                Err(serde::de::Error::custom(format!(
+                    "entry {} of the list is empty",
+                    index + 1
+                )))
+            } else {
+                Ok(trimmed.to_owned())
+            }
+        })
+        .collect()
+}
+
+/// A list of secrets from a file (`["a", "b"]`) or from the environment (`"a,b"`),
+/// trimmed, an empty entry refused (other crates' sections use it too).
+/// Like `texts_or_comma_separated`, for secrets (URIs with passwords): an error never
+/// repeats the text.
+pub fn secrets_or_comma_separated<'de, D>(deserializer: D) -> Result<Vec<SecretString>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    Ok(texts_or_comma_separated(deserializer)?
+        .into_iter()
+        .map(SecretString::from)
+        .collect())
 }
 
 /// Worker behaviour.
@@ -223,6 +354,11 @@ impl Settings {
             .try_deserialize()
             .context("configuration does not fit the expected shape")?;
         settings.raw = RawConfig(std::sync::Arc::new(raw));
+        let (uris, management_urls) = (
+            std::mem::take(&mut settings.amqp.uris),
+            std::mem::take(&mut settings.amqp.management_urls),
+        );
+        settings.amqp.use_cluster(uris, management_urls);
         settings.validate()?;
         Ok(settings)
     }
@@ -286,6 +422,17 @@ impl Settings {
             self.amqp.uri.expose_secret(),
             &crate::uri::encode_segment(vhost),
         ));
+        settings.amqp.uris = self
+            .amqp
+            .uris
+            .iter()
+            .map(|uri| {
+                SecretString::from(replace_path(
+                    uri.expose_secret(),
+                    &crate::uri::encode_segment(vhost),
+                ))
+            })
+            .collect();
         settings.database.url =
             SecretString::from(replace_path(self.database.url.expose_secret(), database));
         settings
@@ -299,9 +446,7 @@ impl Settings {
         if self.amqp.max_message_bytes < 1024 {
             bail!("amqp.max_message_bytes must be at least 1024");
         }
-        if !self.amqp.uri.expose_secret().starts_with("amqp") {
-            bail!("amqp.uri must be an amqp:// or amqps:// URI");
-        }
+        self.amqp.validate()?;
         if self.topology.retry_delays_ms.is_empty() {
             bail!("topology.retry_delays_ms needs at least one level");
         }
@@ -372,6 +517,149 @@ mod tests {
         assert_eq!(
             slash.amqp.uri.expose_secret(),
             "amqp://guest:guest@127.0.0.1:5672/%2F"
+        );
+    }
+
+    fn load(variables: &[(&str, &str)]) -> anyhow::Result<Settings> {
+        let environment = variables
+            .iter()
+            .map(|(name, value)| ((*name).to_owned(), (*value).to_owned()))
+            .collect();
+        Settings::load_with_environment(None, Some(environment))
+    }
+
+    #[test]
+    fn a_comma_separated_uri_list_from_the_environment_makes_the_first_the_uri() {
+        let settings = load(&[(
+            "SIMFLOW__AMQP__URIS",
+            "amqp://u:p@127.0.0.1:5701/%2f, amqp://u:p@127.0.0.1:5702/%2f,amqp://u:p@127.0.0.1:5703/%2f",
+        )])
+        .expect("valid");
+        let uris: Vec<&str> = settings
+            .amqp
+            .uris
+            .iter()
+            .map(|uri| uri.expose_secret())
+            .collect();
+        assert_eq!(
+            uris,
+            [
+                "amqp://u:p@127.0.0.1:5701/%2f",
+                "amqp://u:p@127.0.0.1:5702/%2f",
+                "amqp://u:p@127.0.0.1:5703/%2f"
+            ]
+        );
+        assert_eq!(
+            settings.amqp.uri.expose_secret(),
+            "amqp://u:p@127.0.0.1:5701/%2f"
+        );
+        assert_eq!(settings.amqp.addresses().len(), 3);
+    }
+
+    #[test]
+    fn a_uri_list_from_a_file_is_a_list() {
+        let raw = config::Config::builder()
+            .add_source(config::File::from_str(DEFAULTS, config::FileFormat::Toml))
+            .add_source(config::File::from_str(
+                "[amqp]\nuris = [\"amqp://a:b@10.0.0.1:5672/v\", \"amqp://a:b@10.0.0.2:5672/v\"]\nmanagement_urls = [\"http://10.0.0.1:15672\", \"http://10.0.0.2:15672\"]\n",
+                config::FileFormat::Toml,
+            ))
+            .build()
+            .expect("layers");
+        let settings = Settings::from_raw(raw).expect("valid");
+        assert_eq!(settings.amqp.uris.len(), 2);
+        assert_eq!(
+            settings.amqp.uri.expose_secret(),
+            "amqp://a:b@10.0.0.1:5672/v"
+        );
+        assert_eq!(settings.amqp.management_url, "http://10.0.0.1:15672");
+        assert_eq!(settings.amqp.management_bases().len(), 2);
+    }
+
+    #[test]
+    fn without_a_list_the_one_uri_is_the_only_address() {
+        let settings = Settings::defaults().expect("defaults are valid");
+        assert!(settings.amqp.uris.is_empty());
+        assert_eq!(settings.amqp.addresses().len(), 1);
+        assert_eq!(
+            settings.amqp.addresses().first_to_try().expose_secret(),
+            settings.amqp.uri.expose_secret()
+        );
+        assert_eq!(settings.amqp.management_bases(), ["http://127.0.0.1:15672"]);
+    }
+
+    #[test]
+    fn an_empty_entry_in_the_list_is_refused_with_its_position() {
+        let error = load(&[(
+            "SIMFLOW__AMQP__URIS",
+            "amqp://u:p@h1:5672/%2f,,amqp://u:p@h2/%2f",
+        )])
+        .expect_err("an empty entry");
+        assert!(
+            format!("{error:#}").contains("entry 2 of the list is empty"),
+            "{error:#}"
+        );
+    }
+
+    #[test]
+    fn a_list_entry_that_is_not_amqp_is_refused_without_printing_it() {
+        let error = load(&[(
+            "SIMFLOW__AMQP__URIS",
+            "amqp://u:hunter2@h1:5672/%2f,http://u:hunter2@h2:5672/%2f",
+        )])
+        .expect_err("not amqp");
+        let message = format!("{error:#}");
+        assert!(message.contains("amqp.uris entry 2"), "{message}");
+        assert!(!message.contains("hunter2"), "{message}");
+    }
+
+    #[test]
+    fn nodes_naming_different_vhosts_are_refused() {
+        let error = load(&[(
+            "SIMFLOW__AMQP__URIS",
+            "amqp://u:p@h1:5672/a,amqp://u:p@h2:5672/b",
+        )])
+        .expect_err("two vhosts");
+        assert!(
+            format!("{error:#}").contains("every node must be the same broker"),
+            "{error:#}"
+        );
+    }
+
+    #[test]
+    fn a_management_list_entry_that_is_not_http_is_refused() {
+        let error = load(&[("SIMFLOW__AMQP__MANAGEMENT_URLS", "http://h1:15672,h2:15672")])
+            .expect_err("not http");
+        assert!(
+            format!("{error:#}").contains("management_urls entry 2"),
+            "{error:#}"
+        );
+    }
+
+    #[test]
+    fn a_namespace_replaces_the_vhost_of_every_node() {
+        let settings = load(&[(
+            "SIMFLOW__AMQP__URIS",
+            "amqp://u:p@h1:5701/%2f,amqp://u:p@h2:5702/%2f",
+        )])
+        .expect("valid")
+        .in_namespace("simflow_x", "db");
+        let uris: Vec<&str> = settings
+            .amqp
+            .uris
+            .iter()
+            .map(|uri| uri.expose_secret())
+            .collect();
+        assert_eq!(
+            uris,
+            [
+                "amqp://u:p@h1:5701/simflow_x",
+                "amqp://u:p@h2:5702/simflow_x"
+            ]
+        );
+        assert_eq!(
+            settings.amqp.uri.expose_secret(),
+            "amqp://u:p@h1:5701/simflow_x"
         );
     }
 

@@ -205,7 +205,7 @@ async fn run_pipeline(
     pool: &sqlx::PgPool,
     cards: &[String],
 ) -> anyhow::Result<Run> {
-    let client = Client::connect(&settings.amqp.uri, "simflow-bench-client").await?;
+    let client = Client::connect_any(&settings.amqp.addresses(), "simflow-bench-client").await?;
     client
         .declare(&simflow_schemas::topology::central_topology(
             &settings.topology_params(),

@@ -23,6 +23,14 @@
 //!    the chain leaves it; the ledger reconciles with the card table; the dead-letter queues
 //!    hold exactly the malformed messages, each once; no worker exited on its own; every
 //!    worker stops with status 0 on SIGTERM. It prints one table and fails if any check fails.
+//!
+//! With `--cluster` it runs against the 3-node broker cluster of `deploy/cluster/rabbitmq.sh`
+//! instead (the settings' `amqp.uris` and `amqp.management_urls` name its nodes; the database
+//! `simflow_chaos_cluster` on the settings' PostgreSQL server, dropped at the end), every
+//! worker, publisher and the collector given all three addresses, and the fault is a SIGKILL of
+//! the node leading the busiest queue (`--leader-kills`); the killed node starts again once the
+//! workers are ready. The table then says how long the pipeline stalled: from the kill to the
+//! next new outcome, and to the last one.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -34,9 +42,10 @@ use anyhow::{Context, bail};
 use clap::Args;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::ExposeSecret;
 use simflow_runtime::Settings;
 use simflow_runtime::amqp::{AnyMessage, Client, ReceivedEvent};
+use simflow_runtime::brokers::BrokerAddresses;
 use simflow_runtime::management::Management;
 use simflow_runtime::shutdown::CancellationToken;
 use simflow_schemas::common::{CardSelection, ReturnSelection};
@@ -53,6 +62,43 @@ use crate::world;
 pub const OUTCOME_QUEUE: &str = "chaos.outcomes";
 /// The database the run works in, on the private cluster.
 const DATABASE: &str = "simflow_chaos";
+/// The database of a `--cluster` run, on the settings' PostgreSQL server.
+const CLUSTER_DATABASE: &str = "simflow_chaos_cluster";
+
+/// What the faults act on.
+#[derive(Debug)]
+enum FaultTargets {
+    /// The private node and cluster of `deploy/chaos/services.sh` (worker logs in its dir).
+    Services(PrivateServices),
+    /// The broker cluster of `deploy/cluster/rabbitmq.sh`; worker logs in `work`.
+    Cluster {
+        cluster: crate::cluster::BrokerCluster,
+        work: PathBuf,
+    },
+}
+
+impl FaultTargets {
+    fn workers_dir(&self) -> PathBuf {
+        match self {
+            FaultTargets::Services(services) => services.dir.join("workers"),
+            FaultTargets::Cluster { work, .. } => work.join("workers"),
+        }
+    }
+
+    fn services(&self) -> anyhow::Result<&PrivateServices> {
+        match self {
+            FaultTargets::Services(services) => Ok(services),
+            FaultTargets::Cluster { .. } => bail!("a --cluster run restarts no private service"),
+        }
+    }
+
+    fn cluster(&self) -> anyhow::Result<&crate::cluster::BrokerCluster> {
+        match self {
+            FaultTargets::Cluster { cluster, .. } => Ok(cluster),
+            FaultTargets::Services(_) => bail!("leader kills need --cluster"),
+        }
+    }
+}
 /// Jobs per chain.
 const CHAIN_STEPS: usize = 6;
 /// The workers' body limit in this run: small, so a "too large" message stays under the
@@ -74,8 +120,23 @@ const READY_PATIENCE: Duration = Duration::from_secs(120);
 #[derive(Debug, Args)]
 pub struct ChaosArgs {
     /// The directory of the private services (`deploy/chaos/services.sh start DIR`).
+    #[arg(long, required_unless_present = "cluster", conflicts_with = "cluster")]
+    pub services: Option<PathBuf>,
+    /// Run against the broker cluster of `deploy/cluster/rabbitmq.sh` (its addresses from the
+    /// settings: `SIMFLOW__AMQP__URIS`, `SIMFLOW__AMQP__MANAGEMENT_URLS`) and the settings'
+    /// PostgreSQL server; the faults are leader kills (and worker kills when asked).
     #[arg(long)]
-    pub services: PathBuf,
+    pub cluster: bool,
+    /// The cluster script.
+    #[arg(long, default_value = crate::cluster::CLUSTER_HELPER)]
+    pub cluster_helper: PathBuf,
+    /// Where a `--cluster` run keeps its worker logs and pid files (default: a new directory
+    /// under the temporary directory); removed when the run passes.
+    #[arg(long, requires = "cluster")]
+    pub work_dir: Option<PathBuf>,
+    /// SIGKILLs of the node leading the busiest queue (`--cluster` only); default 3 (short: 1).
+    #[arg(long)]
+    pub leader_kills: Option<usize>,
     /// The services helper script.
     #[arg(long, default_value = crate::services::HELPER)]
     pub helper: PathBuf,
@@ -114,6 +175,7 @@ struct Plan {
     kills: usize,
     broker_restarts: usize,
     db_restarts: usize,
+    leader_kills: usize,
     workers: usize,
     interval: Duration,
     seed: u64,
@@ -133,14 +195,50 @@ impl Plan {
                 .map(|elapsed| elapsed.as_secs())
                 .unwrap_or(1)
         });
+        let cluster = args.cluster;
+        let leader_kills = args.leader_kills.unwrap_or(if !cluster {
+            0
+        } else if short {
+            1
+        } else {
+            3
+        });
+        anyhow::ensure!(
+            cluster || leader_kills == 0,
+            "--leader-kills needs --cluster (a single node has no other node to fail over to)"
+        );
+        anyhow::ensure!(
+            !cluster
+                || (args.broker_restarts.unwrap_or(0) == 0 && args.db_restarts.unwrap_or(0) == 0),
+            "--cluster restarts no broker and no database: use --leader-kills and --kills"
+        );
+        let restarts = |asked: Option<usize>| {
+            if cluster {
+                0
+            } else {
+                asked.unwrap_or(if short { 1 } else { 3 })
+            }
+        };
         Ok(Plan {
-            mode: if short { "short" } else { "full" },
+            mode: match (cluster, short) {
+                (true, true) => "cluster, short",
+                (true, false) => "cluster, full",
+                (false, true) => "short",
+                (false, false) => "full",
+            },
             chains,
             // Whatever the division leaves over is malformed too, so the total is exact.
             malformed: jobs - chains * CHAIN_STEPS,
-            kills: args.kills.unwrap_or(if short { 3 } else { 10 }),
-            broker_restarts: args.broker_restarts.unwrap_or(if short { 1 } else { 3 }),
-            db_restarts: args.db_restarts.unwrap_or(if short { 1 } else { 3 }),
+            kills: args.kills.unwrap_or(if cluster {
+                0
+            } else if short {
+                3
+            } else {
+                10
+            }),
+            broker_restarts: restarts(args.broker_restarts),
+            db_restarts: restarts(args.db_restarts),
+            leader_kills,
             workers: args.workers,
             interval: Duration::from_secs(args.fault_interval.unwrap_or(5)),
             seed,
@@ -152,7 +250,7 @@ impl Plan {
     }
 
     fn faults(&self) -> usize {
-        self.kills + self.broker_restarts + self.db_restarts
+        self.kills + self.broker_restarts + self.db_restarts + self.leader_kills
     }
 
     /// Waves of load: one released just before each fault, one after the last.
@@ -164,8 +262,35 @@ impl Plan {
 /// Runs the chaos test.
 pub async fn run(settings: Settings, args: ChaosArgs) -> anyhow::Result<()> {
     let plan = Plan::from(&args)?;
-    let services = PrivateServices::open(&args.services, &args.helper)?;
-    let mut settings = services.settings(&settings, DATABASE);
+    let (mut settings, faults) = match &args.services {
+        Some(dir) => {
+            let services = PrivateServices::open(dir, &args.helper)?;
+            (
+                services.settings(&settings, DATABASE),
+                FaultTargets::Services(services),
+            )
+        }
+        None => {
+            anyhow::ensure!(
+                settings.amqp.uris.len() >= 2 && settings.amqp.management_urls.len() >= 2,
+                "--cluster needs the cluster's nodes in amqp.uris and amqp.management_urls \
+                 (eval \"$({} env)\")",
+                crate::cluster::CLUSTER_HELPER
+            );
+            let work = args.work_dir.clone().unwrap_or_else(|| {
+                std::env::temp_dir().join(format!("simflow-chaos-cluster-{}", std::process::id()))
+            });
+            (
+                settings.in_namespace("/", CLUSTER_DATABASE),
+                FaultTargets::Cluster {
+                    cluster: crate::cluster::BrokerCluster {
+                        helper: args.cluster_helper.clone(),
+                    },
+                    work,
+                },
+            )
+        }
+    };
     settings.amqp.max_message_bytes = MAX_BODY_BYTES;
     // Short retry levels and room for many tries: a database restart may take a few of them.
     settings.topology.retry_delays_ms = vec![500, 1000, 2000, 4000];
@@ -173,9 +298,25 @@ pub async fn run(settings: Settings, args: ChaosArgs) -> anyhow::Result<()> {
     settings.database.max_connections = 12;
     world::generate_kek(&mut settings.carddata, "chaos");
     let started = Instant::now();
-    let report = Run::new(settings, services, plan).await?.execute().await?;
-    report.print(started.elapsed());
-    report.verdict()
+    let cluster_work = match &faults {
+        FaultTargets::Cluster { work, .. } => Some(work.clone()),
+        FaultTargets::Services(_) => None,
+    };
+    let database = settings.database.url.clone();
+    let result = async {
+        let report = Run::new(settings, faults, plan).await?.execute().await?;
+        report.print(started.elapsed());
+        report.verdict()
+    }
+    .await;
+    if let Some(work) = cluster_work
+        && result.is_ok()
+    {
+        // The shared server keeps nothing of a passing run; a failing one is left to look at.
+        simflow_runtime::db::drop_database(&database).await?;
+        let _ = std::fs::remove_dir_all(work);
+    }
+    result
 }
 
 /// A job as it goes on the wire (also a malformed one).
@@ -389,7 +530,7 @@ fn outcome_of(outcomes: &Shared, job: &str) -> Option<String> {
 
 /// Collects every event from the durable queue, reconnecting whenever the broker goes away.
 async fn collect(
-    uri: SecretString,
+    addresses: BrokerAddresses,
     outcomes: Shared,
     stop: CancellationToken,
     ready: tokio::sync::oneshot::Sender<()>,
@@ -399,7 +540,7 @@ async fn collect(
         let opened = async {
             let client = tokio::time::timeout(
                 CONFIRM_LIMIT,
-                Client::connect(&uri, "simflow-chaos-outcomes"),
+                Client::connect_any(&addresses, "simflow-chaos-outcomes"),
             )
             .await??;
             let watch = client.watch_durable(OUTCOME_QUEUE, &["#"]).await?;
@@ -432,7 +573,7 @@ async fn collect(
 
 /// Publishes with confirms, sending again (same message id) until the broker confirms.
 struct Sender {
-    uri: SecretString,
+    addresses: BrokerAddresses,
     client: tokio::sync::Mutex<Option<Arc<Client>>>,
     confirmed: AtomicU64,
     again: AtomicU64,
@@ -449,7 +590,7 @@ impl Sender {
         *slot = None;
         let client = tokio::time::timeout(
             CONFIRM_LIMIT,
-            Client::connect(&self.uri, "simflow-chaos-publisher"),
+            Client::connect_any(&self.addresses, "simflow-chaos-publisher"),
         )
         .await
         .context("connecting took too long")??;
@@ -515,7 +656,7 @@ impl Fleet {
             .as_ref()
             .map(|kek| kek.expose_secret().to_owned())
             .unwrap_or_default();
-        let env = vec![
+        let mut env = vec![
             (
                 "SIMFLOW__AMQP__URI".into(),
                 settings.amqp.uri.expose_secret().to_owned(),
@@ -557,6 +698,24 @@ impl Fleet {
             ("SIMFLOW__CARDDATA__KEK".into(), kek),
             ("RUST_LOG".into(), "info,sqlx=warn,lapin=warn".into()),
         ];
+        if !settings.amqp.uris.is_empty() {
+            env.push((
+                "SIMFLOW__AMQP__URIS".into(),
+                settings
+                    .amqp
+                    .uris
+                    .iter()
+                    .map(|uri| uri.expose_secret().to_owned())
+                    .collect::<Vec<_>>()
+                    .join(","),
+            ));
+        }
+        if !settings.amqp.management_urls.is_empty() {
+            env.push((
+                "SIMFLOW__AMQP__MANAGEMENT_URLS".into(),
+                settings.amqp.management_urls.join(","),
+            ));
+        }
         let mut fleet = Fleet {
             exe: std::env::current_exe().context("finding this simflow binary")?,
             env,
@@ -674,6 +833,7 @@ enum FaultKind {
     WorkerKill,
     BrokerRestart,
     DatabaseRestart,
+    LeaderKill,
 }
 
 impl FaultKind {
@@ -682,6 +842,7 @@ impl FaultKind {
             FaultKind::WorkerKill => "worker SIGKILL",
             FaultKind::BrokerRestart => "broker restart",
             FaultKind::DatabaseRestart => "database restart",
+            FaultKind::LeaderKill => "queue leader SIGKILL",
         }
     }
 }
@@ -692,7 +853,8 @@ struct Fault {
     kind: FaultKind,
     how: String,
     at: Instant,
-    /// When the service was back (restarted; for a kill, the new process started).
+    /// When the service was back (restarted; for a worker kill, the new process started; for
+    /// a leader kill, the kill itself: the other nodes serve on).
     back: Instant,
     /// From the fault until every worker answered `/readyz` with 200 again.
     ready_after: Duration,
@@ -705,6 +867,7 @@ fn schedule(plan: &Plan) -> Vec<FaultKind> {
         (FaultKind::WorkerKill, plan.kills),
         (FaultKind::BrokerRestart, plan.broker_restarts),
         (FaultKind::DatabaseRestart, plan.db_restarts),
+        (FaultKind::LeaderKill, plan.leader_kills),
     ] {
         for index in 0..count {
             placed.push(((index as f64 + 0.5) / count as f64, kind));
@@ -717,7 +880,7 @@ fn schedule(plan: &Plan) -> Vec<FaultKind> {
 /// Everything one run needs.
 struct Run {
     settings: Settings,
-    services: PrivateServices,
+    faults: FaultTargets,
     plan: Plan,
     pool: sqlx::PgPool,
     cards: Vec<String>,
@@ -740,7 +903,7 @@ struct Published {
 }
 
 impl Run {
-    async fn new(settings: Settings, services: PrivateServices, plan: Plan) -> anyhow::Result<Run> {
+    async fn new(settings: Settings, faults: FaultTargets, plan: Plan) -> anyhow::Result<Run> {
         // A run starts from nothing: the previous run's database and outcome queue go first.
         simflow_runtime::db::drop_database(&settings.database.url).await?;
         let (pool, _) =
@@ -758,7 +921,7 @@ impl Run {
         };
         Ok(Run {
             settings,
-            services,
+            faults,
             plan,
             pool,
             cards,
@@ -775,7 +938,7 @@ impl Run {
         let stop_collecting = CancellationToken::new();
         let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
         let collector = tokio::spawn(collect(
-            self.settings.amqp.uri.clone(),
+            self.settings.amqp.addresses(),
             Arc::clone(&outcomes),
             stop_collecting.clone(),
             ready_tx,
@@ -784,11 +947,7 @@ impl Run {
             .await
             .context("the outcome queue was not declared within 30 s")??;
 
-        let mut fleet = Fleet::start(
-            &self.settings,
-            self.services.dir.join("workers"),
-            plan.workers,
-        )?;
+        let mut fleet = Fleet::start(&self.settings, self.faults.workers_dir(), plan.workers)?;
         fleet.all_ready(Instant::now()).await?;
         println!(
             "chaos ({}): {} jobs ({} chains of {CHAIN_STEPS} + {} malformed), {} worker processes, faults every {:?}, seed {}",
@@ -802,7 +961,7 @@ impl Run {
         );
 
         let sender = Arc::new(Sender {
-            uri: self.settings.amqp.uri.clone(),
+            addresses: self.settings.amqp.addresses(),
             client: tokio::sync::Mutex::new(None),
             confirmed: AtomicU64::new(0),
             again: AtomicU64::new(0),
@@ -903,7 +1062,7 @@ impl Run {
             release.send_replace(index + 1);
             tokio::time::sleep(Duration::from_millis(rng.random_range(200..1500))).await;
             exited += fleet.restart_exited()?;
-            let at = Instant::now();
+            let mut at = Instant::now();
             let how = match kind {
                 FaultKind::WorkerKill => {
                     let victim = rng.random_range(0..plan.workers);
@@ -913,7 +1072,8 @@ impl Run {
                 FaultKind::BrokerRestart => {
                     broker_restarts += 1;
                     let kill = broker_restarts % 2 == 0;
-                    self.services
+                    self.faults
+                        .services()?
                         .run("restart-broker", if kill { &["--kill"] } else { &[] })
                         .await?;
                     (if kill { "SIGKILL" } else { "graceful" }).to_owned()
@@ -921,14 +1081,37 @@ impl Run {
                 FaultKind::DatabaseRestart => {
                     db_restarts += 1;
                     let immediate = db_restarts % 2 == 0;
-                    self.services
+                    self.faults
+                        .services()?
                         .run("restart-db", if immediate { &["--immediate"] } else { &[] })
                         .await?;
                     (if immediate { "immediate" } else { "fast" }).to_owned()
                 }
+                FaultKind::LeaderKill => {
+                    let management = Management::new(&self.settings.amqp);
+                    let (queue, leader) =
+                        crate::cluster::leader_of_busiest_queue(&management, "/").await?;
+                    at = Instant::now();
+                    self.faults.cluster()?.kill(&leader).await?;
+                    format!("{leader}, leading {queue}")
+                }
             };
-            let back = Instant::now();
+            let back = if kind == FaultKind::LeaderKill {
+                at
+            } else {
+                Instant::now()
+            };
             let ready_after = fleet.all_ready(at).await?;
+            if kind == FaultKind::LeaderKill {
+                // The node comes back (and rejoins) once the workers moved, so the next kill
+                // again finds three nodes.
+                let restarting = Instant::now();
+                self.faults.cluster()?.start().await?;
+                eprintln!(
+                    "chaos: the killed node runs again after {:.1}s",
+                    restarting.elapsed().as_secs_f64()
+                );
+            }
             eprintln!(
                 "chaos: {:>6.1}s {} ({how}): every worker ready after {:.1}s",
                 load_started.elapsed().as_secs_f64(),
@@ -1237,7 +1420,7 @@ impl Report {
         settings: &Settings,
         published: &Published,
     ) -> anyhow::Result<()> {
-        let client = Client::connect(&settings.amqp.uri, "simflow-chaos-dlq").await?;
+        let client = Client::connect_any(&settings.amqp.addresses(), "simflow-chaos-dlq").await?;
         let mut held: HashMap<String, Vec<(String, String)>> = HashMap::new();
         for queue in JobQueue::ALL {
             let letters = simflow_runtime::deadletter::list(
@@ -1301,6 +1484,19 @@ impl Report {
             .collect();
         let next = (next.len() == faults.len() && !next.is_empty()).then(|| spread_of(next));
         (faults.len(), spread_of(ready), next)
+    }
+
+    /// From each leader kill to the last outcome of the run (how long until the load was
+    /// through), min/median/max.
+    fn stall_after_leader_kills(&self) -> Option<[Duration; 3]> {
+        let last = self.arrivals.last()?;
+        let to_end: Vec<Duration> = self
+            .faults
+            .iter()
+            .filter(|fault| fault.kind == FaultKind::LeaderKill)
+            .map(|fault| last.saturating_duration_since(fault.at))
+            .collect();
+        (!to_end.is_empty()).then(|| spread_of(to_end))
     }
 
     fn failures(&self) -> Vec<String> {
@@ -1477,10 +1673,37 @@ impl Report {
             ),
             Some(self.statuses.iter().all(|s| *s == Some(0))),
         );
+        if plan.leader_kills > 0 {
+            row(
+                "faults: queue leader SIGKILLs",
+                format!(
+                    "{}",
+                    self.faults
+                        .iter()
+                        .filter(|f| f.kind == FaultKind::LeaderKill)
+                        .count()
+                ),
+                Some(
+                    self.faults
+                        .iter()
+                        .filter(|f| f.kind == FaultKind::LeaderKill)
+                        .count()
+                        >= plan.leader_kills,
+                ),
+            );
+            for fault in self
+                .faults
+                .iter()
+                .filter(|f| f.kind == FaultKind::LeaderKill)
+            {
+                println!("  killed {}", fault.how);
+            }
+        }
         for kind in [
             FaultKind::WorkerKill,
             FaultKind::BrokerRestart,
             FaultKind::DatabaseRestart,
+            FaultKind::LeaderKill,
         ] {
             let (count, ready, next) = self.recovery(kind);
             if count == 0 {
@@ -1498,6 +1721,13 @@ impl Report {
                 ),
                 next.map(|next| seconds(&next))
                     .unwrap_or_else(|| "-".into()),
+                None,
+            );
+        }
+        if let Some(stall) = self.stall_after_leader_kills() {
+            row(
+                "after a queue leader SIGKILL: last outcome, min/median/max s",
+                seconds(&stall),
                 None,
             );
         }

@@ -52,7 +52,7 @@ fn queues(filter: Option<&str>) -> anyhow::Result<Vec<JobQueue>> {
 
 /// Runs a dead-letter command.
 pub async fn run(settings: &Settings, command: DlqCommand) -> anyhow::Result<()> {
-    let client = amqp::Client::connect(&settings.amqp.uri, "simflow-dlq").await?;
+    let client = amqp::Client::connect_any(&settings.amqp.addresses(), "simflow-dlq").await?;
     client
         .declare(&simflow_schemas::topology::central_topology(
             &settings.topology_params(),

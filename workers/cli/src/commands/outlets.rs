@@ -140,7 +140,7 @@ pub async fn run(settings: &Settings, command: OutletsCommand) -> anyhow::Result
             }
             let password_file = password_file.context("--password-file or --csr")?;
             let password = password_from_file(&password_file)?;
-            let client = Client::connect(&settings.amqp.uri, "simflow-outlets").await?;
+            let client = Client::connect_any(&settings.amqp.addresses(), "simflow-outlets").await?;
             client
                 .declare(&simflow_schemas::topology::central_topology(
                     &settings.topology_params(),

@@ -59,7 +59,7 @@ pub async fn run(settings: &Settings, args: PublishArgs) -> anyhow::Result<()> {
     let message_id = args
         .message_id
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-    let client = Client::connect(&settings.amqp.uri, "simflow-publish").await?;
+    let client = Client::connect_any(&settings.amqp.addresses(), "simflow-publish").await?;
     let mut watch = match args.wait {
         Some(_) => Some(client.watch_events(&["#"]).await?),
         None => None,

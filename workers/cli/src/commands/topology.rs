@@ -19,7 +19,8 @@ pub async fn run(settings: &Settings, command: TopologyCommand) -> anyhow::Resul
     let params = settings.topology_params();
     match command {
         TopologyCommand::Declare => {
-            let client = Client::connect(&settings.amqp.uri, "simflow-topology").await?;
+            let client =
+                Client::connect_any(&settings.amqp.addresses(), "simflow-topology").await?;
             client.declare(&central_topology(&params)).await?;
             client.close().await;
             println!("topology declared");

@@ -63,6 +63,8 @@ pub struct Worker<H> {
 struct Inner<H> {
     handler: H,
     settings: Arc<Settings>,
+    /// The broker's nodes; a reconnect starts after the node the last connection used.
+    addresses: crate::brokers::BrokerAddresses,
     pool: PgPool,
     metrics: Arc<Metrics>,
     health: Health,
@@ -93,6 +95,7 @@ impl<H: Handler> Worker<H> {
         Worker {
             inner: Arc::new(Inner {
                 handler,
+                addresses: settings.amqp.addresses(),
                 settings: Arc::new(settings),
                 pool,
                 metrics,
@@ -155,7 +158,7 @@ impl<H: Handler> Inner<H> {
 
     async fn open_session(&self) -> Result<Session, lapin::Error> {
         let connection_name = format!("simflow-{}-{}", self.name(), std::process::id());
-        let connection = amqp::connect(&self.settings.amqp.uri, &connection_name).await?;
+        let connection = self.addresses.connect(&connection_name).await?;
         let channel = connection.create_channel().await?;
         amqp::declare(
             &channel,
