@@ -8,6 +8,7 @@ mod carddata;
 mod console;
 mod counter;
 mod delivery;
+mod failover;
 mod health;
 mod issue;
 mod observability;

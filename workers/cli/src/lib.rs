@@ -7,6 +7,7 @@
 //! through `simflow-runtime`.
 
 pub mod commands;
+pub mod pg_cluster;
 pub mod pipeline;
 pub mod scratch;
 pub mod services;
