@@ -27,6 +27,24 @@ async fn server_of(pool: &PgPool) -> anyhow::Result<(bool, u16)> {
     Ok((in_recovery, u16::try_from(port)?))
 }
 
+/// The first success of `attempt` within 20 s, or its last error.
+async fn until_ok<T, F, Fut>(what: &str, attempt: F) -> anyhow::Result<T>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<T>>,
+{
+    let started = Instant::now();
+    loop {
+        match attempt().await {
+            Ok(value) => return Ok(value),
+            Err(error) if started.elapsed() > Duration::from_secs(20) => {
+                return Err(error.context(format!("waiting for {what}")));
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reads_set_to_prefer_a_standby_go_to_the_replica_and_everything_else_to_the_primary()
 -> anyhow::Result<()> {
@@ -45,24 +63,32 @@ async fn reads_set_to_prefer_a_standby_go_to_the_replica_and_everything_else_to_
         (false, primary_port),
         "the primary pool reaches the primary"
     );
-    let (in_recovery, port) = server_of(&reads).await?;
+    // The new database reaches the replica with the WAL it was created in: wait for it.
+    let (in_recovery, port) = until_ok("the replica to serve the new database", || {
+        server_of(&reads)
+    })
+    .await?;
     assert!(
         in_recovery,
         "a read set to prefer a standby runs on the replica"
     );
     assert_ne!(port, primary_port);
 
-    // A row committed on the primary is on the replica when the commit returns (synchronous
-    // replication), so a read right after a job's outcome sees the job's effect.
+    // A row committed on the primary shows on the replica once replayed there.
     sqlx::query("CREATE TABLE seen (id int PRIMARY KEY)")
         .execute(&writes)
         .await?;
     sqlx::query("INSERT INTO seen VALUES (1)")
         .execute(&writes)
         .await?;
-    let on_replica: i64 = sqlx::query_scalar("SELECT count(*) FROM seen")
-        .fetch_one(&reads)
-        .await?;
+    let on_replica: i64 = until_ok("the row to reach the replica", || async {
+        let count: i64 = sqlx::query_scalar("SELECT count(*) FROM seen")
+            .fetch_one(&reads)
+            .await?;
+        anyhow::ensure!(count == 1, "not replayed yet");
+        Ok(count)
+    })
+    .await?;
     assert_eq!(on_replica, 1);
     let refused = sqlx::query("INSERT INTO seen VALUES (2)")
         .execute(&reads)

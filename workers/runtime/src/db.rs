@@ -76,22 +76,9 @@ pub fn parse_url(url: &SecretString, name: &str) -> anyhow::Result<DatabaseUrl> 
 
 /// Parses a database URL, keeping SQL statement logging quiet (statements carry no secrets,
 /// but bulk imports would flood the log). With several servers these are the first one's
-/// options: [`primary_options`] finds the one that takes writes.
+/// options (the pools find the one that takes writes).
 pub fn connect_options(url: &SecretString) -> anyhow::Result<PgConnectOptions> {
     Ok(parse_url(url, "database.url")?.options(0))
-}
-
-/// The connect options of the server in `url` that takes writes now (the only server of a
-/// single-host URL, unchecked).
-pub async fn primary_options(url: &SecretString) -> anyhow::Result<PgConnectOptions> {
-    let url = parse_url(url, "database.url")?;
-    if !url.needs_locating() {
-        return Ok(url.options(0));
-    }
-    let target = url.target().unwrap_or(SessionTarget::ReadWrite);
-    let (index, connection, _) = url.locate(target, 0).await?;
-    connection.close().await?;
-    Ok(url.options(index))
 }
 
 fn quiet(options: PgConnectOptions) -> PgConnectOptions {
@@ -124,14 +111,23 @@ pub async fn migrate_runtime(pool: &PgPool) -> anyhow::Result<()> {
 /// The name of the database in `url`, and a connection to the `postgres` maintenance database
 /// of the same server (to create or drop it).
 async fn maintenance(url: &SecretString) -> anyhow::Result<(String, PgConnection)> {
-    let options = primary_options(url).await?;
-    let database = options
+    let url = parse_url(url, "database.url")?;
+    let database = url
+        .options(0)
         .get_database()
         .context("database.url names no database")?
         .to_owned();
-    let admin = PgConnection::connect_with(&options.database("postgres"))
-        .await
-        .context("connecting to the postgres maintenance database")?;
+    // The database may not exist yet: look for the primary through `postgres`.
+    let url = url.map_options(|options| options.database("postgres"));
+    let admin = if url.needs_locating() {
+        let target = url.target().unwrap_or(SessionTarget::ReadWrite);
+        let (_, connection, _) = url.locate(target, 0).await?;
+        connection
+    } else {
+        PgConnection::connect_with(&url.options(0))
+            .await
+            .context("connecting to the postgres maintenance database")?
+    };
     Ok((database, admin))
 }
 
