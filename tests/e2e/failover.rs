@@ -63,9 +63,12 @@ async fn reads_set_to_prefer_a_standby_go_to_the_replica_and_everything_else_to_
         (false, primary_port),
         "the primary pool reaches the primary"
     );
-    // The new database reaches the replica with the WAL it was created in: wait for it.
-    let (in_recovery, port) = until_ok("the replica to serve the new database", || {
-        server_of(&reads)
+    // The new database reaches the replica with the WAL it was created in; until then
+    // prefer-standby reads from the primary, then moves to the replica: wait for that.
+    let (in_recovery, port) = until_ok("reads to move to the replica", || async {
+        let (in_recovery, port) = server_of(&reads).await?;
+        anyhow::ensure!(in_recovery, "still on the primary");
+        Ok((in_recovery, port))
     })
     .await?;
     assert!(
