@@ -110,6 +110,19 @@ else
     log "PostgreSQL $version started"
 fi
 
+# The failover cluster (deploy/cluster/postgres.sh): Patroni with etcd over PostgreSQL 15's
+# binaries. It runs its own etcd on 2479, so the Debian unit the package enables is not needed
+# (a machine without systemd never starts it).
+installed postgresql-15 || apt_install postgresql-15
+for package in patroni etcd-server etcd-client; do
+    if ! installed "$package"; then
+        apt_install "$package"
+        if [[ "$package" == etcd-server ]] && command -v systemctl >/dev/null 2>&1; then
+            systemctl disable --now etcd >/dev/null 2>&1 || true
+        fi
+    fi
+done
+
 # --- RabbitMQ -----------------------------------------------------------------------------------
 if port_open 5672; then
     log "RabbitMQ is running on 127.0.0.1:5672: reusing it"

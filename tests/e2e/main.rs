@@ -9,6 +9,7 @@ mod cluster;
 mod console;
 mod counter;
 mod delivery;
+mod failover;
 mod health;
 mod issue;
 mod observability;

@@ -6,6 +6,7 @@
 
 pub mod broker;
 pub mod browser;
+pub mod patroni;
 pub mod pcsc;
 pub mod pg;
 pub mod process;

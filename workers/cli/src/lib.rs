@@ -8,6 +8,7 @@
 
 pub mod cluster;
 pub mod commands;
+pub mod pg_cluster;
 pub mod pipeline;
 pub mod scratch;
 pub mod services;

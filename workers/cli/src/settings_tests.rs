@@ -29,6 +29,10 @@ fn string_settings_from_the_environment_stay_strings() {
             "SIMFLOW__DATABASE__URL",
             "postgres://0601@127.0.0.1:5432/001",
         ),
+        (
+            "SIMFLOW__DATABASE__READ_URL",
+            "postgres://0601@127.0.0.1:5461,127.0.0.1:5462/001?target_session_attrs=prefer-standby",
+        ),
         ("SIMFLOW__HTTP__LISTEN", "127.0.0.1:9464"),
         ("SIMFLOW__CARDDATA__KEK_ID", "0042"),
         ("SIMFLOW__CARDDATA__KEK", "0011223344556677"),
@@ -56,6 +60,17 @@ fn string_settings_from_the_environment_stay_strings() {
     assert_eq!(
         settings.database.url.expose_secret(),
         "postgres://0601@127.0.0.1:5432/001"
+    );
+    assert_eq!(
+        settings
+            .database
+            .read_url
+            .as_ref()
+            .map(|url| url.expose_secret().to_owned()),
+        Some(
+            "postgres://0601@127.0.0.1:5461,127.0.0.1:5462/001?target_session_attrs=prefer-standby"
+                .to_owned()
+        )
     );
     assert_eq!(settings.carddata.kek_id, "0042");
     assert_eq!(

@@ -109,8 +109,11 @@ pub struct Console {
     pub settings: Settings,
     /// The console's own settings.
     pub console: ConsoleSettings,
-    /// The database.
+    /// The database (the primary): the audit, dead-letter marks, the business counters.
     pub pool: PgPool,
+    /// Reads that may come from a replica (`database.read_url`; else the same pool as `pool`):
+    /// the stock and card pages.
+    pub read_pool: PgPool,
     /// The broker's management API.
     pub management: Management,
     /// The vhost the pipeline runs in.
@@ -172,6 +175,7 @@ pub async fn serve(
             )
         })?;
     let address = listener.local_addr()?;
+    let read_pool = simflow_runtime::db::read_pool(&settings.database, &pool)?;
     let console = Arc::new(Console {
         management: Management::new(&settings.amqp),
         vhost,
@@ -185,6 +189,7 @@ pub async fn serve(
         settings,
         console: console_settings,
         pool,
+        read_pool,
     });
     let app = router(console);
     let task = tokio::spawn(async move {

@@ -506,7 +506,7 @@ fn stock_table(lines: &[simflow_inventory::queries::StockLine], place: &str) -> 
 pub async fn stock(State(console): State<Arc<Console>>, headers: HeaderMap) -> Page {
     let session = auth::session(&console, &headers)?;
     let read = async {
-        let mut connection = console.pool.acquire().await?;
+        let mut connection = console.read_pool.acquire().await?;
         let warehouses = simflow_inventory::queries::stock_by_warehouse(&mut connection).await?;
         let agents = simflow_inventory::queries::stock_by_agent(&mut connection).await?;
         Ok::<_, anyhow::Error>((warehouses, agents))
@@ -544,7 +544,7 @@ pub async fn card(
     );
     if !iccid.is_empty() {
         let history = async {
-            let mut connection = console.pool.acquire().await?;
+            let mut connection = console.read_pool.acquire().await?;
             Ok::<_, anyhow::Error>(
                 simflow_inventory::queries::card_history(&mut connection, iccid).await?,
             )

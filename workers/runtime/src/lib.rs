@@ -23,6 +23,7 @@ pub mod http;
 pub mod inbox;
 pub mod management;
 pub mod metrics;
+pub mod multihost;
 pub mod outcome;
 pub mod outlet;
 pub mod outlet_tls;

@@ -125,8 +125,15 @@ impl AmqpSettings {
 /// Database settings.
 #[derive(Debug, Clone, Deserialize)]
 pub struct DatabaseSettings {
-    /// `postgres://user@host:port/database`.
+    /// `postgres://user@host:port/database`, or several servers in libpq's form
+    /// (`postgres://user@h1:5461,h2:5462/simflow?target_session_attrs=read-write`): the pool
+    /// then stays on the one that takes writes, also across a failover.
     pub url: SecretString,
+    /// Where reads that may come from a replica go (console pages, `simflow inventory`), e.g.
+    /// `postgres://user@h1:5461,h2:5462/simflow?target_session_attrs=prefer-standby`.
+    /// Absent: they read from `url`. Nothing that decides a job's effect reads here.
+    #[serde(default)]
+    pub read_url: Option<SecretString>,
     /// Pool size.
     pub max_connections: u32,
     /// How long a job waits for a pooled connection before the attempt counts as transient.
@@ -407,14 +414,23 @@ impl Settings {
     /// (the demo, benchmarks and tests each work in a namespace of their own).
     pub fn in_namespace(&self, vhost: &str, database: &str) -> Settings {
         fn replace_path(url: &str, last_segment: &str) -> String {
-            // The vhost or database is the last path segment of the URL (no query string used).
-            match url.rsplit_once('/') {
+            // The vhost or database is the last path segment of the URL; a query string
+            // (`?target_session_attrs=…`) stays as it is.
+            let (url, query) = match url.split_once('?') {
+                Some((url, query)) => (url, Some(query)),
+                None => (url, None),
+            };
+            let replaced = match url.rsplit_once('/') {
                 Some((base, _))
                     if base.contains("://") && base.len() > base.find("://").unwrap_or(0) + 3 =>
                 {
                     format!("{base}/{last_segment}")
                 }
                 _ => format!("{}/{last_segment}", url.trim_end_matches('/')),
+            };
+            match query {
+                Some(query) => format!("{replaced}?{query}"),
+                None => replaced,
             }
         }
         let mut settings = self.clone();
@@ -435,6 +451,11 @@ impl Settings {
             .collect();
         settings.database.url =
             SecretString::from(replace_path(self.database.url.expose_secret(), database));
+        settings.database.read_url = self
+            .database
+            .read_url
+            .as_ref()
+            .map(|url| SecretString::from(replace_path(url.expose_secret(), database)));
         settings
     }
 
@@ -463,6 +484,18 @@ impl Settings {
             // PostgreSQL caches 64 subtransactions per transaction; more makes every other
             // session's snapshots slower.
             bail!("worker.batch_size must be at most 64 (one savepoint per job)");
+        }
+        let url = crate::db::parse_url(&self.database.url, "database.url")?;
+        if let Some(target) = url.target()
+            && !target.writes()
+        {
+            bail!(
+                "database.url must reach the primary: give target_session_attrs=read-write (or \
+                 primary), or none; reads from a replica go in database.read_url"
+            );
+        }
+        if let Some(read_url) = &self.database.read_url {
+            crate::db::parse_url(read_url, "database.read_url")?;
         }
         if self.database.max_connections == 0 {
             bail!("database.max_connections must be at least 1");
@@ -661,6 +694,49 @@ mod tests {
             settings.amqp.uri.expose_secret(),
             "amqp://u:p@h1:5701/simflow_x"
         );
+    }
+
+    #[test]
+    fn a_namespace_keeps_the_query_of_a_multi_host_url_and_moves_the_read_url_too() {
+        let mut settings = Settings::defaults().expect("defaults are valid");
+        settings.database.url = SecretString::from(
+            "postgres://postgres@127.0.0.1:5461,127.0.0.1:5462/simflow?target_session_attrs=read-write",
+        );
+        settings.database.read_url = Some(SecretString::from(
+            "postgres://postgres@127.0.0.1:5461,127.0.0.1:5462/simflow?target_session_attrs=prefer-standby",
+        ));
+        let moved = settings.in_namespace("v", "simflow_t");
+        assert_eq!(
+            moved.database.url.expose_secret(),
+            "postgres://postgres@127.0.0.1:5461,127.0.0.1:5462/simflow_t?target_session_attrs=read-write"
+        );
+        assert_eq!(
+            moved.database.read_url.as_ref().map(|url| url.expose_secret().to_owned()),
+            Some(
+                "postgres://postgres@127.0.0.1:5461,127.0.0.1:5462/simflow_t?target_session_attrs=prefer-standby"
+                    .to_owned()
+            )
+        );
+    }
+
+    #[test]
+    fn a_database_url_that_cannot_reach_the_primary_is_refused_with_the_reason() {
+        let mut settings = Settings::defaults().expect("defaults are valid");
+        settings.database.url = SecretString::from(
+            "postgres://app:hunter2@h1,h2/simflow?target_session_attrs=prefer-standby",
+        );
+        let error = format!("{:#}", settings.validate().expect_err("a replica target"));
+        assert!(error.contains("database.read_url"), "{error}");
+        settings.database.url = SecretString::from("postgres://app:hunter2@h1,h2:x/simflow");
+        let error = format!("{:#}", settings.validate().expect_err("a bad port"));
+        assert!(error.starts_with("database.url "), "{error}");
+        assert!(!error.contains("hunter2"), "{error}");
+        settings.database.url = SecretString::from("postgres://app@h1/simflow");
+        settings.database.read_url = Some(SecretString::from(
+            "postgres://app@h1,h2/simflow?target_session_attrs=replica",
+        ));
+        let error = format!("{:#}", settings.validate().expect_err("an unknown target"));
+        assert!(error.starts_with("database.read_url "), "{error}");
     }
 
     #[test]

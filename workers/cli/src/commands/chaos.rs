@@ -16,7 +16,10 @@
 //!    same message id until it is;
 //! 3. meanwhile SIGKILLs a random worker (and starts it again), restarts the broker (graceful
 //!    and SIGKILL, alternating) and the database (fast and immediate shutdown, alternating),
-//!    one fault at a time, each once every worker is ready again;
+//!    one fault at a time, each once every worker is ready again; with `--database-url` naming
+//!    the Patroni pair of `deploy/cluster/postgres.sh`, it fails the primary over instead
+//!    (`--failovers`: SIGKILL to the primary's postmaster, then alternately a switchover) and
+//!    reports how long Patroni took to promote and how long the pipeline stalled;
 //! 4. waits until every job is answered and the queues are empty, then checks: every job has
 //!    exactly one outcome (distinct event ids: the contract lets events repeat, with the same
 //!    id), each the expected one; every card's ledger holds each movement once and ends where
@@ -55,6 +58,7 @@ use simflow_schemas::topology::{JOBS_EXCHANGE, JobQueue};
 use simflow_schemas::transfer::{TransferApproveIn, TransferApproveOut};
 use uuid::Uuid;
 
+use crate::pg_cluster::{Failover, PgCluster};
 use crate::services::PrivateServices;
 use crate::world;
 
@@ -152,9 +156,25 @@ pub struct ChaosArgs {
     /// Broker restarts; default 3 (short: 1).
     #[arg(long)]
     pub broker_restarts: Option<usize>,
-    /// Database restarts; default 3 (short: 1).
+    /// Database restarts; default 3 (short: 1); none with `--database-url`.
     #[arg(long)]
     pub db_restarts: Option<usize>,
+    /// Work in this database cluster instead of the private services' PostgreSQL: the
+    /// Patroni pair of `deploy/cluster/postgres.sh`, as a multi-host URL
+    /// (`postgres://postgres@127.0.0.1:5461,127.0.0.1:5462/x?target_session_attrs=read-write`;
+    /// the database name is replaced by the run's own).
+    #[arg(long)]
+    pub database_url: Option<String>,
+    /// Failovers of the cluster's primary (needs `--database-url`); default 2 (short: 1). The
+    /// first SIGKILLs the primary's postmaster, the next is a switchover, and so on.
+    #[arg(long)]
+    pub failovers: Option<usize>,
+    /// The database cluster script.
+    #[arg(long, default_value = crate::pg_cluster::HELPER)]
+    pub pg_cluster_helper: PathBuf,
+    /// The database cluster's data directory (the script's `PG_CLUSTER_DIR`).
+    #[arg(long, default_value = "/var/lib/simflow/cluster/patroni")]
+    pub pg_cluster_dir: PathBuf,
     /// Worker processes.
     #[arg(long, default_value_t = 3)]
     pub workers: usize,
@@ -176,6 +196,7 @@ struct Plan {
     broker_restarts: usize,
     db_restarts: usize,
     leader_kills: usize,
+    failovers: usize,
     workers: usize,
     interval: Duration,
     seed: u64,
@@ -219,6 +240,16 @@ impl Plan {
                 asked.unwrap_or(if short { 1 } else { 3 })
             }
         };
+        let database_cluster = args.database_url.is_some();
+        anyhow::ensure!(
+            database_cluster || args.failovers.unwrap_or(0) == 0,
+            "--failovers needs --database-url (the Patroni cluster of deploy/cluster/postgres.sh)"
+        );
+        anyhow::ensure!(
+            !database_cluster || args.db_restarts.unwrap_or(0) == 0,
+            "--db-restarts restart the private services' PostgreSQL, which a run with \
+             --database-url does not use; fail the cluster over with --failovers instead"
+        );
         Ok(Plan {
             mode: match (cluster, short) {
                 (true, true) => "cluster, short",
@@ -237,8 +268,17 @@ impl Plan {
                 10
             }),
             broker_restarts: restarts(args.broker_restarts),
-            db_restarts: restarts(args.db_restarts),
+            db_restarts: if database_cluster {
+                0
+            } else {
+                restarts(args.db_restarts)
+            },
             leader_kills,
+            failovers: if database_cluster {
+                args.failovers.unwrap_or(if short { 1 } else { 2 })
+            } else {
+                0
+            },
             workers: args.workers,
             interval: Duration::from_secs(args.fault_interval.unwrap_or(5)),
             seed,
@@ -250,7 +290,7 @@ impl Plan {
     }
 
     fn faults(&self) -> usize {
-        self.kills + self.broker_restarts + self.db_restarts + self.leader_kills
+        self.kills + self.broker_restarts + self.db_restarts + self.leader_kills + self.failovers
     }
 
     /// Waves of load: one released just before each fault, one after the last.
@@ -291,6 +331,16 @@ pub async fn run(settings: Settings, args: ChaosArgs) -> anyhow::Result<()> {
             )
         }
     };
+    // A Patroni cluster instead of the private services' PostgreSQL (`--database-url`).
+    let database_cluster = match &args.database_url {
+        Some(url) => {
+            settings.database.url = SecretString::from(url.clone());
+            settings = settings.in_namespace("/", DATABASE);
+            settings.validate()?;
+            Some(PgCluster::new(&args.pg_cluster_helper, &args.pg_cluster_dir))
+        }
+        None => None,
+    };
     settings.amqp.max_message_bytes = MAX_BODY_BYTES;
     // Short retry levels and room for many tries: a database restart may take a few of them.
     settings.topology.retry_delays_ms = vec![500, 1000, 2000, 4000];
@@ -304,7 +354,7 @@ pub async fn run(settings: Settings, args: ChaosArgs) -> anyhow::Result<()> {
     };
     let database = settings.database.url.clone();
     let result = async {
-        let report = Run::new(settings, faults, plan).await?.execute().await?;
+        let report = Run::new(settings, faults, database_cluster, plan).await?.execute().await?;
         report.print(started.elapsed());
         report.verdict()
     }
@@ -834,6 +884,7 @@ enum FaultKind {
     BrokerRestart,
     DatabaseRestart,
     LeaderKill,
+    DatabaseFailover,
 }
 
 impl FaultKind {
@@ -843,6 +894,7 @@ impl FaultKind {
             FaultKind::BrokerRestart => "broker restart",
             FaultKind::DatabaseRestart => "database restart",
             FaultKind::LeaderKill => "queue leader SIGKILL",
+            FaultKind::DatabaseFailover => "database failover",
         }
     }
 }
@@ -858,6 +910,8 @@ struct Fault {
     back: Instant,
     /// From the fault until every worker answered `/readyz` with 200 again.
     ready_after: Duration,
+    /// For a failover: from the fault until Patroni named the other node the primary.
+    promoted_after: Option<Duration>,
 }
 
 /// The faults in the order they happen: each kind spread evenly over the run.
@@ -868,6 +922,7 @@ fn schedule(plan: &Plan) -> Vec<FaultKind> {
         (FaultKind::BrokerRestart, plan.broker_restarts),
         (FaultKind::DatabaseRestart, plan.db_restarts),
         (FaultKind::LeaderKill, plan.leader_kills),
+        (FaultKind::DatabaseFailover, plan.failovers),
     ] {
         for index in 0..count {
             placed.push(((index as f64 + 0.5) / count as f64, kind));
@@ -881,6 +936,7 @@ fn schedule(plan: &Plan) -> Vec<FaultKind> {
 struct Run {
     settings: Settings,
     faults: FaultTargets,
+    cluster: Option<PgCluster>,
     plan: Plan,
     pool: sqlx::PgPool,
     cards: Vec<String>,
@@ -903,7 +959,12 @@ struct Published {
 }
 
 impl Run {
-    async fn new(settings: Settings, faults: FaultTargets, plan: Plan) -> anyhow::Result<Run> {
+    async fn new(
+        settings: Settings,
+        faults: FaultTargets,
+        cluster: Option<PgCluster>,
+        plan: Plan,
+    ) -> anyhow::Result<Run> {
         // A run starts from nothing: the previous run's database and outcome queue go first.
         simflow_runtime::db::drop_database(&settings.database.url).await?;
         let (pool, _) =
@@ -922,6 +983,7 @@ impl Run {
         Ok(Run {
             settings,
             faults,
+            cluster,
             plan,
             pool,
             cards,
@@ -1056,13 +1118,14 @@ impl Run {
         // The faults, one at a time.
         let mut faults = Vec::new();
         let mut exited = 0;
-        let (mut broker_restarts, mut db_restarts) = (0, 0);
+        let (mut broker_restarts, mut db_restarts, mut failovers) = (0, 0, 0);
         for (index, kind) in schedule(&plan).into_iter().enumerate() {
             let wave_at = Instant::now();
             release.send_replace(index + 1);
             tokio::time::sleep(Duration::from_millis(rng.random_range(200..1500))).await;
             exited += fleet.restart_exited()?;
             let mut at = Instant::now();
+            let mut promoted_after = None;
             let how = match kind {
                 FaultKind::WorkerKill => {
                     let victim = rng.random_range(0..plan.workers);
@@ -1095,6 +1158,24 @@ impl Run {
                     self.faults.cluster()?.kill(&leader).await?;
                     format!("{leader}, leading {queue}")
                 }
+                FaultKind::DatabaseFailover => {
+                    failovers += 1;
+                    let how = if failovers % 2 == 1 {
+                        Failover::Kill
+                    } else {
+                        Failover::Switchover
+                    };
+                    let cluster = self
+                        .cluster
+                        .as_ref()
+                        .context("a failover needs the database cluster")?;
+                    promoted_after = Some(cluster.fail_over(how, READY_PATIENCE).await?);
+                    (match how {
+                        Failover::Kill => "primary SIGKILLed",
+                        Failover::Switchover => "switchover",
+                    })
+                    .to_owned()
+                }
             };
             let back = if kind == FaultKind::LeaderKill {
                 at
@@ -1113,9 +1194,12 @@ impl Run {
                 );
             }
             eprintln!(
-                "chaos: {:>6.1}s {} ({how}): every worker ready after {:.1}s",
+                "chaos: {:>6.1}s {} ({how}): {}every worker ready after {:.1}s",
                 load_started.elapsed().as_secs_f64(),
                 kind.name(),
+                promoted_after
+                    .map(|promoted| format!("new primary after {:.1}s, ", promoted.as_secs_f64()))
+                    .unwrap_or_default(),
                 ready_after.as_secs_f64()
             );
             faults.push(Fault {
@@ -1124,6 +1208,7 @@ impl Run {
                 at,
                 back,
                 ready_after,
+                promoted_after,
             });
             // At least an interval between waves, so the system is seen working between faults.
             tokio::time::sleep_until((wave_at + plan.interval).into()).await;
@@ -1611,6 +1696,19 @@ impl Report {
             hows(FaultKind::DatabaseRestart),
             None,
         );
+        if plan.failovers > 0 {
+            row(
+                "faults: database failovers",
+                hows(FaultKind::DatabaseFailover),
+                Some(
+                    self.faults
+                        .iter()
+                        .filter(|f| f.kind == FaultKind::DatabaseFailover)
+                        .count()
+                        >= plan.failovers,
+                ),
+            );
+        }
         row(
             "jobs with exactly one outcome",
             format!("{} of {}", self.jobs_answered_once, self.jobs),
@@ -1704,10 +1802,24 @@ impl Report {
             FaultKind::BrokerRestart,
             FaultKind::DatabaseRestart,
             FaultKind::LeaderKill,
+            FaultKind::DatabaseFailover,
         ] {
             let (count, ready, next) = self.recovery(kind);
             if count == 0 {
                 continue;
+            }
+            let promoted: Vec<Duration> = self
+                .faults
+                .iter()
+                .filter(|fault| fault.kind == kind)
+                .filter_map(|fault| fault.promoted_after)
+                .collect();
+            if !promoted.is_empty() {
+                row(
+                    &format!("after a {}: new primary, min/median/max s", kind.name()),
+                    seconds(&spread_of(promoted)),
+                    None,
+                );
             }
             row(
                 &format!("after a {}: all ready again, min/median/max s", kind.name()),

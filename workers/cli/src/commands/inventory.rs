@@ -77,7 +77,9 @@ pub fn print_stock(title: &str, lines: &[StockLine]) {
 /// Runs an inventory query.
 pub async fn run(settings: &Settings, command: InventoryCommand) -> anyhow::Result<()> {
     let pool = crate::pipeline::migrate_all(settings).await?;
-    let mut db = pool.acquire().await?;
+    // Reports only: they may read from a replica (`database.read_url`).
+    let reads = simflow_runtime::db::read_pool(&settings.database, &pool)?;
+    let mut db = reads.acquire().await?;
     match command {
         InventoryCommand::Stock { by, json } => {
             let lines = match by {

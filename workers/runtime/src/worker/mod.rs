@@ -473,7 +473,9 @@ impl<H: Handler> Inner<H> {
     }
 
     /// One transaction for the batch; a failure outside the handlers fails every job of it
-    /// transiently (nothing was committed).
+    /// transiently. Before the commit nothing was committed; a failed commit (the primary died
+    /// or was demoted under it) may or may not have committed, and the retry tells: the inbox
+    /// answers a job that did with its stored outcome, and runs one that did not.
     async fn transact_once(&self, jobs: Vec<BatchJob<H::Job>>) -> Vec<Verdict> {
         let count = jobs.len();
         let all_transient = |error: sqlx::Error| {
@@ -500,7 +502,10 @@ impl<H: Handler> Inner<H> {
                 crate::fault::after_commit(count);
                 verdicts
             }
-            Err(error) => all_transient(error),
+            Err(error) => {
+                tracing::warn!(worker = self.name(), %error, jobs = count, "a batch's commit failed; whether it committed is unknown until its retry asks the inbox");
+                vec![Verdict::Transient(format!("database commit: {error}")); count]
+            }
         }
     }
 }
