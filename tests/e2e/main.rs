@@ -10,6 +10,7 @@ mod counter;
 mod delivery;
 mod health;
 mod issue;
+mod lifecycle;
 mod observability;
 mod outlet;
 mod packaging;
