@@ -14,10 +14,10 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::card::{CardRead, CardReadRequest, OutletCardRead};
-use crate::outlet::{OutletHeartbeat, OutletKeyRotated};
 use crate::cardfile::{CardFileImport, CardFileImported};
 use crate::events::{JobFailed, JobRejected};
 use crate::issue::{IssueCommit, IssueCommitted, IssuePrepare, IssuePrepared};
+use crate::outlet::{OutletHeartbeat, OutletKeyRotated};
 use crate::returns::{ReturnByList, ReturnByRange, ReturnCommitted, ReturnQueried, ReturnQuery};
 use crate::topology::JobQueue;
 use crate::transfer::{

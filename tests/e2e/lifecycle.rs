@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 use simflow_runtime::outlet::{OutletConnection, outlet_user};
+use simflow_schemas::JobSet;
 use simflow_softsim::Faults;
 use simflow_tests::writing::{FIRST_MSISDN, ScratchDir, WriteWorld};
 use simflow_writecard::outlets::{self, AuditAction, OutletState, Step};
@@ -149,20 +150,28 @@ async fn revoking_an_outlet_cuts_off_its_node_and_expires_every_pending_script()
     }
     world
         .env
-        .eventually("the node holding one script and one queued", ANSWER, || async {
-            let scripts: i64 = sqlx::query_scalar(
-                "SELECT count(*) FROM writecard.scripts WHERE state = 'sent'",
-            )
-            .fetch_one(&world.env.pool)
-            .await?;
-            let queue = world.env.management.queue(&world.env.vhost, "simflow.outlet.HX01").await?;
-            Ok(scripts == 2 && queue.messages == 2)
-        })
+        .eventually(
+            "the node holding one script and one queued",
+            ANSWER,
+            || async {
+                let scripts: i64 = sqlx::query_scalar(
+                    "SELECT count(*) FROM writecard.scripts WHERE state = 'sent'",
+                )
+                .fetch_one(&world.env.pool)
+                .await?;
+                let queue = world
+                    .env
+                    .management
+                    .queue(&world.env.vhost, "simflow.outlet.HX01")
+                    .await?;
+                Ok(scripts == 2 && queue.messages == 2)
+            },
+        )
         .await?;
 
     let revoked = {
-        let client = simflow_cli::world::central_client(&world.env.settings, "simflow-test-revoke")
-            .await?;
+        let client =
+            simflow_cli::world::central_client(&world.env.settings, "simflow-test-revoke").await?;
         let revoked = outlets::revoke(
             &world.env.pool,
             &client,
@@ -182,7 +191,10 @@ async fn revoking_an_outlet_cuts_off_its_node_and_expires_every_pending_script()
         let expired = write_outcome(&mut world.watch, order_id).await?;
         assert_eq!(expired.routing_key, "card.write_failed", "{}", expired.body);
         assert_eq!(expired.body["reason"]["code"], "SCRIPT_EXPIRED");
-        assert_eq!(expired.body["reason"]["message_zh"], "写卡超时，请重新读卡写卡");
+        assert_eq!(
+            expired.body["reason"]["message_zh"],
+            "写卡超时，请重新读卡写卡"
+        );
         assert_eq!(expired.body["card_state"], "untouched");
         assert_eq!(script_states(&world, order_id).await?, ["expired"]);
     }
@@ -192,7 +204,10 @@ async fn revoking_an_outlet_cuts_off_its_node_and_expires_every_pending_script()
             .iter()
             .all(|event| !event.routing_key.starts_with("card.")),
         "no second outcome: {:?}",
-        later.iter().map(|event| &event.routing_key).collect::<Vec<_>>()
+        later
+            .iter()
+            .map(|event| &event.routing_key)
+            .collect::<Vec<_>>()
     );
     // The write that finished before keeps its result.
     assert_eq!(script_states(&world, written_order).await?, ["written"]);
@@ -248,8 +263,7 @@ async fn revoking_an_outlet_cuts_off_its_node_and_expires_every_pending_script()
 /// A running node's heartbeat sets the outlet's "last seen" (the centre's clock) and version,
 /// and the outlet counts as online.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_node_heartbeat_updates_last_seen_and_the_outlet_shows_online() -> anyhow::Result<()>
-{
+async fn a_node_heartbeat_updates_last_seen_and_the_outlet_shows_online() -> anyhow::Result<()> {
     let world = WriteWorld::new(1, 1, &["HX01"], |_| {}).await?;
     let before = {
         let mut db = world.env.pool.acquire().await?;
@@ -284,12 +298,21 @@ async fn a_node_heartbeat_updates_last_seen_and_the_outlet_shows_online() -> any
     let outlet = outlets::get(&mut db, "HX01").await?.expect("provisioned");
     drop(db);
     let last_seen = outlet.last_seen.expect("seen");
-    assert!(last_seen >= started, "{last_seen} is after the node started");
+    assert!(
+        last_seen >= started,
+        "{last_seen} is after the node started"
+    );
     assert!(seen[1] > seen[0], "last seen moves forward");
-    assert_eq!(outlet.node_version.as_deref(), Some(env!("CARGO_PKG_VERSION")));
+    assert_eq!(
+        outlet.node_version.as_deref(),
+        Some(env!("CARGO_PKG_VERSION"))
+    );
     assert!(outlet.online(chrono::Utc::now(), outlets::OFFLINE_AFTER));
     assert!(
-        !outlet.online(last_seen + chrono::Duration::seconds(91), outlets::OFFLINE_AFTER),
+        !outlet.online(
+            last_seen + chrono::Duration::seconds(91),
+            outlets::OFFLINE_AFTER
+        ),
         "offline after 90 s without a heartbeat"
     );
     node.stop().await?;
@@ -374,7 +397,10 @@ async fn a_script_sealed_before_a_key_rotation_opens_within_the_grace_and_not_af
     let rotate = &outlets::audit_trail(&mut db, Some("HX01"), 1).await?[0];
     assert_eq!(rotate.action, AuditAction::Rotate);
     assert_eq!(rotate.actor, outlet_user(&world.env.vhost, "HX01"));
-    assert_eq!(rotate.detail.0["previous_fingerprint"], old_fingerprint.as_str());
+    assert_eq!(
+        rotate.detail.0["previous_fingerprint"],
+        old_fingerprint.as_str()
+    );
     assert_eq!(rotate.detail.0["key_fingerprint"], new_fingerprint.as_str());
     drop(db);
     node.stop().await?;

@@ -354,16 +354,23 @@ mod tests {
         let new_fingerprint = rotation.next.public_key().fingerprint();
         // Announced, not yet current: the ring finds the next key.
         assert_eq!(
-            ring.open(&new_fingerprint, &sealed_new).expect("opens").as_slice(),
+            ring.open(&new_fingerprint, &sealed_new)
+                .expect("opens")
+                .as_slice(),
             b"new"
         );
         complete_rotation(&key_file, &rotation).expect("completed");
-        assert!(prepare_rotation(&key_file, Duration::from_secs(1)).is_err(), "not twice within the grace");
+        assert!(
+            prepare_rotation(&key_file, Duration::from_secs(1)).is_err(),
+            "not twice within the grace"
+        );
         let ring = KeyRing::load(&key_file).expect("ring");
         assert_eq!(ring.fingerprint(), new_fingerprint);
         let old_fingerprint = old.public_key().fingerprint();
         assert_eq!(
-            ring.open(&old_fingerprint, &sealed_old).expect("opens").as_slice(),
+            ring.open(&old_fingerprint, &sealed_old)
+                .expect("opens")
+                .as_slice(),
             b"old"
         );
         std::thread::sleep(Duration::from_millis(400));
@@ -371,9 +378,14 @@ mod tests {
             ring.open(&old_fingerprint, &sealed_old),
             Err(KeyError::Retired(_))
         ));
-        assert!(!previous_file(&key_file).exists(), "the old secret key is deleted");
+        assert!(
+            !previous_file(&key_file).exists(),
+            "the old secret key is deleted"
+        );
         assert_eq!(
-            ring.open(&new_fingerprint, &sealed_new).expect("opens").as_slice(),
+            ring.open(&new_fingerprint, &sealed_new)
+                .expect("opens")
+                .as_slice(),
             b"new"
         );
         let _ = std::fs::remove_dir_all(&dir);

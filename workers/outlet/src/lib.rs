@@ -254,7 +254,12 @@ pub async fn rotate_key(settings: &OutletSettings) -> anyhow::Result<keys::Prepa
     };
     let message_id = uuid::Uuid::new_v5(
         &uuid::Uuid::NAMESPACE_OID,
-        format!("simflow key rotation {} {}", settings.code, next.fingerprint()).as_bytes(),
+        format!(
+            "simflow key rotation {} {}",
+            settings.code,
+            next.fingerprint()
+        )
+        .as_bytes(),
     );
     simflow_runtime::outlet::announce(
         &settings.connection()?,

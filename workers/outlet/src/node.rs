@@ -162,7 +162,10 @@ impl OutletNode {
                 envelope.outlet_code, self.outlet_code
             )));
         }
-        let plaintext = match self.keys.open(&envelope.sealed_for, &envelope.sealed_script) {
+        let plaintext = match self
+            .keys
+            .open(&envelope.sealed_for, &envelope.sealed_script)
+        {
             Ok(plaintext) => plaintext,
             Err(error @ KeyError::Retired(_)) => return Err(Refusal::Retired(error.to_string())),
             Err(error) => return Err(Refusal::Reject(error.to_string())),

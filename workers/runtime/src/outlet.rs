@@ -454,8 +454,7 @@ async fn publish_news(
     answer: &OutletAnswer,
 ) -> Result<(), amqp::PublishError> {
     let body = serde_json::to_vec(&answer.body).unwrap_or_default();
-    let properties =
-        base_properties(&answer.message_type, message_id).with_user_id(user.into());
+    let properties = base_properties(&answer.message_type, message_id).with_user_id(user.into());
     publisher
         .publish(RESULTS_EXCHANGE, OUTLET_RESULTS_KEY, &body, properties)
         .await

@@ -119,10 +119,7 @@ pub async fn get_shared(
     .await
 }
 
-async fn get_locked(
-    db: &mut PgConnection,
-    outlet_code: &str,
-) -> anyhow::Result<Outlet> {
+async fn get_locked(db: &mut PgConnection, outlet_code: &str) -> anyhow::Result<Outlet> {
     sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT {OUTLET_COLUMNS} FROM writecard.outlets WHERE outlet_code = $1 FOR UPDATE"
     )))
@@ -220,11 +217,17 @@ pub async fn provision(
         "key_fingerprint": outlet.key_fingerprint,
         "broker_user": outlet.broker_user,
     });
-    audit(&mut tx, &outlet.outlet_code, AuditAction::Provision, &step, &detail).await?;
+    audit(
+        &mut tx,
+        &outlet.outlet_code,
+        AuditAction::Provision,
+        &step,
+        &detail,
+    )
+    .await?;
     tx.commit().await?;
     Ok(outlet)
 }
-
 
 /// Who takes a lifecycle step, and why (both go into the audit row).
 #[derive(Debug, Clone, Copy)]
@@ -372,7 +375,14 @@ pub async fn record_rotation(
         "key_fingerprint": key.fingerprint(),
         "previous_key_retires_at": rotated.previous_key_retires_at,
     });
-    audit(db, &rotated.outlet_code, AuditAction::Rotate, &step, &detail).await?;
+    audit(
+        db,
+        &rotated.outlet_code,
+        AuditAction::Rotate,
+        &step,
+        &detail,
+    )
+    .await?;
     tracing::info!(outlet = %rotated.outlet_code, key = %key.fingerprint(), previous = %fingerprint, "outlet key rotated");
     Ok(Rotation::Recorded)
 }
@@ -419,7 +429,12 @@ async fn set_suspended(
     audit(&mut tx, outlet_code, action, step, &detail).await?;
     let after = get_locked(&mut tx, outlet_code).await?;
     tx.commit().await?;
-    tracing::info!(outlet = outlet_code, state = after.state().name(), by = step.by, "outlet lifecycle step");
+    tracing::info!(
+        outlet = outlet_code,
+        state = after.state().name(),
+        by = step.by,
+        "outlet lifecycle step"
+    );
     Ok(after)
 }
 
@@ -515,7 +530,11 @@ pub async fn revoke(
             sent.extend(
                 client
                     .publisher()
-                    .send_outgoing(message, &outgoing_message_id(&job_message_id, index), &answer_to)
+                    .send_outgoing(
+                        message,
+                        &outgoing_message_id(&job_message_id, index),
+                        &answer_to,
+                    )
                     .await?,
             );
         }
@@ -533,7 +552,12 @@ pub async fn revoke(
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;
-    tracing::info!(outlet = outlet_code, by = step.by, expired = expired_scripts.len(), "outlet revoked");
+    tracing::info!(
+        outlet = outlet_code,
+        by = step.by,
+        expired = expired_scripts.len(),
+        "outlet revoked"
+    );
     Ok(Revoked {
         outlet_code: outlet_code.to_owned(),
         expired_scripts,

@@ -205,7 +205,10 @@ pub async fn run(settings: &Settings, command: OutletsCommand) -> anyhow::Result
             by,
         } => {
             let by = actor(by);
-            let step = Step { by: &by, reason: &reason };
+            let step = Step {
+                by: &by,
+                reason: &reason,
+            };
             let outlet = outlets::suspend(&pool, &outlet_code, &step).await?;
             println!("outlet {} {}", outlet.outlet_code, outlet.state().name());
         }
@@ -215,7 +218,10 @@ pub async fn run(settings: &Settings, command: OutletsCommand) -> anyhow::Result
             by,
         } => {
             let by = actor(by);
-            let step = Step { by: &by, reason: &reason };
+            let step = Step {
+                by: &by,
+                reason: &reason,
+            };
             let outlet = outlets::resume(&pool, &outlet_code, &step).await?;
             println!("outlet {} {}", outlet.outlet_code, outlet.state().name());
         }
@@ -225,7 +231,10 @@ pub async fn run(settings: &Settings, command: OutletsCommand) -> anyhow::Result
             by,
         } => {
             let by = actor(by);
-            let step = Step { by: &by, reason: &reason };
+            let step = Step {
+                by: &by,
+                reason: &reason,
+            };
             let client = Client::connect(&settings.amqp.uri, "simflow-outlets").await?;
             let revoked = outlets::revoke(
                 &pool,
