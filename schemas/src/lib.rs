@@ -17,6 +17,7 @@ pub mod common;
 pub mod definitions;
 pub mod events;
 pub mod issue;
+pub mod outlet;
 pub mod reason;
 pub mod registry;
 pub mod returns;

@@ -17,6 +17,7 @@ use crate::card::{CardRead, CardReadRequest, OutletCardRead};
 use crate::cardfile::{CardFileImport, CardFileImported};
 use crate::events::{JobFailed, JobRejected};
 use crate::issue::{IssueCommit, IssueCommitted, IssuePrepare, IssuePrepared};
+use crate::outlet::{OutletHeartbeat, OutletKeyRotated};
 use crate::returns::{ReturnByList, ReturnByRange, ReturnCommitted, ReturnQueried, ReturnQuery};
 use crate::topology::JobQueue;
 use crate::transfer::{
@@ -261,6 +262,8 @@ contract! {
         WriteScriptEnvelope = "writecard.script.v1", MessageRole::OutletWork;
         OutletCardRead = "outlet.card_read.v1", MessageRole::OutletResult;
         WriteResult = "writecard.result.v1", MessageRole::OutletResult;
+        OutletHeartbeat = "outlet.heartbeat.v1", MessageRole::OutletResult;
+        OutletKeyRotated = "outlet.key_rotated.v1", MessageRole::OutletResult;
     }
     events {
         TransferCreated = "transfer.created.v1", ["transfer.created"];
@@ -345,6 +348,10 @@ job_sets! {
         CardRead(OutletCardRead), subject |m| m.request_id.to_string();
         /// How a write ended.
         WriteResult(WriteResult), subject |m| m.script_id.to_string();
+        /// The node is alive.
+        Heartbeat(OutletHeartbeat), subject |m| m.outlet_code.clone();
+        /// The node has a new key pair.
+        KeyRotated(OutletKeyRotated), subject |m| m.outlet_code.clone();
     }
 }
 

@@ -12,6 +12,7 @@ mod delivery;
 mod failover;
 mod health;
 mod issue;
+mod lifecycle;
 mod observability;
 mod outlet;
 mod outlet_tls;

@@ -714,7 +714,7 @@ async fn journal_steps(path: &std::path::Path) -> anyhow::Result<Vec<String>> {
 }
 
 /// Put a captured script on HX01's queue again, under its message id.
-async fn deliver_to_hx01(
+pub(crate) async fn deliver_to_hx01(
     world: &WriteWorld,
     envelope: &WriteScriptEnvelope,
     message_id: &str,
@@ -728,7 +728,7 @@ async fn deliver_to_hx01(
 }
 
 /// The envelope the central worker routes for `job`, taken off the outlet's queue.
-async fn capture_script(
+pub(crate) async fn capture_script(
     world: &WriteWorld,
     code: &str,
     job: &WriteRequest,

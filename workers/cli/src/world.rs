@@ -230,6 +230,7 @@ pub async fn provision_outlet(
             public_key: &public_key.to_base64(),
             password: &password,
             vhost: &simflow_runtime::amqp::vhost_of(&settings.amqp.uri)?,
+            by: "simflow world",
         },
     )
     .await?;
@@ -372,6 +373,8 @@ pub fn node_settings(
         tls_ca_cert: None,
         tls_cert: None,
         tls_key: None,
+        heartbeat_seconds: simflow_outlet::default_heartbeat(),
+        key_grace_seconds: 600,
     }
 }
 

@@ -1,11 +1,10 @@
-//! Outlets as ops see them: provisioned (write-card's outlet table), online or offline (a
-//! consumer on the outlet's queue, from the management API), and the reader's clerk state
-//! (the node's own `/healthz`, component `reader`, when `[console] outlet_nodes` names its
-//! address).
+//! Outlets as ops see them: provisioned (write-card's outlet table) with their lifecycle state,
+//! online or offline (the node's heartbeat: `last_seen` within
+//! `simflow_writecard::outlets::OFFLINE_AFTER`), consumers and depth of the outlet's queue
+//! (the management API), and the reader's clerk state (the node's own `/healthz`, component
+//! `reader`, when `[console] outlet_nodes` names its address), and the lifecycle audit.
 //!
-//! This is the one seam where an outlet's liveness is decided: a heartbeat sent by the nodes
-//! (if one is added) would replace [`reader_state`]'s HTTP probe here, and nothing else in the
-//! console would change.
+//! This is the one seam where an outlet's liveness is decided.
 
 use std::collections::BTreeMap;
 
@@ -23,8 +22,16 @@ pub struct OutletView {
     pub agent_code: String,
     /// Not revoked.
     pub active: bool,
-    /// A node consumes its queue.
+    /// `active`, `suspended` or `revoked`.
+    pub state: simflow_writecard::outlets::OutletState,
+    /// Its node's heartbeat came within the offline window.
     pub online: bool,
+    /// When its node's heartbeat last came.
+    pub last_seen: Option<chrono::DateTime<chrono::Utc>>,
+    /// The node's version, from its heartbeat.
+    pub node_version: Option<String>,
+    /// Consumers on its queue (a node, or a standby).
+    pub consumers: u64,
     /// Work waiting in its queue.
     pub queued: u64,
     /// The reader's state, when the node's address is configured and it answered.
@@ -56,6 +63,7 @@ pub async fn outlet_views(console: &Console) -> anyhow::Result<Vec<OutletView>> 
             (counters.name, (counters.consumers, counters.messages))
         })
         .collect();
+    let now = chrono::Utc::now();
     let mut views = Vec::with_capacity(outlets.len());
     for outlet in outlets {
         let (consumers, queued) = queues
@@ -67,10 +75,14 @@ pub async fn outlet_views(console: &Console) -> anyhow::Result<Vec<OutletView>> 
             None => None,
         };
         views.push(OutletView {
+            online: outlet.online(now, simflow_writecard::outlets::OFFLINE_AFTER),
+            state: outlet.state(),
             code: outlet.outlet_code,
             agent_code: outlet.agent_code,
             active: outlet.active,
-            online: consumers > 0,
+            last_seen: outlet.last_seen,
+            node_version: outlet.node_version,
+            consumers,
             queued,
             reader,
         });
@@ -102,4 +114,13 @@ pub async fn reader_state(http: &reqwest::Client, base: &str) -> ReaderState {
             state: format!("节点无应答 / the node did not answer: {error}"),
         },
     }
+}
+
+/// The latest lifecycle steps of every outlet, newest first.
+pub async fn lifecycle_audit(
+    console: &Console,
+    limit: i64,
+) -> anyhow::Result<Vec<simflow_writecard::outlets::AuditRecord>> {
+    let mut connection = console.pool.acquire().await?;
+    Ok(simflow_writecard::outlets::audit_trail(&mut connection, None, limit).await?)
 }

@@ -20,6 +20,7 @@ use crate::auth::{self, Session};
 use crate::html::{self, esc, num, table};
 use crate::mask::{mask_body, mask_text};
 use crate::{Console, outlets};
+use simflow_writecard::outlets::OutletState;
 
 /// How many dead letters of one queue a list shows.
 const LISTED_PER_QUEUE: usize = 50;
@@ -463,13 +464,26 @@ pub async fn outlets(State(console): State<Arc<Console>>, headers: HeaderMap) ->
                     vec![
                         esc(&view.code),
                         esc(&view.agent_code),
-                        if !view.active {
-                            "<span class=\"muted\">停用 revoked</span>".to_owned()
-                        } else if view.online {
+                        match view.state {
+                            OutletState::Revoked => {
+                                "<span class=\"muted\">已吊销 revoked</span>".to_owned()
+                            }
+                            OutletState::Suspended => {
+                                "<span class=\"bad\">已暂停 suspended</span>".to_owned()
+                            }
+                            OutletState::Active => "<span class=\"ok\">正常 active</span>".to_owned(),
+                        },
+                        if view.online {
                             "<span class=\"ok\">在线 online</span>".to_owned()
                         } else {
                             "<span class=\"bad\">离线 offline</span>".to_owned()
                         },
+                        view.last_seen.map_or_else(
+                            || "<span class=\"muted\">从未 never</span>".to_owned(),
+                            |seen| esc(&seen.to_rfc3339()),
+                        ),
+                        esc(view.node_version.as_deref().unwrap_or("-")),
+                        num(view.consumers),
                         num(view.queued),
                         match &view.reader {
                             Some(reader) => {
@@ -480,10 +494,47 @@ pub async fn outlets(State(console): State<Arc<Console>>, headers: HeaderMap) ->
                     ]
                 })
                 .collect();
-            table(&["outlet", "agent", "state", "queued", "reader"], &rows)
+            table(
+                &[
+                    "outlet",
+                    "agent",
+                    "state",
+                    "liveness",
+                    "last seen",
+                    "version",
+                    "consumers",
+                    "queued",
+                    "reader",
+                ],
+                &rows,
+            )
         }
         Err(error) => html::unavailable("outlets", &error),
     };
+    let audit = match outlets::lifecycle_audit(&console, 200).await {
+        Ok(records) => {
+            let rows: Vec<Vec<String>> = records
+                .iter()
+                .map(|record| {
+                    vec![
+                        num(record.audit_id),
+                        esc(&record.at.to_rfc3339()),
+                        esc(&record.outlet_code),
+                        esc(&record.actor),
+                        esc(record.action.name()),
+                        esc(&record.reason),
+                        esc(&record.detail.0.to_string()),
+                    ]
+                })
+                .collect();
+            table(
+                &["#", "at", "outlet", "who", "step", "reason", "detail"],
+                &rows,
+            )
+        }
+        Err(error) => html::unavailable("the outlet audit", &error),
+    };
+    let body = format!("{body}<h2>网点生命周期审计 / Outlet lifecycle audit</h2>{audit}");
     ok("网点 / Outlets", &session, &body)
 }
 

@@ -7,6 +7,7 @@
 //! - [`node`]: the queue handler (checks, journal, results);
 //! - [`card`]: the blocking card work (wait, read, write, recover after a pull);
 //! - [`journal`]: the SQLite journal;
+//! - [`keys`]: the key ring and key rotation (the secret keys never leave the node);
 //! - [`metrics`]: the node's metrics (writes, reader state, time and APDUs per card, journal);
 //! - [`status`]: what the clerk sees on the console, `/healthz` and the counter page;
 //! - [`readers`]: the readers pcscd has and whether a card is in, followed all the time;
@@ -15,6 +16,7 @@
 pub mod card;
 pub mod counter;
 pub mod journal;
+pub mod keys;
 pub mod metrics;
 pub mod node;
 pub mod readers;
@@ -91,6 +93,24 @@ pub struct OutletSettings {
     /// Over TLS: the node's private key (`simflow outlet tls-request` made it; mode 0600).
     #[serde(default)]
     pub tls_key: Option<PathBuf>,
+    /// Seconds between heartbeats to the centre (its "last seen"); 0: none.
+    #[serde(default = "default_heartbeat")]
+    pub heartbeat_seconds: u64,
+    /// Seconds the key before a rotation still opens scripts (sealed before the centre heard
+    /// of the rotation); then the node deletes it. Keep it above the scripts' TTL
+    /// (`[writecard] script_ttl_seconds`, 110).
+    #[serde(default = "default_key_grace")]
+    pub key_grace_seconds: u64,
+}
+
+fn default_key_grace() -> u64 {
+    600
+}
+
+/// The default heartbeat interval: the centre calls a node offline after
+/// `simflow_writecard::outlets::OFFLINE_AFTER` (90 s) without one, three missed beats.
+pub fn default_heartbeat() -> u64 {
+    30
 }
 
 fn default_counter_listen() -> String {
@@ -122,6 +142,8 @@ impl std::fmt::Debug for OutletSettings {
             .field("tls_ca_cert", &self.tls_ca_cert)
             .field("tls_cert", &self.tls_cert)
             .field("tls_key", &self.tls_key)
+            .field("heartbeat_seconds", &self.heartbeat_seconds)
+            .field("key_grace_seconds", &self.key_grace_seconds)
             .finish()
     }
 }
@@ -279,6 +301,46 @@ pub fn load_key_file(path: &Path) -> anyhow::Result<OutletKeyPair> {
         .map_err(|error| anyhow::anyhow!("key file {}: {error}", path.display()))
 }
 
+/// Rotates the node's key: a new key pair in the node's key files, announced to the centre
+/// (`outlet.key_rotated.v1`, as the outlet's own broker user), then made current; the old key
+/// keeps opening scripts for `key_grace_seconds`. The secret key never leaves the node; the
+/// centre learns only the public key, from the outlet's own broker identity. Run it beside a
+/// running node: the node picks the new key up from the files. Interrupted, run it again: it
+/// announces the same new key again.
+pub async fn rotate_key(settings: &OutletSettings) -> anyhow::Result<keys::PreparedRotation> {
+    settings.validate()?;
+    let rotation = keys::prepare_rotation(
+        &settings.key_file,
+        Duration::from_secs(settings.key_grace_seconds),
+    )?;
+    let next = rotation.next.public_key();
+    let announcement = simflow_schemas::outlet::OutletKeyRotated {
+        outlet_code: settings.code.clone(),
+        public_key: next.to_base64(),
+        previous_fingerprint: rotation.previous.public_key().fingerprint(),
+        previous_key_retires_at: rotation.previous_key_retires_at,
+    };
+    let message_id = uuid::Uuid::new_v5(
+        &uuid::Uuid::NAMESPACE_OID,
+        format!(
+            "simflow key rotation {} {}",
+            settings.code,
+            next.fingerprint()
+        )
+        .as_bytes(),
+    );
+    simflow_runtime::outlet::announce(
+        &settings.connection()?,
+        &message_id.to_string(),
+        &simflow_runtime::outlet::OutletAnswer::of(&announcement),
+    )
+    .await
+    .context("announcing the new key to the centre (run rotate-key again to retry)")?;
+    keys::complete_rotation(&settings.key_file, &rotation)?;
+    tracing::info!(outlet = %settings.code, key = %next.fingerprint(), previous = %rotation.previous.public_key().fingerprint(), retires_at = %rotation.previous_key_retires_at, "key rotated");
+    Ok(rotation)
+}
+
 /// Runs a node until `shutdown`: opens the journal, reports unfinished writes, and consumes
 /// the outlet's queue. Returns an error when the broker refuses the outlet.
 pub async fn run(
@@ -289,7 +351,7 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     settings.validate()?;
-    let keys = load_key_file(&settings.key_file)?;
+    let keys = keys::KeyRing::load(&settings.key_file)?;
     let journal = journal::Journal::open(&settings.journal)
         .await
         .with_context(|| format!("opening journal {}", settings.journal.display()))?;
@@ -300,7 +362,7 @@ pub async fn run(
         reinsert_wait: Duration::from_secs(settings.reinsert_wait_seconds),
         status,
     };
-    tracing::info!(outlet = %settings.code, reader = %settings.reader, key = %keys.public_key().fingerprint(), "outlet node starting");
+    tracing::info!(outlet = %settings.code, reader = %settings.reader, key = %keys.fingerprint(), "outlet node starting");
     let outlet_metrics = metrics::OutletMetrics::register(metrics.registry())
         .context("registering the outlet metrics")?;
     outlet_metrics.add_outlet(&settings.code, &work.status);
@@ -315,10 +377,18 @@ pub async fn run(
         work.status.clone(),
         shutdown.clone(),
     );
-    let node = Arc::new(
-        OutletNode::new(&settings.code, keys, journal.clone(), work.clone())
-            .with_metrics(outlet_metrics),
-    );
+    let mut node = OutletNode::new(
+        &settings.code,
+        load_key_file(&settings.key_file)?,
+        journal.clone(),
+        work.clone(),
+    )
+    .with_key_ring(keys)
+    .with_metrics(outlet_metrics);
+    if settings.heartbeat_seconds > 0 {
+        node = node.with_heartbeat(Duration::from_secs(settings.heartbeat_seconds));
+    }
+    let node = Arc::new(node);
     let counter = match settings.counter_access()? {
         Some(access) => {
             let counter = counter::Counter {

@@ -19,6 +19,7 @@ use simflow_runtime::outlet::{OutletAnswer, OutletDecision, OutletHandler, Outle
 use simflow_runtime::shutdown::CancellationToken;
 use simflow_schemas::card::{CardReadRequest, OutletCardRead};
 use simflow_schemas::common::ClerkMessage;
+use simflow_schemas::outlet::OutletHeartbeat;
 use simflow_schemas::registry::OutletWorkJob;
 use simflow_schemas::writecard::{CardWriteState, WriteOutcome, WriteResult, WriteScriptEnvelope};
 use simflow_seal::OutletKeyPair;
@@ -26,18 +27,19 @@ use zeroize::Zeroizing;
 
 use crate::card::{self, CardWork, Interrupted};
 use crate::journal::{Journal, ScriptState};
+use crate::keys::{KeyError, KeyRing};
 use crate::metrics::OutletMetrics;
 use crate::status::ClerkState;
 
 /// One outlet's writer node.
 pub struct OutletNode {
     outlet_code: String,
-    keys: OutletKeyPair,
-    fingerprint: String,
+    keys: KeyRing,
     journal: Journal,
     work: CardWork,
     metrics: OutletMetrics,
     card_lock: CardLock,
+    heartbeat_every: Option<std::time::Duration>,
 }
 
 /// Held by whoever uses the card: the queue's work, or a read the counter page asked for.
@@ -47,7 +49,7 @@ impl std::fmt::Debug for OutletNode {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("OutletNode")
             .field("outlet_code", &self.outlet_code)
-            .field("fingerprint", &self.fingerprint)
+            .field("keys", &self.keys)
             .field("reader", &self.work.reader)
             .finish()
     }
@@ -62,6 +64,24 @@ fn expired() -> ClerkMessage {
     )
 }
 
+/// The clerk's message for a script sealed to a key the node retired after a rotation.
+fn key_retired() -> ClerkMessage {
+    ClerkMessage::new(
+        "SCRIPT_KEY_RETIRED",
+        "写卡脚本已失效（写卡器密钥已更换），请重新写卡",
+        "The write script was sealed to the writer's retired key; write the card again",
+    )
+}
+
+/// Why a script is not opened.
+enum Refusal {
+    /// No outlet can take it: the broker dead-letters it to the central side.
+    Reject(String),
+    /// Sealed to this node's key before its last rotation, after the grace: answered as a
+    /// failed write so the clerk and the centre hear why.
+    Retired(String),
+}
+
 impl OutletNode {
     /// A node for `outlet_code` with its key pair, journal and reader.
     pub fn new(
@@ -70,16 +90,27 @@ impl OutletNode {
         journal: Journal,
         work: CardWork,
     ) -> OutletNode {
-        let fingerprint = keys.public_key().fingerprint();
         OutletNode {
             outlet_code: outlet_code.to_owned(),
-            keys,
-            fingerprint,
+            keys: KeyRing::fixed(keys),
             journal,
             work,
             metrics: OutletMetrics::detached(),
             card_lock: CardLock::default(),
+            heartbeat_every: None,
         }
+    }
+
+    /// Opens scripts with the key ring kept in the key files (rotations seen while running).
+    pub fn with_key_ring(mut self, keys: KeyRing) -> OutletNode {
+        self.keys = keys;
+        self
+    }
+
+    /// Says it is alive to the centre every `every` (`outlet.heartbeat.v1`).
+    pub fn with_heartbeat(mut self, every: std::time::Duration) -> OutletNode {
+        self.heartbeat_every = Some(every);
+        self
     }
 
     /// Records this node's writes in `metrics` (served on the node's `/metrics`).
@@ -124,33 +155,32 @@ impl OutletNode {
         }
     }
 
-    fn open(&self, envelope: &WriteScriptEnvelope) -> Result<Script, String> {
+    fn open(&self, envelope: &WriteScriptEnvelope) -> Result<Script, Refusal> {
         if envelope.outlet_code != self.outlet_code {
-            return Err(format!(
+            return Err(Refusal::Reject(format!(
                 "script for outlet {} reached outlet {}",
                 envelope.outlet_code, self.outlet_code
-            ));
+            )));
         }
-        if envelope.sealed_for != self.fingerprint {
-            return Err(format!(
-                "script sealed for key {} but this node holds key {}",
-                envelope.sealed_for, self.fingerprint
-            ));
-        }
-        let plaintext = self
+        let plaintext = match self
             .keys
-            .open(&envelope.sealed_script)
-            .map_err(|error| format!("the sealed script does not open: {error}"))?;
-        let script: Script = serde_json::from_slice(&plaintext)
-            .map_err(|error| format!("the opened script is not a script: {error}"))?;
+            .open(&envelope.sealed_for, &envelope.sealed_script)
+        {
+            Ok(plaintext) => plaintext,
+            Err(error @ KeyError::Retired(_)) => return Err(Refusal::Retired(error.to_string())),
+            Err(error) => return Err(Refusal::Reject(error.to_string())),
+        };
+        let script: Script = serde_json::from_slice(&plaintext).map_err(|error| {
+            Refusal::Reject(format!("the opened script is not a script: {error}"))
+        })?;
         // The plaintext (with ADM and keys) is wiped when it drops; the parsed script's key
         // bytes live only as long as this write.
         drop(Zeroizing::new(plaintext));
         if script.iccid != envelope.iccid {
-            return Err(format!(
+            return Err(Refusal::Reject(format!(
                 "the script inside is for card {}, the envelope says {}",
                 script.iccid, envelope.iccid
-            ));
+            )));
         }
         Ok(script)
     }
@@ -184,13 +214,17 @@ impl OutletNode {
             .as_ref()
             .is_some_and(|entry| entry.state == ScriptState::Writing);
         let script = match self.open(&envelope) {
-            Ok(script) => script,
-            Err(reason) => {
+            Ok(script) => Some(script),
+            Err(Refusal::Retired(reason)) => {
+                tracing::warn!(%script_id, reason, "write script sealed to a retired key");
+                None
+            }
+            Err(Refusal::Reject(reason)) => {
                 tracing::error!(%script_id, reason, "write script refused");
                 return OutletDecision::Reject { reason };
             }
         };
-        let msisdn = script.msisdn();
+        let msisdn = script.as_ref().and_then(Script::msisdn);
         if let Err(error) = self
             .journal
             .received(&envelope, message_id, msisdn.as_deref())
@@ -198,30 +232,44 @@ impl OutletNode {
         {
             return self.journal_failed(error.to_string()).await;
         }
-        let outcome = if !recovering && Utc::now() > envelope.not_after {
-            tracing::warn!(%script_id, not_after = %envelope.not_after, "write script expired before it started");
-            WriteOutcome::Failed {
-                card_state: CardWriteState::Untouched,
-                reason: expired(),
-            }
-        } else {
-            if recovering {
-                tracing::warn!(%script_id, iccid = %envelope.iccid, "an earlier run of this script was interrupted; reading the card first");
-                let _ = self
-                    .journal
-                    .step(script_id, "recovering", "reading the card to decide")
-                    .await;
-            }
-            match self
-                .run_write(script_id, script, recovering, shutdown)
-                .await
-            {
-                Ok(outcome) => outcome,
-                Err(Interrupted::Shutdown) => {
-                    self.work.status.set(ClerkState::Idle);
-                    return OutletDecision::LeaveForRedelivery;
+        let outcome = match script {
+            // Sealed to a retired key: the card is untouched, unless an earlier run of this
+            // very script started writing it and it cannot be finished now (then it is
+            // withdrawn, as after any interrupted write that cannot be completed).
+            None => WriteOutcome::Failed {
+                card_state: if recovering {
+                    CardWriteState::Damaged
+                } else {
+                    CardWriteState::Untouched
+                },
+                reason: key_retired(),
+            },
+            Some(_) if !recovering && Utc::now() > envelope.not_after => {
+                tracing::warn!(%script_id, not_after = %envelope.not_after, "write script expired before it started");
+                WriteOutcome::Failed {
+                    card_state: CardWriteState::Untouched,
+                    reason: expired(),
                 }
-                Err(Interrupted::Journal(error)) => return self.journal_failed(error).await,
+            }
+            Some(script) => {
+                if recovering {
+                    tracing::warn!(%script_id, iccid = %envelope.iccid, "an earlier run of this script was interrupted; reading the card first");
+                    let _ = self
+                        .journal
+                        .step(script_id, "recovering", "reading the card to decide")
+                        .await;
+                }
+                match self
+                    .run_write(script_id, script, recovering, shutdown)
+                    .await
+                {
+                    Ok(outcome) => outcome,
+                    Err(Interrupted::Shutdown) => {
+                        self.work.status.set(ClerkState::Idle);
+                        return OutletDecision::LeaveForRedelivery;
+                    }
+                    Err(Interrupted::Journal(error)) => return self.journal_failed(error).await,
+                }
             }
         };
         let result = WriteResult {
@@ -317,6 +365,21 @@ impl OutletNode {
 }
 
 impl OutletHandler for OutletNode {
+    fn heartbeat_every(&self) -> Option<std::time::Duration> {
+        self.heartbeat_every
+    }
+
+    /// Also the moment a previous key whose grace has ended is deleted.
+    fn heartbeat(&self) -> Option<OutletAnswer> {
+        self.keys.refresh();
+        Some(OutletAnswer::of(&OutletHeartbeat {
+            outlet_code: self.outlet_code.clone(),
+            node_version: env!("CARGO_PKG_VERSION").to_owned(),
+            key_fingerprint: Some(self.keys.fingerprint()),
+            sent_at: Utc::now(),
+        }))
+    }
+
     async fn handle(&self, work: OutletWork, shutdown: CancellationToken) -> OutletDecision {
         match work.job {
             OutletWorkJob::ReadRequest(request) => self.read(request, shutdown).await,

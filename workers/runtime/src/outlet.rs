@@ -114,6 +114,17 @@ pub trait OutletHandler: Send + Sync + 'static {
         let _ = shutdown;
         async { Vec::new() }
     }
+
+    /// How often the node says it is alive (on the results path, beside its work, also while
+    /// a card is being written); `None`: never.
+    fn heartbeat_every(&self) -> Option<Duration> {
+        None
+    }
+
+    /// What the node says when it says it is alive (asked at every beat); `None`: skip this one.
+    fn heartbeat(&self) -> Option<OutletAnswer> {
+        None
+    }
 }
 
 /// Why the outlet consumer stopped for good.
@@ -263,6 +274,29 @@ async fn serve<H: OutletHandler>(
         }
     }
     reporting.waiting();
+    let heartbeat = handler.heartbeat_every().map(|every| {
+        let handler = Arc::clone(handler);
+        let publisher = publisher.clone();
+        let user = connection.user.clone();
+        tokio::spawn(async move {
+            let mut beats = tokio::time::interval(every);
+            beats.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                beats.tick().await;
+                if let Some(answer) = handler.heartbeat()
+                    && let Err(error) = publish_news(
+                        &user,
+                        &publisher,
+                        &uuid::Uuid::new_v4().to_string(),
+                        &answer,
+                    )
+                    .await
+                {
+                    tracing::warn!(%error, "the heartbeat was not published");
+                }
+            }
+        })
+    });
     let ended = loop {
         tokio::select! {
             biased;
@@ -290,6 +324,9 @@ async fn serve<H: OutletHandler>(
             },
         }
     };
+    if let Some(heartbeat) = heartbeat {
+        heartbeat.abort();
+    }
     let _ = channel.close(200, "bye".into()).await;
     let _ = connected.close(200, "bye".into()).await;
     if matches!(ended, Ended::ConnectionLost) {
@@ -456,6 +493,44 @@ async fn publish_answers(
     Ok(())
 }
 
+/// Publishes something the node says on its own (not an answer to work: a heartbeat, a key
+/// rotation) with confirms and the outlet's `user_id`.
+async fn publish_news(
+    user: &str,
+    publisher: &Publisher,
+    message_id: &str,
+    answer: &OutletAnswer,
+) -> Result<(), amqp::PublishError> {
+    let body = serde_json::to_vec(&answer.body).unwrap_or_default();
+    let properties = base_properties(&answer.message_type, message_id).with_user_id(user.into());
+    publisher
+        .publish(RESULTS_EXCHANGE, OUTLET_RESULTS_KEY, &body, properties)
+        .await
+}
+
+/// Publishes one message as the outlet (its own connection, confirmed), for what a node says
+/// outside its consume loop (`simflow outlet rotate-key`). The same `message_id` for the same
+/// news lets the centre's inbox take it once.
+pub async fn announce(
+    connection: &OutletConnection,
+    message_id: &str,
+    answer: &OutletAnswer,
+) -> anyhow::Result<()> {
+    let connected = amqp::connect(
+        &connection.uri,
+        &format!("simflow-outlet-{}-announce", connection.outlet_code),
+    )
+    .await?;
+    let result = async {
+        let publisher = Publisher::open(&connected).await?;
+        publish_news(&connection.user, &publisher, message_id, answer).await?;
+        Ok::<_, anyhow::Error>(())
+    }
+    .await;
+    let _ = connected.close(200, "announced".into()).await;
+    result
+}
+
 /// The broker user name of an outlet in a vhost. Broker users are global, vhosts are not:
 /// outside the default vhost the name carries the vhost, so two deployments (or two test
 /// vhosts) on one broker never share an outlet user.
@@ -538,16 +613,43 @@ pub async fn provision_external(
     Ok(())
 }
 
-/// Takes an outlet's broker user away (its connections are closed by the broker). The queue
-/// stays until it is drained or expires, so nothing in it is lost.
+/// Takes an outlet's broker user away and closes what is left of its connections (deleting a
+/// user stops new logins; closing makes sure no open connection outlives it). From the moment
+/// this returns nothing can publish or consume as that outlet. The queue stays: what happens to
+/// the work in it is the caller's decision ([`delete_queue`]).
 pub async fn revoke(
     management: &crate::management::Management,
     vhost: &str,
     outlet_code: &str,
 ) -> anyhow::Result<()> {
-    management
-        .delete_user(&outlet_user(vhost, outlet_code))
-        .await
+    let user = outlet_user(vhost, outlet_code);
+    management.delete_user(&user).await?;
+    for connection in management.connections(vhost).await? {
+        // The broker may have closed it already as the user went.
+        if connection.user == user
+            && let Err(error) = management.close_connection(&connection.name).await
+        {
+            tracing::debug!(%error, "closing a revoked outlet's connection");
+        }
+    }
+    Ok(())
+}
+
+/// Deletes an outlet's queue with whatever it still holds (after [`revoke`], once the caller
+/// has settled that work itself). A queue that is gone already is fine.
+pub async fn delete_queue(
+    client: &crate::amqp::Client,
+    outlet_code: &str,
+) -> Result<(), lapin::Error> {
+    client
+        .publisher()
+        .channel()
+        .queue_delete(
+            outlet_queue_name(outlet_code).as_str().into(),
+            lapin::options::QueueDeleteOptions::default(),
+        )
+        .await?;
+    Ok(())
 }
 
 fn regex_escape(text: &str) -> String {

@@ -32,6 +32,7 @@ const RESULTS_NEEDS_OPS: &[simflow_schemas::Reason] = &[
     reasons::CARD_DATA_UNREADABLE,
     reasons::CARD_STATE_INCONSISTENT,
     reasons::OUTLET_REFUSED_WORK,
+    reasons::KEY_ROTATION_REFUSED,
 ];
 
 /// Write requests and the order lifecycle.
@@ -97,6 +98,12 @@ impl Handler for OutletResultsHandler {
                 results::write_result(&self.keks, context, result, db).await
             }
             OutletResultJob::CardRead(read) => results::card_read(context, read, db).await,
+            OutletResultJob::Heartbeat(heartbeat) => {
+                results::heartbeat(context, heartbeat, db).await
+            }
+            OutletResultJob::KeyRotated(rotated) => {
+                results::key_rotated(context, rotated, db).await
+            }
         }
     }
 }

@@ -11,6 +11,7 @@ simflow_schemas::reasons! {
     WRITE_SCRIPT_MISSING = "写卡脚本内容不存在，请把号卡文件维护到数据库！", "No write script for this card: load its card data file into the database.";
     CARD_UNUSABLE = "请更换白卡！", "Please use another blank card.";
     OUTLET_UNKNOWN = "写卡网点不存在或已停用", "Unknown or revoked outlet";
+    OUTLET_SUSPENDED = "写卡网点已暂停服务，请联系渠道经理", "The outlet is suspended; contact the channel manager";
     CARD_IN_OTHER_ORDER = "该白卡已用于其他开户订单，请更换白卡！", "The card belongs to another order; please use another blank card.";
     CLERK_DEPARTMENT_MISMATCH = "工号所属社会渠道部门与领卡代理商部门不一致", "The clerk's department differs from the department of the agent that holds the card";
     NUMBER_UNAVAILABLE = "所选号码不存在或已被占用，请重新选号", "The chosen number does not exist or is taken; choose another";
@@ -30,5 +31,6 @@ simflow_schemas::reasons! {
     RESULT_NOT_FROM_OUTLET = "写卡结果不是由该网点写卡器发出", "The result was not sent by the outlet the script was sealed for";
     UNKNOWN_SCRIPT = "写卡脚本不存在", "No such write script";
     CARD_STATE_INCONSISTENT = "白卡状态与订单或写卡结果不一致，请联系运维", "The card's state does not match its order or write result; ops must check the card's history";
+    KEY_ROTATION_REFUSED = "写卡器密钥更换未被接受，请联系运维", "The writer's key rotation was not accepted (it names a key the centre does not seal to); ops must look at it";
     OUTLET_REFUSED_WORK = "写卡器拒收了该任务，请联系运维", "The outlet's writer refused the work; ops must look at it";
 }

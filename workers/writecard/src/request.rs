@@ -58,7 +58,9 @@ pub async fn handle(
     db: &mut PgConnection,
 ) -> Result<Outcome, JobError> {
     create_once::lock(db, Creates::Order, request.order_id).await?;
-    let Some(outlet) = outlets::get(db, &request.outlet_code)
+    // Locked to share: a suspension or revocation waits until this request is settled, so no
+    // script reaches an outlet after it was revoked.
+    let Some(outlet) = outlets::get_shared(db, &request.outlet_code)
         .await?
         .filter(|outlet| outlet.active)
     else {
@@ -81,6 +83,10 @@ pub async fn handle(
                 return Ok(written_event(order));
             }
         }
+    }
+
+    if outlet.suspended {
+        return Err(JobError::reject(reasons::OUTLET_SUSPENDED));
     }
 
     // The card: issued to this outlet's agent, still blank.

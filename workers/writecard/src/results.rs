@@ -13,6 +13,7 @@ use simflow_inventory::writing::{self, Cause, Mark};
 use simflow_runtime::{JobContext, JobError, Outcome};
 use simflow_schemas::card::{CardRead, CardReadRequest, OutletCardRead, ReaderOutcome};
 use simflow_schemas::common::ClerkMessage;
+use simflow_schemas::outlet::{OutletHeartbeat, OutletKeyRotated};
 use simflow_schemas::writecard::{
     CardWriteFailed, CardWriteState, WriteOutcome, WriteResult, WriteScriptEnvelope,
 };
@@ -21,7 +22,7 @@ use uuid::Uuid;
 
 use crate::numbers;
 use crate::orders;
-use crate::outlets;
+use crate::outlets::{self, OutletState};
 use crate::reasons;
 use crate::request::written_event;
 use crate::states::{OrderState, ScriptState};
@@ -68,7 +69,7 @@ async fn check_sender(
     }
 }
 
-async fn settle_script(
+pub(crate) async fn settle_script(
     db: &mut PgConnection,
     script_id: Uuid,
     state: ScriptState,
@@ -83,7 +84,7 @@ async fn settle_script(
     Ok(())
 }
 
-fn write_failed(
+pub(crate) fn write_failed(
     order_id: Uuid,
     outlet_code: &str,
     iccid: &str,
@@ -270,11 +271,13 @@ pub async fn forward_read(
     read: CardReadRequest,
     db: &mut PgConnection,
 ) -> Result<Outcome, JobError> {
-    let active = outlets::get(db, &read.outlet_code)
+    match outlets::get_shared(db, &read.outlet_code)
         .await?
-        .is_some_and(|outlet| outlet.active);
-    if !active {
-        return Err(JobError::reject(reasons::OUTLET_UNKNOWN));
+        .map(|outlet| outlet.state())
+    {
+        Some(OutletState::Active) => {}
+        Some(OutletState::Suspended) => return Err(JobError::reject(reasons::OUTLET_SUSPENDED)),
+        Some(OutletState::Revoked) | None => return Err(JobError::reject(reasons::OUTLET_UNKNOWN)),
     }
     Ok(Outcome::nothing().and_outlet_work(&read.outlet_code.clone(), &read, None))
 }
@@ -370,4 +373,55 @@ pub async fn expired_read(
         problem: Some(reasons::READ_EXPIRED.message()),
     };
     Ok(Outcome::event(&answer))
+}
+
+/// Handles `outlet.heartbeat.v1`: the node is alive. `last_seen` is the centre's clock when the
+/// heartbeat is handled (the node's clock is only the node's word); a revoked outlet's late
+/// heartbeat changes nothing. Answers nothing.
+pub async fn heartbeat(
+    context: &JobContext,
+    heartbeat: OutletHeartbeat,
+    db: &mut PgConnection,
+) -> Result<Outcome, JobError> {
+    check_sender(db, context, &heartbeat.outlet_code).await?;
+    sqlx::query(
+        "UPDATE writecard.outlets SET last_seen = greatest(last_seen, $2), node_version = $3 \
+         WHERE outlet_code = $1 AND active",
+    )
+    .bind(&heartbeat.outlet_code)
+    .bind(context.received_at)
+    .bind(&heartbeat.node_version)
+    .execute(&mut *db)
+    .await?;
+    if heartbeat.key_fingerprint.is_some() {
+        let recorded = outlets::get(db, &heartbeat.outlet_code)
+            .await?
+            .map(|outlet| outlet.key_fingerprint);
+        if recorded != heartbeat.key_fingerprint {
+            tracing::warn!(outlet = %heartbeat.outlet_code, node_key = ?heartbeat.key_fingerprint, centre_key = ?recorded, "the node holds another key than the centre seals to");
+        }
+    }
+    Ok(Outcome::nothing())
+}
+
+/// Handles `outlet.key_rotated.v1`: the node made a new key pair; scripts are sealed to the new
+/// public key from this commit on (the centre only ever seals to the current key, so never
+/// again to the old one). Only the outlet's own broker user can say so, and only from the key
+/// the centre seals to now; the same announcement again changes nothing.
+pub async fn key_rotated(
+    context: &JobContext,
+    rotated: OutletKeyRotated,
+    db: &mut PgConnection,
+) -> Result<Outcome, JobError> {
+    check_sender(db, context, &rotated.outlet_code).await?;
+    let key = simflow_seal::OutletPublicKey::from_base64(&rotated.public_key)
+        .map_err(|_| JobError::needs_ops(reasons::KEY_ROTATION_REFUSED))?;
+    let by = context.user_id.clone().unwrap_or_default();
+    match outlets::record_rotation(db, &rotated, &key, &by).await? {
+        outlets::Rotation::Recorded | outlets::Rotation::AlreadyCurrent => Ok(Outcome::nothing()),
+        outlets::Rotation::FromUnknownKey => {
+            tracing::error!(outlet = %rotated.outlet_code, previous = %rotated.previous_fingerprint, "a key rotation from a key the centre does not seal to");
+            Err(JobError::needs_ops(reasons::KEY_ROTATION_REFUSED))
+        }
+    }
 }

@@ -1,5 +1,5 @@
 //! `simflow outlet`: the outlet writer node's side (one per outlet and reader): make its key
-//! pair, list the PC/SC readers it can see, and run it.
+//! pair, rotate it, list the PC/SC readers it can see, and run it.
 
 use std::path::PathBuf;
 
@@ -16,6 +16,10 @@ pub enum OutletCommand {
     /// Make the node's TLS key (mode 0600, it stays here) and a certificate signing request
     /// for the outlet's broker user, to give to `simflow outlets provision --csr`.
     TlsRequest(TlsRequestArgs),
+    /// Rotate the node's key (settings in the `[outlet]` section): a new key pair on this
+    /// machine, its public key announced to the centre as the outlet's own broker user; the old
+    /// key still opens scripts for `key_grace_seconds`, then the node deletes it.
+    RotateKey,
     /// List the PC/SC readers and whether a card is in each.
     Readers,
     /// Run the node until SIGTERM or SIGINT (settings in the `[outlet]` section).
@@ -70,6 +74,18 @@ pub async fn run(settings: &Settings, command: OutletCommand) -> anyhow::Result<
             println!(
                 "request for {user} written to {}: give it to `simflow outlets provision --csr`",
                 args.csr_file.display()
+            );
+            Ok(())
+        }
+        OutletCommand::RotateKey => {
+            let outlet: OutletSettings = settings.section("outlet")?;
+            let rotation = simflow_outlet::rotate_key(&outlet).await?;
+            println!(
+                "outlet {}: new key {} announced to the centre and current; key {} still opens scripts until {}",
+                outlet.code,
+                rotation.next.public_key().fingerprint(),
+                rotation.previous.public_key().fingerprint(),
+                rotation.previous_key_retires_at.to_rfc3339()
             );
             Ok(())
         }

@@ -1,6 +1,7 @@
 //! `simflow outlets`: the central side of outlets — provision one (its queue, its broker user
-//! that may read only that queue and publish only results, its public key), revoke one, list
-//! them — and `simflow numbers` to fill the number pools.
+//! that may read only that queue and publish only results, its public key), suspend and resume
+//! one, revoke one (for good), list them with their last heartbeat, and list the lifecycle
+//! audit — and `simflow numbers` to fill the number pools.
 
 use std::io::Write as _;
 use std::path::PathBuf;
@@ -11,6 +12,7 @@ use secrecy::SecretString;
 use simflow_runtime::Settings;
 use simflow_runtime::amqp::{Client, vhost_of};
 use simflow_runtime::management::Management;
+use simflow_writecard::outlets::{self, Step};
 
 /// Outlet administration (central side).
 #[derive(Debug, Subcommand)]
@@ -37,18 +39,69 @@ pub enum OutletsCommand {
         /// Where to write the outlet's certificate (PEM) for its node's `tls_cert`.
         #[arg(long, requires = "csr")]
         cert_file: Option<PathBuf>,
+        /// Who provisions (for the audit); default: the login name.
+        #[arg(long)]
+        by: Option<String>,
     },
-    /// Revoke an outlet: its broker user goes, scripts stop being routed to it.
+    /// Suspend an outlet: write requests and reads for it are refused until it is resumed
+    /// (work already queued for it stays and expires by itself).
+    Suspend {
+        /// The outlet code.
+        outlet_code: String,
+        /// Why (for the audit).
+        #[arg(long)]
+        reason: String,
+        /// Who (for the audit); default: the login name.
+        #[arg(long)]
+        by: Option<String>,
+    },
+    /// Resume a suspended outlet.
+    Resume {
+        /// The outlet code.
+        outlet_code: String,
+        /// Why (for the audit).
+        #[arg(long)]
+        reason: String,
+        /// Who (for the audit); default: the login name.
+        #[arg(long)]
+        by: Option<String>,
+    },
+    /// Revoke an outlet, for good: its broker user and queue go (the node is disconnected and
+    /// cannot come back), and every script pending for it ends with SCRIPT_EXPIRED.
     Revoke {
         /// The outlet code.
         outlet_code: String,
+        /// Why (for the audit).
+        #[arg(long)]
+        reason: String,
+        /// Who (for the audit); default: the login name.
+        #[arg(long)]
+        by: Option<String>,
     },
-    /// List outlets.
+    /// List outlets with their state and last heartbeat.
     List {
         /// Print JSON.
         #[arg(long)]
         json: bool,
     },
+    /// List the lifecycle audit (provision, rotate, suspend, resume, revoke), newest first.
+    Audit {
+        /// Only this outlet.
+        outlet_code: Option<String>,
+        /// At most this many rows.
+        #[arg(long, default_value_t = 100)]
+        limit: i64,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Who runs a command, for the audit: `--by`, else the login name.
+fn actor(by: Option<String>) -> String {
+    by.or_else(|| std::env::var("USER").ok())
+        .filter(|by| !by.trim().is_empty())
+        .unwrap_or_else(|| "unknown".to_owned())
 }
 
 /// Number pools.
@@ -121,6 +174,7 @@ pub async fn run(settings: &Settings, command: OutletsCommand) -> anyhow::Result
             password_file,
             csr,
             cert_file,
+            by,
         } => {
             if let (Some(csr), Some(cert_file)) = (csr, cert_file) {
                 provision_tls(
@@ -130,8 +184,8 @@ pub async fn run(settings: &Settings, command: OutletsCommand) -> anyhow::Result
                     &outlet_code,
                     &agent,
                     &public_key,
-                    &csr,
-                    &cert_file,
+                    (&csr, &cert_file),
+                    &actor(by),
                 )
                 .await?;
                 drop(db);
@@ -158,6 +212,7 @@ pub async fn run(settings: &Settings, command: OutletsCommand) -> anyhow::Result
                     public_key: &public_key,
                     password: &password,
                     vhost: &vhost,
+                    by: &actor(by),
                 },
             )
             .await?;
@@ -171,22 +226,74 @@ pub async fn run(settings: &Settings, command: OutletsCommand) -> anyhow::Result
                 outlet.key_fingerprint
             );
         }
-        OutletsCommand::Revoke { outlet_code } => {
+        OutletsCommand::Suspend {
+            outlet_code,
+            reason,
+            by,
+        } => {
+            let by = actor(by);
+            let step = Step {
+                by: &by,
+                reason: &reason,
+            };
+            let outlet = outlets::suspend(&pool, &outlet_code, &step).await?;
+            println!("outlet {} {}", outlet.outlet_code, outlet.state().name());
+        }
+        OutletsCommand::Resume {
+            outlet_code,
+            reason,
+            by,
+        } => {
+            let by = actor(by);
+            let step = Step {
+                by: &by,
+                reason: &reason,
+            };
+            let outlet = outlets::resume(&pool, &outlet_code, &step).await?;
+            println!("outlet {} {}", outlet.outlet_code, outlet.state().name());
+        }
+        OutletsCommand::Revoke {
+            outlet_code,
+            reason,
+            by,
+        } => {
+            let by = actor(by);
+            let step = Step {
+                by: &by,
+                reason: &reason,
+            };
+            let client = Client::connect_any(&settings.amqp.addresses(), "simflow-outlets").await?;
+            let revoked = outlets::revoke(
+                &pool,
+                &client,
+                &management,
+                &vhost_of(&settings.amqp.uri)?,
+                &outlet_code,
+                &step,
+            )
+            .await;
+            client.close().await;
+            let revoked = revoked?;
+            println!(
+                "outlet {} revoked: broker user and queue removed, {} pending scripts ended with SCRIPT_EXPIRED",
+                revoked.outlet_code,
+                revoked.expired_scripts.len()
+            );
+            // Its certificates too (an outlet provisioned with one), and the CRL when set.
             let writecard: simflow_writecard::WritecardSettings = settings.section("writecard")?;
-            let vhost = vhost_of(&settings.amqp.uri)?;
             let ca = outlet_ca(&writecard).ok();
             let crl = match (&ca, &writecard.outlet_crl) {
-                (Some(ca), Some(path)) => Some(simflow_writecard::outlets::CrlFile {
+                (Some(ca), Some(path)) => Some(outlets::CrlFile {
                     ca,
                     path,
                     validity: cert_validity(&writecard),
                 }),
                 _ => None,
             };
-            let serials = simflow_writecard::outlets::revoke_certificate(
+            let serials = outlets::revoke_certificate(
                 &mut db,
                 &management,
-                &vhost,
+                &vhost_of(&settings.amqp.uri)?,
                 &outlet_code,
                 crl.as_ref(),
             )
@@ -194,19 +301,12 @@ pub async fn run(settings: &Settings, command: OutletsCommand) -> anyhow::Result
             for serial in serials {
                 println!("certificate {serial} revoked");
             }
-            simflow_writecard::outlets::revoke(
-                &mut db,
-                &management,
-                &vhost_of(&settings.amqp.uri)?,
-                &outlet_code,
-            )
-            .await?;
-            println!("outlet {outlet_code} revoked");
         }
         OutletsCommand::List { json } => {
-            let outlets = simflow_writecard::outlets::list(&mut db).await?;
+            let listed = outlets::list(&mut db).await?;
+            let now = chrono::Utc::now();
             if json {
-                let rows: Vec<serde_json::Value> = outlets
+                let rows: Vec<serde_json::Value> = listed
                     .iter()
                     .map(|outlet| {
                         serde_json::json!({
@@ -215,19 +315,54 @@ pub async fn run(settings: &Settings, command: OutletsCommand) -> anyhow::Result
                             "key_fingerprint": outlet.key_fingerprint,
                             "broker_user": outlet.broker_user,
                             "active": outlet.active,
+                            "state": outlet.state().name(),
+                            "online": outlet.online(now, outlets::OFFLINE_AFTER),
+                            "last_seen": outlet.last_seen,
+                            "node_version": outlet.node_version,
                         })
                     })
                     .collect();
                 println!("{}", serde_json::to_string_pretty(&rows)?);
             } else {
-                for outlet in &outlets {
+                for outlet in &listed {
                     println!(
-                        "{:<12} agent {:<10} user {:<28} key {} {}",
+                        "{:<12} agent {:<10} user {:<28} key {} {:<9} {:<7} last seen {}",
                         outlet.outlet_code,
                         outlet.agent_code,
                         outlet.broker_user,
                         outlet.key_fingerprint,
-                        if outlet.active { "active" } else { "revoked" }
+                        outlet.state().name(),
+                        if outlet.online(now, outlets::OFFLINE_AFTER) {
+                            "online"
+                        } else {
+                            "offline"
+                        },
+                        outlet
+                            .last_seen
+                            .map_or_else(|| "never".to_owned(), |seen| seen.to_rfc3339()),
+                    );
+                }
+            }
+        }
+        OutletsCommand::Audit {
+            outlet_code,
+            limit,
+            json,
+        } => {
+            let records = outlets::audit_trail(&mut db, outlet_code.as_deref(), limit).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&records)?);
+            } else {
+                for record in &records {
+                    println!(
+                        "{:>6} {} {:<12} {:<9} by {:<16} {} {}",
+                        record.audit_id,
+                        record.at.to_rfc3339(),
+                        record.outlet_code,
+                        record.action.name(),
+                        record.actor,
+                        record.reason,
+                        record.detail.0
                     );
                 }
             }
@@ -263,14 +398,14 @@ async fn provision_tls(
     outlet_code: &str,
     agent: &str,
     public_key: &str,
-    csr: &std::path::Path,
-    cert_file: &std::path::Path,
+    (csr, cert_file): (&std::path::Path, &std::path::Path),
+    by: &str,
 ) -> anyhow::Result<()> {
     let writecard: simflow_writecard::WritecardSettings = settings.section("writecard")?;
     let ca = outlet_ca(&writecard)?;
     let csr_pem =
         std::fs::read_to_string(csr).with_context(|| format!("reading {}", csr.display()))?;
-    let client = Client::connect(&settings.amqp.uri, "simflow-outlets").await?;
+    let client = Client::connect_any(&settings.amqp.addresses(), "simflow-outlets").await?;
     client
         .declare(&simflow_schemas::topology::central_topology(
             &settings.topology_params(),
@@ -290,6 +425,7 @@ async fn provision_tls(
             csr_pem: &csr_pem,
             vhost: &vhost,
             validity: cert_validity(&writecard),
+            by,
         },
     )
     .await;
