@@ -18,3 +18,4 @@ mod support;
 mod transfers;
 mod trust;
 mod writecard;
+mod writers;

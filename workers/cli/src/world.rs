@@ -368,6 +368,7 @@ pub fn node_settings(
         counter_listen: String::new(),
         counter_allow_remote: false,
         crm_origin: None,
+        reader_serials: Default::default(),
     }
 }
 

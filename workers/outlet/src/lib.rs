@@ -20,6 +20,7 @@ pub mod node;
 pub mod readers;
 pub mod status;
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -72,6 +73,12 @@ pub struct OutletSettings {
     /// counter API from another origin; none when empty.
     #[serde(default)]
     pub crm_origin: Option<String>,
+    /// The writer serial of each reader whose driver reports none
+    /// (`SCARD_ATTR_VENDOR_IFD_SERIAL_NO`), by PC/SC reader name, e.g. the virtual reader used
+    /// with the software SIM: `[outlet.reader_serials] "Virtual PCD 00 00" = "VPCD-HX0001"`.
+    /// A serial the driver reports wins over this one.
+    #[serde(default)]
+    pub reader_serials: BTreeMap<String, String>,
 }
 
 fn default_counter_listen() -> String {
@@ -99,6 +106,7 @@ impl std::fmt::Debug for OutletSettings {
             .field("counter_listen", &self.counter_listen)
             .field("counter_allow_remote", &self.counter_allow_remote)
             .field("crm_origin", &self.crm_origin)
+            .field("reader_serials", &self.reader_serials)
             .finish()
     }
 }
@@ -249,7 +257,8 @@ pub async fn run(
     );
     let node = Arc::new(
         OutletNode::new(&settings.code, keys, journal.clone(), work.clone())
-            .with_metrics(outlet_metrics),
+            .with_metrics(outlet_metrics)
+            .with_configured_serial(settings.reader_serials.get(&settings.reader).cloned()),
     );
     let counter = match settings.counter_access()? {
         Some(access) => {

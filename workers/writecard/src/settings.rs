@@ -33,6 +33,23 @@ pub struct WritecardSettings {
     /// What EF.EHPLMN holds on written cards: `home` (the home PLMN) or `clear`.
     #[serde(default)]
     pub ehplmn: EhplmnPolicy,
+    /// What the centre does about a reader whose serial the writer ledger has not issued to
+    /// the outlet (`foreign_reader.rs`): `flag` (default) or `refuse`.
+    #[serde(default)]
+    pub foreign_reader: ForeignReaderPolicy,
+}
+
+/// What the centre does about a reader not issued to its outlet.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ForeignReaderPolicy {
+    /// Record it and publish `writer.foreign_reader`; the work goes on.
+    #[default]
+    Flag,
+    /// Also refuse write requests while the outlet's last reported reader is not issued to it
+    /// (before anything is reserved or sent). A card already written is still recorded and
+    /// flagged.
+    Refuse,
 }
 
 impl WritecardSettings {
@@ -86,6 +103,7 @@ impl Default for WritecardSettings {
             card_family: default_card_family(),
             card_families: BTreeMap::new(),
             ehplmn: EhplmnPolicy::default(),
+            foreign_reader: ForeignReaderPolicy::default(),
         }
     }
 }

@@ -21,3 +21,4 @@ pub mod seed;
 pub mod topology;
 pub mod vreaders;
 pub mod worker;
+pub mod writers;
