@@ -42,12 +42,12 @@ fn serial(prefix: &str) -> String {
 }
 
 async fn ledger_entries(world: &WriteWorld, serial: &str) -> anyhow::Result<i64> {
-    Ok(sqlx::query_scalar(
-        "SELECT count(*) FROM inventory.writer_ledger WHERE writer_serial = $1",
+    Ok(
+        sqlx::query_scalar("SELECT count(*) FROM inventory.writer_ledger WHERE writer_serial = $1")
+            .bind(serial)
+            .fetch_one(&world.env.pool)
+            .await?,
     )
-    .bind(serial)
-    .fetch_one(&world.env.pool)
-    .await?)
 }
 
 /// Purchases `serial` for Hexi and issues it to `outlet`.
@@ -65,11 +65,23 @@ async fn writer_steps_travel_as_jobs_and_a_redelivered_or_repeated_step_has_one_
     let mut world = WriteWorld::new(1, 0, &["HX01", "HX02"], |_| {}).await?;
     let serial = serial("ACR");
     let message_id = Uuid::new_v4().to_string();
-    let bought = send_with_id(&world.env, &mut world.watch, &purchase(&serial), &message_id).await?;
+    let bought = send_with_id(
+        &world.env,
+        &mut world.watch,
+        &purchase(&serial),
+        &message_id,
+    )
+    .await?;
     assert_eq!(bought.routing_key, "writer.purchased", "{}", bought.body);
     assert_eq!(bought.body["state"], "in_stock");
     // The same message again (a redelivery or a publisher's retry): the inbox's answer.
-    let again = send_with_id(&world.env, &mut world.watch, &purchase(&serial), &message_id).await?;
+    let again = send_with_id(
+        &world.env,
+        &mut world.watch,
+        &purchase(&serial),
+        &message_id,
+    )
+    .await?;
     assert_eq!(again.message_id, bought.message_id, "the same outgoing id");
     assert_eq!(again.body, bought.body);
     // The clerk records the purchase a second time: a new message, no second effect.
@@ -133,11 +145,12 @@ async fn until(
 async fn reported_reader(world: &WriteWorld, outlet: &str) -> anyhow::Result<serde_json::Value> {
     let deadline = tokio::time::Instant::now() + ANSWER;
     loop {
-        let reader: Option<Option<serde_json::Value>> =
-            sqlx::query_scalar("SELECT reader FROM writecard.reader_reports WHERE outlet_code = $1")
-                .bind(outlet)
-                .fetch_optional(&world.env.pool)
-                .await?;
+        let reader: Option<Option<serde_json::Value>> = sqlx::query_scalar(
+            "SELECT reader FROM writecard.reader_reports WHERE outlet_code = $1",
+        )
+        .bind(outlet)
+        .fetch_optional(&world.env.pool)
+        .await?;
         if let Some(reader) = reader {
             return Ok(reader.unwrap_or_default());
         }
@@ -179,7 +192,11 @@ async fn a_write_from_the_issued_reader_passes_and_one_from_another_is_recorded_
     let first = sim(&world.cards[0], Faults::default());
     let inserted = insert(&first, &reader).await;
     let order = Uuid::new_v4();
-    publish_write(&world, &request(order, "HX01", &world.cards[0], FIRST_MSISDN)).await?;
+    publish_write(
+        &world,
+        &request(order, "HX01", &world.cards[0], FIRST_MSISDN),
+    )
+    .await?;
     let written = write_outcome(&mut world.watch, order).await?;
     assert_eq!(written.routing_key, "card.written", "{}", written.body);
     let flags: i64 = sqlx::query_scalar("SELECT count(*) FROM writecard.foreign_readers")
@@ -301,7 +318,11 @@ async fn under_refuse_an_outlet_with_a_reader_not_issued_to_it_gets_no_script_un
     let issued = send(&world.env, &mut world.watch, &issue(&writer, "HX01")).await?;
     assert_eq!(issued.routing_key, "writer.issued", "{}", issued.body);
     let order = Uuid::new_v4();
-    publish_write(&world, &request(order, "HX01", &world.cards[0], FIRST_MSISDN)).await?;
+    publish_write(
+        &world,
+        &request(order, "HX01", &world.cards[0], FIRST_MSISDN),
+    )
+    .await?;
     let (written, before) = until(&mut world.watch, Duration::from_secs(40), |event| {
         event.routing_key == "card.written" && event.body["order_id"] == order.to_string()
     })

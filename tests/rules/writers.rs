@@ -110,12 +110,12 @@ async fn ledger(db: &mut PgConnection, serial: &str) -> anyhow::Result<Vec<Strin
 }
 
 async fn state(db: &mut PgConnection, serial: &str) -> anyhow::Result<(String, Option<String>)> {
-    Ok(sqlx::query_as(
-        "SELECT state, outlet_code FROM inventory.writers WHERE writer_serial = $1",
+    Ok(
+        sqlx::query_as("SELECT state, outlet_code FROM inventory.writers WHERE writer_serial = $1")
+            .bind(serial)
+            .fetch_one(db)
+            .await?,
     )
-    .bind(serial)
-    .fetch_one(db)
-    .await?)
 }
 
 #[tokio::test]
@@ -128,23 +128,50 @@ async fn a_writer_goes_through_every_step_once_with_one_ledger_entry_each() -> a
 
     let (key, body) = moved(&worker.run(&mut db, &id(), purchase(&serial)).await?);
     assert_eq!(key, "writer.purchased");
-    assert_eq!((body["state"].as_str(), body["already"].as_bool()), (Some("in_stock"), Some(false)));
+    assert_eq!(
+        (body["state"].as_str(), body["already"].as_bool()),
+        (Some("in_stock"), Some(false))
+    );
     let (key, body) = moved(&worker.run(&mut db, &id(), issue(&serial, &hx)).await?);
     assert_eq!(key, "writer.issued");
     assert_eq!(body["outlet_code"], hx.as_str());
-    assert_eq!(body["agent_ess_code"], "ESS0601", "the agent is the outlet's");
+    assert_eq!(
+        body["agent_ess_code"], "ESS0601",
+        "the agent is the outlet's"
+    );
     let (key, _) = moved(&worker.run(&mut db, &id(), take_back(&serial)).await?);
     assert_eq!(key, "writer.returned");
     assert_eq!(state(&mut db, &serial).await?, ("in_stock".into(), None));
-    let (key, body) = moved(&worker.run(&mut db, &id(), repair(&serial, RepairDirection::Out)).await?);
-    assert_eq!((key.as_str(), body["state"].as_str()), ("writer.repair_out", Some("in_repair")));
-    let (key, _) = moved(&worker.run(&mut db, &id(), repair(&serial, RepairDirection::Back)).await?);
+    let (key, body) = moved(
+        &worker
+            .run(&mut db, &id(), repair(&serial, RepairDirection::Out))
+            .await?,
+    );
+    assert_eq!(
+        (key.as_str(), body["state"].as_str()),
+        ("writer.repair_out", Some("in_repair"))
+    );
+    let (key, _) = moved(
+        &worker
+            .run(&mut db, &id(), repair(&serial, RepairDirection::Back))
+            .await?,
+    );
     assert_eq!(key, "writer.repair_back");
     let (key, body) = moved(&worker.run(&mut db, &id(), write_off(&serial)).await?);
-    assert_eq!((key.as_str(), body["state"].as_str()), ("writer.written_off", Some("written_off")));
+    assert_eq!(
+        (key.as_str(), body["state"].as_str()),
+        ("writer.written_off", Some("written_off"))
+    );
     assert_eq!(
         ledger(&mut db, &serial).await?,
-        ["purchased", "issued", "returned", "repair_out", "repair_back", "written_off"]
+        [
+            "purchased",
+            "issued",
+            "returned",
+            "repair_out",
+            "repair_back",
+            "written_off"
+        ]
     );
     // The ledger is append-only.
     let mut savepoint = db.begin().await?;
@@ -167,19 +194,35 @@ async fn every_step_repeated_answers_already_and_adds_nothing() -> anyhow::Resul
         (purchase(&serial).into(), "writer.purchased"),
         (issue(&serial, &hx).into(), "writer.issued"),
         (take_back(&serial).into(), "writer.returned"),
-        (repair(&serial, RepairDirection::Out).into(), "writer.repair_out"),
-        (repair(&serial, RepairDirection::Back).into(), "writer.repair_back"),
+        (
+            repair(&serial, RepairDirection::Out).into(),
+            "writer.repair_out",
+        ),
+        (
+            repair(&serial, RepairDirection::Back).into(),
+            "writer.repair_back",
+        ),
         (write_off(&serial).into(), "writer.written_off"),
     ];
     for (step, expected) in steps {
         let (key, first) = moved(&worker.run(&mut db, &id(), step.clone()).await?);
-        assert_eq!((key.as_str(), first["already"].as_bool()), (expected, Some(false)));
+        assert_eq!(
+            (key.as_str(), first["already"].as_bool()),
+            (expected, Some(false))
+        );
         // The clerk clicks again: a new message, the same step.
         let (key, again) = moved(&worker.run(&mut db, &id(), step).await?);
-        assert_eq!((key.as_str(), again["already"].as_bool()), (expected, Some(true)));
+        assert_eq!(
+            (key.as_str(), again["already"].as_bool()),
+            (expected, Some(true))
+        );
         assert_eq!(again["state"], first["state"]);
     }
-    assert_eq!(ledger(&mut db, &serial).await?.len(), 6, "one entry per step");
+    assert_eq!(
+        ledger(&mut db, &serial).await?.len(),
+        6,
+        "one entry per step"
+    );
     Ok(())
 }
 
@@ -206,7 +249,11 @@ async fn a_serial_recorded_again_with_other_details_is_refused() -> anyhow::Resu
     ];
     for case in cases {
         let verdict = worker.run(&mut db, &id(), case.clone()).await?;
-        assert_eq!(rejection_code(&verdict), "WRITER_SERIAL_CONFLICT", "{case:?}");
+        assert_eq!(
+            rejection_code(&verdict),
+            "WRITER_SERIAL_CONFLICT",
+            "{case:?}"
+        );
     }
     assert_eq!(ledger(&mut db, &serial).await?, ["purchased"]);
     Ok(())
@@ -233,7 +280,11 @@ async fn every_refusal_has_its_own_code_and_changes_nothing() -> anyhow::Result<
         moved(&worker.run(&mut db, &id(), purchase(serial)).await?);
     }
     moved(&worker.run(&mut db, &id(), issue(&issued, &hx)).await?);
-    moved(&worker.run(&mut db, &id(), repair(&in_repair, RepairDirection::Out)).await?);
+    moved(
+        &worker
+            .run(&mut db, &id(), repair(&in_repair, RepairDirection::Out))
+            .await?,
+    );
     moved(&worker.run(&mut db, &id(), write_off(&gone)).await?);
     let before: i64 = sqlx::query_scalar("SELECT count(*) FROM inventory.writer_ledger")
         .fetch_one(&mut *db)
@@ -282,7 +333,14 @@ async fn every_refusal_has_its_own_code_and_changes_nothing() -> anyhow::Result<
             }
             .into(),
         ),
-        ("STAFF_UNKNOWN", WriterIssue { staff_id: "NOBODY".into(), ..issue(&in_stock, &hx) }.into()),
+        (
+            "STAFF_UNKNOWN",
+            WriterIssue {
+                staff_id: "NOBODY".into(),
+                ..issue(&in_stock, &hx)
+            }
+            .into(),
+        ),
         ("WRITER_UNKNOWN", issue(&serial(), &hx).into()),
         (
             "WRITER_OTHER_BRANCH",
@@ -295,7 +353,10 @@ async fn every_refusal_has_its_own_code_and_changes_nothing() -> anyhow::Result<
         ),
         ("WRITER_OUTLET_UNKNOWN", issue(&in_stock, "NOPE").into()),
         ("WRITER_OUTLET_INACTIVE", issue(&in_stock, &revoked).into()),
-        ("WRITER_OUTLET_OTHER_BRANCH", issue(&in_stock, &heping_outlet).into()),
+        (
+            "WRITER_OUTLET_OTHER_BRANCH",
+            issue(&in_stock, &heping_outlet).into(),
+        ),
         ("WRITER_OUTLET_HAS_WRITER", issue(&in_stock, &hx).into()),
         ("WRITER_NOT_IN_STOCK", issue(&issued, &hx_other).into()),
         ("WRITER_NOT_IN_STOCK", issue(&in_repair, &hx_other).into()),
@@ -303,9 +364,18 @@ async fn every_refusal_has_its_own_code_and_changes_nothing() -> anyhow::Result<
         ("WRITER_NOT_ISSUED", take_back(&in_stock).into()),
         ("WRITER_NOT_ISSUED", take_back(&in_repair).into()),
         ("WRITER_WRITTEN_OFF", take_back(&gone).into()),
-        ("WRITER_NOT_IN_STOCK", repair(&issued, RepairDirection::Out).into()),
-        ("WRITER_NOT_IN_REPAIR", repair(&in_stock, RepairDirection::Back).into()),
-        ("WRITER_WRITTEN_OFF", repair(&gone, RepairDirection::Back).into()),
+        (
+            "WRITER_NOT_IN_STOCK",
+            repair(&issued, RepairDirection::Out).into(),
+        ),
+        (
+            "WRITER_NOT_IN_REPAIR",
+            repair(&in_stock, RepairDirection::Back).into(),
+        ),
+        (
+            "WRITER_WRITTEN_OFF",
+            repair(&gone, RepairDirection::Back).into(),
+        ),
         ("WRITER_NOT_IN_STOCK", write_off(&issued).into()),
         (
             "WRITE_OFF_REASON_MISSING",
@@ -325,12 +395,18 @@ async fn every_refusal_has_its_own_code_and_changes_nothing() -> anyhow::Result<
         .await?;
     assert_eq!(after, before, "no refusal wrote to the ledger");
     assert_eq!(state(&mut db, &in_stock).await?, ("in_stock".into(), None));
-    assert_eq!(state(&mut db, &issued).await?, ("issued".into(), Some(hx.clone())));
+    assert_eq!(
+        state(&mut db, &issued).await?,
+        ("issued".into(), Some(hx.clone()))
+    );
     // The rejection speaks to the clerk in both languages.
     let verdict = worker.run(&mut db, &id(), issue(&gone, &hx_other)).await?;
     let (_, body) = first_event(&verdict);
     assert_eq!(body["reason"]["message_zh"], "写卡器已报废");
-    assert_eq!(body["reason"]["message_en"], "The writer has been written off");
+    assert_eq!(
+        body["reason"]["message_en"],
+        "The writer has been written off"
+    );
     Ok(())
 }
 
@@ -355,13 +431,22 @@ async fn the_listing_shows_what_each_outlet_agent_and_branch_holds() -> anyhow::
             .filter(|serial| [&a, &b, &c].contains(&serial))
             .collect::<Vec<_>>()
     };
-    assert_eq!(serials(list(&mut db, &Holder::Outlet(&first)).await?), [a.clone()]);
-    assert_eq!(serials(list(&mut db, &Holder::Agent("ESS0602")).await?), [b.clone()]);
+    assert_eq!(
+        serials(list(&mut db, &Holder::Outlet(&first)).await?),
+        [a.clone()]
+    );
+    assert_eq!(
+        serials(list(&mut db, &Holder::Agent("ESS0602")).await?),
+        [b.clone()]
+    );
     let mut branch = serials(list(&mut db, &Holder::Branch(HEXI)).await?);
     branch.sort();
     let mut all = vec![a.clone(), b.clone(), c.clone()];
     all.sort();
-    assert_eq!(branch, all, "the branch lists its writers wherever they are");
+    assert_eq!(
+        branch, all,
+        "the branch lists its writers wherever they are"
+    );
     assert!(serials(list(&mut db, &Holder::Branch(HEPING)).await?).is_empty());
     Ok(())
 }
@@ -424,7 +509,11 @@ async fn a_reader_counts_as_the_outlets_only_when_the_ledger_issued_it_there() -
         reader: Some(reader(Some(serial))),
     };
     foreign_reader::record_report(refuse, &report(&theirs), &mut db).await?;
-    assert!(foreign_reader::admit_request(refuse, &here, &mut db).await.is_err());
+    assert!(
+        foreign_reader::admit_request(refuse, &here, &mut db)
+            .await
+            .is_err()
+    );
     assert!(
         foreign_reader::admit_request(ForeignReaderPolicy::Flag, &here, &mut db)
             .await
@@ -432,7 +521,11 @@ async fn a_reader_counts_as_the_outlets_only_when_the_ledger_issued_it_there() -
         "flag lets the request through"
     );
     foreign_reader::record_report(refuse, &report(&ours), &mut db).await?;
-    assert!(foreign_reader::admit_request(refuse, &here, &mut db).await.is_ok());
+    assert!(
+        foreign_reader::admit_request(refuse, &here, &mut db)
+            .await
+            .is_ok()
+    );
     let flags = foreign_reader::flags(&mut db, Some(&here), 10).await?;
     assert_eq!(flags.len(), 1, "only the foreign report was flagged");
     assert_eq!(

@@ -85,7 +85,8 @@ pub struct Writer {
     pub moved_at: DateTime<Utc>,
 }
 
-const WRITER_COLUMNS: &str = "writer_serial, model, purchase_ref, branch_code, state, outlet_code, agent_code, moved_at";
+const WRITER_COLUMNS: &str =
+    "writer_serial, model, purchase_ref, branch_code, state, outlet_code, agent_code, moved_at";
 
 async fn lock_writer(db: &mut PgConnection, serial: &str) -> Result<Option<Writer>, sqlx::Error> {
     sqlx::query_as(sqlx::AssertSqlSafe(format!(
@@ -288,7 +289,9 @@ pub async fn issue(
 ) -> Result<Outcome, JobError> {
     let writer = branch_writer(db, &issue.writer_serial, &issue.branch, &issue.staff_id).await?;
     match writer.state {
-        WriterState::Issued if writer.outlet_code.as_deref() == Some(issue.outlet_code.as_str()) => {
+        WriterState::Issued
+            if writer.outlet_code.as_deref() == Some(issue.outlet_code.as_str()) =>
+        {
             return Ok(moved(&writer, WriterEvent::Issued, true));
         }
         WriterState::InStock => {}
@@ -351,7 +354,9 @@ pub async fn take_back(
     let writer = branch_writer(db, &back.writer_serial, &back.branch, &back.staff_id).await?;
     match writer.state {
         WriterState::Issued => {}
-        WriterState::InStock if last_event(db, &writer.writer_serial).await? == WriterEvent::Returned => {
+        WriterState::InStock
+            if last_event(db, &writer.writer_serial).await? == WriterEvent::Returned =>
+        {
             return Ok(moved(&writer, WriterEvent::Returned, true));
         }
         WriterState::InStock | WriterState::InRepair => {

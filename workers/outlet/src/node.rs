@@ -381,7 +381,10 @@ impl OutletHandler for OutletNode {
             reader: self.reader_identity().await,
         };
         tracing::info!(serial = ?report.reader.as_ref().and_then(|reader| reader.serial.as_deref()), "reporting the reader");
-        Some((report.report_id.to_string(), vec![OutletAnswer::of(&report)]))
+        Some((
+            report.report_id.to_string(),
+            vec![OutletAnswer::of(&report)],
+        ))
     }
 
     /// Writes the journal says started (or finished) but never reported: the node was stopped

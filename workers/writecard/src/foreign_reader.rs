@@ -102,7 +102,11 @@ pub async fn flag(
     .bind(action_name(sighting.action))
     .execute(&mut *db)
     .await?;
-    tracing::warn!(outlet = outlet_code, seen_in = seen_in_name(sighting.seen_in), "reader not issued to this outlet");
+    tracing::warn!(
+        outlet = outlet_code,
+        seen_in = seen_in_name(sighting.seen_in),
+        "reader not issued to this outlet"
+    );
     Ok(event)
 }
 
