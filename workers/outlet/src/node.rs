@@ -103,13 +103,19 @@ impl OutletNode {
         };
         let attributes = match attributes {
             Ok(Ok(attributes)) => attributes,
+            Ok(Err(
+                simflow_reader::ReaderError::ReaderNotConnected { .. }
+                | simflow_reader::ReaderError::DriverMissing { .. },
+            )) => return None,
             Ok(Err(error)) => {
+                // The reader is there but would not say more (e.g. busy): its name and the
+                // configured serial still identify it.
                 tracing::warn!(reader = %name, code = error.code(), "the reader's attributes could not be read");
-                return None;
+                simflow_reader::ReaderAttributes::default()
             }
             Err(error) => {
                 tracing::error!(%error, "reading the reader's attributes panicked");
-                return None;
+                simflow_reader::ReaderAttributes::default()
             }
         };
         let (serial, serial_source) = match (attributes.serial, &self.configured_serial) {
