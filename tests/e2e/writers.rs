@@ -63,12 +63,12 @@ async fn issued_writer(world: &mut WriteWorld, serial: &str, outlet: &str) -> an
 async fn writer_steps_travel_as_jobs_and_a_redelivered_or_repeated_step_has_one_effect()
 -> anyhow::Result<()> {
     let mut world = WriteWorld::new(1, 0, &["HX01", "HX02"], |_| {}).await?;
-    let serial = serial("ACR");
+    let writer = serial("ACR");
     let message_id = Uuid::new_v4().to_string();
     let bought = send_with_id(
         &world.env,
         &mut world.watch,
-        &purchase(&serial),
+        &purchase(&writer),
         &message_id,
     )
     .await?;
@@ -78,18 +78,18 @@ async fn writer_steps_travel_as_jobs_and_a_redelivered_or_repeated_step_has_one_
     let again = send_with_id(
         &world.env,
         &mut world.watch,
-        &purchase(&serial),
+        &purchase(&writer),
         &message_id,
     )
     .await?;
     assert_eq!(again.message_id, bought.message_id, "the same outgoing id");
     assert_eq!(again.body, bought.body);
     // The clerk records the purchase a second time: a new message, no second effect.
-    let repeated = send(&world.env, &mut world.watch, &purchase(&serial)).await?;
+    let repeated = send(&world.env, &mut world.watch, &purchase(&writer)).await?;
     assert_eq!(repeated.body["already"], true, "{}", repeated.body);
-    assert_eq!(ledger_entries(&world, &serial).await?, 1);
+    assert_eq!(ledger_entries(&world, &writer).await?, 1);
 
-    let issued = send(&world.env, &mut world.watch, &issue(&serial, "HX01")).await?;
+    let issued = send(&world.env, &mut world.watch, &issue(&writer, "HX01")).await?;
     assert_eq!(issued.routing_key, "writer.issued", "{}", issued.body);
     assert_eq!(issued.body["agent_ess_code"], "ESS0601");
     let second = serial("ACR");
@@ -103,23 +103,23 @@ async fn writer_steps_travel_as_jobs_and_a_redelivered_or_repeated_step_has_one_
     );
 
     let back = WriterReturn {
-        writer_serial: serial.clone(),
+        writer_serial: writer.clone(),
         branch: HEXI.into(),
         staff_id: "S0601".into(),
     };
     let returned = send(&world.env, &mut world.watch, &back).await?;
     assert_eq!(returned.routing_key, "writer.returned", "{}", returned.body);
     let off = WriterWriteOff {
-        writer_serial: serial.clone(),
+        writer_serial: writer.clone(),
         branch: HEXI.into(),
         reason: "外壳破损".into(),
         staff_id: "S0601".into(),
     };
     let written_off = send(&world.env, &mut world.watch, &off).await?;
     assert_eq!(written_off.routing_key, "writer.written_off");
-    let after = send(&world.env, &mut world.watch, &issue(&serial, "HX02")).await?;
+    let after = send(&world.env, &mut world.watch, &issue(&writer, "HX02")).await?;
     assert_eq!(rejection_code(&after), "WRITER_WRITTEN_OFF");
-    assert_eq!(ledger_entries(&world, &serial).await?, 4);
+    assert_eq!(ledger_entries(&world, &writer).await?, 4);
     world.stop().await
 }
 

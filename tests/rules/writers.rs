@@ -433,11 +433,11 @@ async fn the_listing_shows_what_each_outlet_agent_and_branch_holds() -> anyhow::
     };
     assert_eq!(
         serials(list(&mut db, &Holder::Outlet(&first)).await?),
-        [a.clone()]
+        [a.as_str()]
     );
     assert_eq!(
         serials(list(&mut db, &Holder::Agent("ESS0602")).await?),
-        [b.clone()]
+        [b.as_str()]
     );
     let mut branch = serials(list(&mut db, &Holder::Branch(HEXI)).await?);
     branch.sort();
