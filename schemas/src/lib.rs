@@ -24,6 +24,7 @@ pub mod returns;
 pub mod topology;
 pub mod transfer;
 pub mod writecard;
+pub mod writers;
 
 pub use common::{CardSelection, ClerkMessage, ReturnSelection};
 pub use reason::Reason;

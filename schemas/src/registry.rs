@@ -28,6 +28,10 @@ use crate::writecard::{
     CardWriteFailed, CardWritten, OrderActivated, OrderCancel, OrderCancelled, OrderPresubmit,
     OrderPresubmitted, OrderSubmit, WriteRequest, WriteResult, WriteScriptEnvelope,
 };
+use crate::writers::{
+    ForeignReader, OutletReaderReport, WriterIssue, WriterMoved, WriterMovement, WriterPurchase,
+    WriterRepair, WriterReturn, WriterWriteOff,
+};
 
 /// Where a message travels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -249,6 +253,11 @@ contract! {
         TransferApproveIn = "transfer.approve_in.v1", MessageRole::Job(JobQueue::Transfer);
         IssuePrepare = "issue.prepare.v1", MessageRole::Job(JobQueue::Issue);
         IssueCommit = "issue.commit.v1", MessageRole::Job(JobQueue::Issue);
+        WriterPurchase = "writer.purchase.v1", MessageRole::Job(JobQueue::Issue);
+        WriterIssue = "writer.issue.v1", MessageRole::Job(JobQueue::Issue);
+        WriterReturn = "writer.return.v1", MessageRole::Job(JobQueue::Issue);
+        WriterRepair = "writer.repair.v1", MessageRole::Job(JobQueue::Issue);
+        WriterWriteOff = "writer.write_off.v1", MessageRole::Job(JobQueue::Issue);
         ReturnByList = "return.by_list.v1", MessageRole::Job(JobQueue::Return);
         ReturnQuery = "return.query.v1", MessageRole::Job(JobQueue::Return);
         ReturnByRange = "return.by_range.v1", MessageRole::Job(JobQueue::Return);
@@ -264,6 +273,7 @@ contract! {
         WriteResult = "writecard.result.v1", MessageRole::OutletResult;
         OutletHeartbeat = "outlet.heartbeat.v1", MessageRole::OutletResult;
         OutletKeyRotated = "outlet.key_rotated.v1", MessageRole::OutletResult;
+        OutletReaderReport = "outlet.reader_report.v1", MessageRole::OutletResult;
     }
     events {
         TransferCreated = "transfer.created.v1", ["transfer.created"];
@@ -283,6 +293,17 @@ contract! {
         OrderPresubmitted = "order.presubmitted.v1", ["order.presubmitted"];
         OrderActivated = "order.activated.v1", ["order.activated"];
         OrderCancelled = "order.cancelled.v1", ["order.cancelled"];
+        WriterMoved = "writer.moved.v1", ["writer.purchased", "writer.issued", "writer.returned",
+            "writer.repair_out", "writer.repair_back", "writer.written_off"],
+            by |event| match event.movement {
+                WriterMovement::Purchased => "writer.purchased",
+                WriterMovement::Issued => "writer.issued",
+                WriterMovement::Returned => "writer.returned",
+                WriterMovement::RepairOut => "writer.repair_out",
+                WriterMovement::RepairBack => "writer.repair_back",
+                WriterMovement::WrittenOff => "writer.written_off",
+            };
+        ForeignReader = "writer.foreign_reader.v1", ["writer.foreign_reader"];
     }
     shared events {
         JobRejected = "job.rejected.v1", ["*.rejected"];
@@ -306,6 +327,16 @@ job_sets! {
         Prepare(IssuePrepare), subject |m| m.batch_id.to_string();
         /// Give a prepared batch to its agent.
         Commit(IssueCommit), subject |m| m.batch_id.to_string();
+        /// Record a writer bought for a branch.
+        WriterPurchase(WriterPurchase), subject |m| m.writer_serial.clone();
+        /// Issue a writer to an outlet.
+        WriterIssue(WriterIssue), subject |m| m.writer_serial.clone();
+        /// Take a writer back from its outlet.
+        WriterReturn(WriterReturn), subject |m| m.writer_serial.clone();
+        /// Send a writer for repair, or take it back.
+        WriterRepair(WriterRepair), subject |m| m.writer_serial.clone();
+        /// Write a writer off.
+        WriterWriteOff(WriterWriteOff), subject |m| m.writer_serial.clone();
     }
     /// Jobs on `simflow.return`.
     ReturnJob {
@@ -352,6 +383,8 @@ job_sets! {
         Heartbeat(OutletHeartbeat), subject |m| m.outlet_code.clone();
         /// The node has a new key pair.
         KeyRotated(OutletKeyRotated), subject |m| m.outlet_code.clone();
+        /// The reader a node writes with, reported when it connects.
+        ReaderReport(OutletReaderReport), subject |m| m.report_id.to_string();
     }
 }
 

@@ -101,6 +101,9 @@ pub struct WriteResult {
     pub iccid: String,
     /// What happened.
     pub outcome: WriteOutcome,
+    /// The reader that ran it (absent from nodes older than the writer ledger).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reader: Option<crate::writers::ReaderIdentity>,
 }
 
 /// `card.written.v1` (routing key `card.written`): the card holds the number and proved its key.

@@ -22,3 +22,4 @@ mod support;
 mod transfers;
 mod trust;
 mod writecard;
+mod writers;

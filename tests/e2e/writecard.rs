@@ -232,6 +232,7 @@ async fn results_not_sent_by_the_outlet_are_dead_lettered_and_change_nothing() -
             auth_answer: "db08".into(),
             apdu_count: 1,
         },
+        reader: None,
     };
     // HX02 claims to be HX01: its validated user_id gives it away.
     let hx02 = world.outlet_client("HX02").await?;

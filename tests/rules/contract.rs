@@ -18,7 +18,7 @@ mod generate;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::Value;
-use simflow_inventory::{fee, selection};
+use simflow_inventory::{fee, selection, writers};
 use simflow_schemas::common::{CardSelection, formats};
 use simflow_schemas::registry::{
     self, CardFileJob, IssueJob, JobSet, MessageRole, OutletResultJob, OutletWorkJob, ReturnJob,
@@ -50,6 +50,11 @@ const CHECKED_BY_THE_DATABASE: &[(&str, &str, &str)] = &[
         "writecard.request.v1",
         "/outlet_code",
         "OUTLET_UNKNOWN (provisioning accepts only such codes)",
+    ),
+    (
+        "writer.issue.v1",
+        "/outlet_code",
+        "WRITER_OUTLET_UNKNOWN (provisioning accepts only such codes)",
     ),
     (
         "card.read_request.v1",
@@ -108,6 +113,14 @@ fn range(first: &str, last: &str) -> Verdict {
     }
 }
 
+/// The writer serial check every `writer.*` job runs (`writers::parse_serial`).
+fn serial(serial: &str) -> Verdict {
+    match writers::parse_serial(serial) {
+        Ok(_) => Verdict::Accepted,
+        Err(reason) => Verdict::Rejected(reason.code.to_owned()),
+    }
+}
+
 fn then(first: Verdict, second: impl FnOnce() -> Verdict) -> Verdict {
     match first {
         Verdict::Accepted => second(),
@@ -131,6 +144,11 @@ fn on_queue(queue: JobQueue, message_type: &str, body: &[u8]) -> Verdict {
                 Err(rejection) => rejected(rejection),
             },
             IssueJob::Commit(_) => Verdict::Accepted,
+            IssueJob::WriterPurchase(purchase) => serial(&purchase.writer_serial),
+            IssueJob::WriterIssue(issue) => serial(&issue.writer_serial),
+            IssueJob::WriterReturn(back) => serial(&back.writer_serial),
+            IssueJob::WriterRepair(repair) => serial(&repair.writer_serial),
+            IssueJob::WriterWriteOff(write_off) => serial(&write_off.writer_serial),
         }),
         JobQueue::Return => decoded::<ReturnJob>(message_type, body).map(|job| {
             let fee_of = |amount: i64| match fee::check_entered(amount) {

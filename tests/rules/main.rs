@@ -10,3 +10,4 @@ mod issue;
 mod returns;
 mod transfers;
 mod writecard;
+mod writers;

@@ -175,8 +175,12 @@ async fn a_result_not_sent_by_the_named_outlet_waits_for_ops() -> anyhow::Result
             card_state: CardWriteState::Untouched,
             reason: ClerkMessage::new("X", "x", "x"),
         },
+        reader: None,
     };
-    let worker = TestWorker::new(OutletResultsHandler { keks: keks() });
+    let worker = TestWorker::new(OutletResultsHandler {
+        keks: keks(),
+        foreign_reader: Default::default(),
+    });
     // A publisher's own user, not the outlet's.
     let mut job = BatchJob::fresh(&id(), OutletResultJob::WriteResult(result));
     job.context.user_id = Some("guest".into());

@@ -109,7 +109,10 @@ pub async fn receive_cards(
 
 /// A test worker of the batch issue handler with the default settings.
 pub fn issue_worker() -> TestWorker<IssueHandler> {
-    TestWorker::new(IssueHandler::new(&InventorySettings::default()))
+    TestWorker::new(IssueHandler::new(
+        &InventorySettings::default(),
+        simflow_writecard::outlets::lookup_for_writers,
+    ))
 }
 
 /// Receives `count` new normal cards of department DU06 into Hexi's target warehouse and issues

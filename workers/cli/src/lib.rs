@@ -53,6 +53,9 @@ pub enum Command {
     /// Outlets, central side: provision, revoke, list.
     #[command(subcommand)]
     Outlets(commands::outlets::OutletsCommand),
+    /// The writer ledger: purchase, issue, return, repair, write off; who holds which writer.
+    #[command(subcommand)]
+    Writers(commands::writers::WritersCommand),
     /// The outlet writer node: key pair, readers, run.
     #[command(subcommand)]
     Outlet(commands::outlet::OutletCommand),
@@ -112,6 +115,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Dlq(command) => commands::dlq::run(&settings, command).await,
         Command::Console(command) => commands::console::run(settings, command).await,
         Command::Outlets(command) => commands::outlets::run(&settings, command).await,
+        Command::Writers(command) => commands::writers::run(&settings, command).await,
         Command::Outlet(command) => commands::outlet::run(&settings, command).await,
         Command::Numbers(command) => commands::outlets::run_numbers(&settings, command).await,
         Command::Inventory(command) => commands::inventory::run(&settings, command).await,

@@ -186,7 +186,10 @@ pub fn start(
             WorkerKind::Transfer => spawn(&mut tasks, simflow_inventory::TransferHandler, &parts),
             WorkerKind::Issue => spawn(
                 &mut tasks,
-                simflow_inventory::IssueHandler::new(&inventory),
+                simflow_inventory::IssueHandler::new(
+                    &inventory,
+                    simflow_writecard::outlets::lookup_for_writers,
+                ),
                 &parts,
             ),
             WorkerKind::Return => spawn(&mut tasks, simflow_inventory::ReturnHandler, &parts),
@@ -197,6 +200,7 @@ pub fn start(
                     simflow_carddata::kek::KekRing::from_settings(&settings.carddata)
                         .map_err(|error| anyhow::Error::new(error).context("carddata settings"))?,
                 );
+                let foreign_reader = writecard.foreign_reader;
                 spawn(
                     &mut tasks,
                     simflow_writecard::WriteCardHandler {
@@ -207,7 +211,10 @@ pub fn start(
                 );
                 spawn(
                     &mut tasks,
-                    simflow_writecard::OutletResultsHandler { keks },
+                    simflow_writecard::OutletResultsHandler {
+                        keks,
+                        foreign_reader,
+                    },
                     &parts,
                 );
                 spawn(&mut tasks, simflow_writecard::OutletExpiredHandler, &parts);

@@ -375,6 +375,7 @@ pub fn node_settings(
         tls_key: None,
         heartbeat_seconds: simflow_outlet::default_heartbeat(),
         key_grace_seconds: 600,
+        reader_serials: Default::default(),
     }
 }
 

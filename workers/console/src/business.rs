@@ -12,6 +12,11 @@
 //! `[console] business_refresh_seconds` (60 s by default; README has the measured cost).
 //! The values only grow (the ledger is append-only), so they are counters; they are served by
 //! one process, the console, so no sum double-counts.
+//!
+//! Beside them, `simflow_foreign_readers_total{seen_in,action}`: the times an outlet reported
+//! or wrote with a reader the writer ledger has not issued to it (`writecard.foreign_readers`,
+//! through `simflow_writecard::foreign_reader::counts`; the labels are two fixed sets, every
+//! pair served from zero).
 
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -36,6 +41,7 @@ pub struct BusinessCounters {
 struct Cached {
     read_at: Instant,
     counts: Vec<UnitEventCount>,
+    foreign_readers: Vec<(String, String, i64)>,
     query_seconds: f64,
 }
 
@@ -59,9 +65,12 @@ impl BusinessCounters {
             let started = Instant::now();
             let mut connection = pool.acquire().await?;
             let counts = simflow_inventory::queries::card_events_by_unit(&mut connection).await?;
+            let foreign_readers =
+                simflow_writecard::foreign_reader::counts(&mut connection).await?;
             *cached = Some(Cached {
                 read_at: Instant::now(),
                 counts,
+                foreign_readers,
                 query_seconds: started.elapsed().as_secs_f64(),
             });
         }
@@ -71,9 +80,12 @@ impl BusinessCounters {
             .unwrap_or_else(|| Cached {
                 read_at: Instant::now(),
                 counts: Vec::new(),
+                foreign_readers: Vec::new(),
                 query_seconds: 0.0,
             });
-        Ok(exposition_text(&cached.counts, cached.query_seconds))
+        let mut text = exposition_text(&cached.counts, cached.query_seconds);
+        text.push_str(&foreign_readers_text(&cached.foreign_readers));
+        Ok(text)
     }
 }
 
@@ -99,6 +111,27 @@ pub fn exposition_text(counts: &[UnitEventCount], query_seconds: f64) -> String 
          # TYPE simflow_cards_query_seconds gauge\n\
          simflow_cards_query_seconds {query_seconds}\n"
     );
+    text
+}
+
+/// The text exposition of the foreign-reader flags, every `(seen_in, action)` pair from zero.
+pub fn foreign_readers_text(counts: &[(String, String, i64)]) -> String {
+    let mut text = String::from(
+        "# HELP simflow_foreign_readers_total Times an outlet reported or wrote with a reader not issued to it (writer ledger).\n\
+         # TYPE simflow_foreign_readers_total counter\n",
+    );
+    for seen_in in ["connect", "write_result"] {
+        for action in ["flagged", "refused"] {
+            let count = counts
+                .iter()
+                .find(|(seen, done, _)| seen == seen_in && done == action)
+                .map_or(0, |(_, _, count)| *count);
+            let _ = writeln!(
+                text,
+                "simflow_foreign_readers_total{{seen_in=\"{seen_in}\",action=\"{action}\"}} {count}"
+            );
+        }
+    }
     text
 }
 

@@ -28,6 +28,7 @@ use crate::selection;
 use crate::slip;
 use crate::staff::{self, Permission};
 use crate::states::{BatchState, CardState, LedgerEvent};
+use crate::writers::{self, OutletLookup};
 
 /// The inventory section of the configuration (`[inventory]`).
 #[derive(Debug, Clone, Deserialize)]
@@ -49,18 +50,22 @@ impl Default for InventorySettings {
     }
 }
 
-/// The batch issue worker's handler.
+/// The batch issue worker's handler; it also takes the branch's writer ledger jobs
+/// (`writer.*`, [`crate::writers`]).
 #[derive(Debug, Clone)]
 pub struct IssueHandler {
     /// How long a prepared batch holds its cards.
     pub hold: Duration,
+    /// The outlet register a writer issue checks the outlet against.
+    pub outlets: OutletLookup,
 }
 
 impl IssueHandler {
-    /// A handler configured from the `[inventory]` settings.
-    pub fn new(settings: &InventorySettings) -> IssueHandler {
+    /// A handler configured from the `[inventory]` settings, with the outlet register.
+    pub fn new(settings: &InventorySettings, outlets: OutletLookup) -> IssueHandler {
         IssueHandler {
             hold: Duration::from_secs(settings.issue_hold_seconds),
+            outlets,
         }
     }
 }
@@ -78,6 +83,11 @@ impl Handler for IssueHandler {
         match job {
             IssueJob::Prepare(prepare) => prepare_batch(self.hold, context, prepare, db).await,
             IssueJob::Commit(commit) => commit_batch(context, commit, db).await,
+            IssueJob::WriterPurchase(purchase) => writers::purchase(context, purchase, db).await,
+            IssueJob::WriterIssue(issue) => writers::issue(self.outlets, context, issue, db).await,
+            IssueJob::WriterReturn(back) => writers::take_back(context, back, db).await,
+            IssueJob::WriterRepair(repair) => writers::repair(context, repair, db).await,
+            IssueJob::WriterWriteOff(write_off) => writers::write_off(context, write_off, db).await,
         }
     }
 }

@@ -1,6 +1,7 @@
 //! Blank-card inventory: the organisation (units, warehouses, staff IDs, agents, card types),
 //! the cards with their append-only ledger, and the workers that move them: transfers with two
-//! approvals, batch issue to agents, batch return from agents.
+//! approvals, batch issue to agents, batch return from agents; and the branches' card writers
+//! (the writer ledger, `writers`).
 //!
 //! Every table lives in the `inventory` PostgreSQL schema and only this crate touches it; other
 //! crates (write-card) call the functions here. Cards move by set-based SQL over ICCID lists and
@@ -24,6 +25,7 @@ pub mod slip;
 pub mod staff;
 pub mod states;
 pub mod transfer;
+pub mod writers;
 pub mod writing;
 
 pub use issue::{InventorySettings, IssueHandler};

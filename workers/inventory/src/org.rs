@@ -84,7 +84,13 @@ pub async fn load_units(db: &mut PgConnection, reader: impl Read) -> anyhow::Res
 /// Loads staff IDs and their warehouse bindings; returns how many lines.
 pub async fn load_staff(db: &mut PgConnection, reader: impl Read) -> anyhow::Result<usize> {
     let lines: Vec<StaffLine> = read_csv(reader, "staff")?;
-    const KNOWN: [&str; 3] = ["transfer_create", "transfer_approve", "ess_batch"];
+    const KNOWN: [&str; 5] = [
+        "transfer_create",
+        "transfer_approve",
+        "ess_batch",
+        "writer_purchase",
+        "writers",
+    ];
     for line in &lines {
         let permissions: Vec<String> = line
             .permissions

@@ -39,4 +39,19 @@ simflow_schemas::reasons! {
     TRANSFER_UNKNOWN = "调拨单不存在", "No such transfer";
     TRANSFER_ID_CONFLICT = "调拨单号已存在且内容不同", "The transfer id is already used for a different transfer";
     APPROVE_IN_BEFORE_OUT = "调拨单尚未调出审核，不能调入审核", "The transfer has not been approved out yet, so it cannot be approved in";
+    BRANCH_UNKNOWN = "分公司二级库编码不存在", "No branch has this secondary warehouse code";
+    WRITER_SERIAL_INVALID = "写卡器序列号为空或超过64个字符", "The writer serial is empty or longer than 64 characters";
+    WRITER_PURCHASE_INCOMPLETE = "写卡器型号和采购单号不能为空", "The writer's model and purchase reference must not be empty";
+    WRITER_SERIAL_CONFLICT = "该序列号的写卡器已登记，型号、采购单号或分公司不同", "A writer with this serial is already recorded with another model, purchase reference or branch";
+    WRITER_UNKNOWN = "写卡器未登记", "No writer with this serial is recorded";
+    WRITER_OTHER_BRANCH = "写卡器不属于该分公司", "The writer belongs to another branch";
+    WRITER_NOT_IN_STOCK = "写卡器不在分公司库存中", "The writer is not in the branch's stock";
+    WRITER_NOT_ISSUED = "写卡器未发放给网点", "The writer is not issued to an outlet";
+    WRITER_NOT_IN_REPAIR = "写卡器不在维修中", "The writer is not at the repairer";
+    WRITER_WRITTEN_OFF = "写卡器已报废", "The writer has been written off";
+    WRITER_OUTLET_UNKNOWN = "写卡网点不存在", "No outlet has this code";
+    WRITER_OUTLET_INACTIVE = "写卡网点已停用", "The outlet is revoked";
+    WRITER_OUTLET_OTHER_BRANCH = "网点所属代理商不属于该分公司或已停用", "The outlet's agent is not an active agent of this branch";
+    WRITER_OUTLET_HAS_WRITER = "该网点已有写卡器，请先收回", "The outlet already holds a writer; take it back first";
+    WRITE_OFF_REASON_MISSING = "报废原因不能为空", "Say why the writer is written off";
 }

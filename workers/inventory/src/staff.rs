@@ -14,6 +14,10 @@ pub enum Permission {
     TransferApprove,
     /// May issue cards to agents and take returns (HQ ESS 批量领卡/批量退卡).
     EssBatch,
+    /// May record writers bought for the branch of this secondary warehouse (market department).
+    WriterPurchase,
+    /// May issue, take back, send for repair and write off the branch's writers.
+    Writers,
 }
 
 impl Permission {
@@ -23,6 +27,8 @@ impl Permission {
             Permission::TransferCreate => "transfer_create",
             Permission::TransferApprove => "transfer_approve",
             Permission::EssBatch => "ess_batch",
+            Permission::WriterPurchase => "writer_purchase",
+            Permission::Writers => "writers",
         }
     }
 }

@@ -65,3 +65,37 @@ pub enum LedgerEvent {
     /// Sold (line opened).
     Sold,
 }
+
+/// Where a card writer is (`inventory.writers.state`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, sqlx::Type)]
+#[sqlx(type_name = "text", rename_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
+pub enum WriterState {
+    /// In its branch's stock: may be issued, sent for repair or written off.
+    InStock,
+    /// With an agent's outlet: may only come back.
+    Issued,
+    /// At the repairer: may come back or be written off.
+    InRepair,
+    /// Written off: final.
+    WrittenOff,
+}
+
+/// What a writer ledger entry records (`inventory.writer_ledger.event`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, sqlx::Type)]
+#[sqlx(type_name = "text", rename_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
+pub enum WriterEvent {
+    /// Bought by the market department for a branch.
+    Purchased,
+    /// Issued to an outlet.
+    Issued,
+    /// Back from an outlet.
+    Returned,
+    /// Sent for repair.
+    RepairOut,
+    /// Back from repair.
+    RepairBack,
+    /// Written off.
+    WrittenOff,
+}

@@ -22,6 +22,7 @@ pub mod node;
 pub mod readers;
 pub mod status;
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -101,6 +102,12 @@ pub struct OutletSettings {
     /// (`[writecard] script_ttl_seconds`, 110).
     #[serde(default = "default_key_grace")]
     pub key_grace_seconds: u64,
+    /// The writer serial of each reader whose driver reports none
+    /// (`SCARD_ATTR_VENDOR_IFD_SERIAL_NO`), by PC/SC reader name, e.g. the virtual reader used
+    /// with the software SIM: `[outlet.reader_serials] "Virtual PCD 00 00" = "VPCD-HX0001"`.
+    /// A serial the driver reports wins over this one.
+    #[serde(default)]
+    pub reader_serials: BTreeMap<String, String>,
 }
 
 fn default_key_grace() -> u64 {
@@ -144,6 +151,7 @@ impl std::fmt::Debug for OutletSettings {
             .field("tls_key", &self.tls_key)
             .field("heartbeat_seconds", &self.heartbeat_seconds)
             .field("key_grace_seconds", &self.key_grace_seconds)
+            .field("reader_serials", &self.reader_serials)
             .finish()
     }
 }
@@ -384,7 +392,8 @@ pub async fn run(
         work.clone(),
     )
     .with_key_ring(keys)
-    .with_metrics(outlet_metrics);
+    .with_metrics(outlet_metrics)
+    .with_configured_serial(settings.reader_serials.get(&settings.reader).cloned());
     if settings.heartbeat_seconds > 0 {
         node = node.with_heartbeat(Duration::from_secs(settings.heartbeat_seconds));
     }

@@ -22,6 +22,7 @@ use simflow_schemas::common::ClerkMessage;
 use simflow_schemas::outlet::OutletHeartbeat;
 use simflow_schemas::registry::OutletWorkJob;
 use simflow_schemas::writecard::{CardWriteState, WriteOutcome, WriteResult, WriteScriptEnvelope};
+use simflow_schemas::writers::{OutletReaderReport, ReaderIdentity, SerialSource};
 use simflow_seal::OutletKeyPair;
 use zeroize::Zeroizing;
 
@@ -40,6 +41,7 @@ pub struct OutletNode {
     metrics: OutletMetrics,
     card_lock: CardLock,
     heartbeat_every: Option<std::time::Duration>,
+    configured_serial: Option<String>,
 }
 
 /// Held by whoever uses the card: the queue's work, or a read the counter page asked for.
@@ -98,6 +100,7 @@ impl OutletNode {
             metrics: OutletMetrics::detached(),
             card_lock: CardLock::default(),
             heartbeat_every: None,
+            configured_serial: None,
         }
     }
 
@@ -111,6 +114,53 @@ impl OutletNode {
     pub fn with_heartbeat(mut self, every: std::time::Duration) -> OutletNode {
         self.heartbeat_every = Some(every);
         self
+    }
+
+    /// The writer serial to report for this node's reader when its driver reports none
+    /// (`[outlet.reader_serials]`).
+    pub fn with_configured_serial(mut self, serial: Option<String>) -> OutletNode {
+        self.configured_serial = serial.filter(|serial| !serial.trim().is_empty());
+        self
+    }
+
+    /// The reader's identity as PC/SC reports it (a direct connection, no card touched), with
+    /// the configured serial where the driver reports none; `None` when the reader is not there.
+    /// Callers hold the card lock.
+    async fn reader_identity(&self) -> Option<ReaderIdentity> {
+        let name = self.work.reader.clone();
+        let attributes = {
+            let name = name.clone();
+            tokio::task::spawn_blocking(move || simflow_reader::reader_attributes(&name)).await
+        };
+        let attributes = match attributes {
+            Ok(Ok(attributes)) => attributes,
+            Ok(Err(
+                simflow_reader::ReaderError::ReaderNotConnected { .. }
+                | simflow_reader::ReaderError::DriverMissing { .. },
+            )) => return None,
+            Ok(Err(error)) => {
+                // The reader is there but would not say more (e.g. busy): its name and the
+                // configured serial still identify it.
+                tracing::warn!(reader = %name, code = error.code(), "the reader's attributes could not be read");
+                simflow_reader::ReaderAttributes::default()
+            }
+            Err(error) => {
+                tracing::error!(%error, "reading the reader's attributes panicked");
+                simflow_reader::ReaderAttributes::default()
+            }
+        };
+        let (serial, serial_source) = match (attributes.serial, &self.configured_serial) {
+            (Some(serial), _) => (Some(serial), Some(SerialSource::Driver)),
+            (None, Some(configured)) => (Some(configured.clone()), Some(SerialSource::Configured)),
+            (None, None) => (None, None),
+        };
+        Some(ReaderIdentity {
+            name,
+            vendor: attributes.vendor,
+            ifd_type: attributes.ifd_type,
+            serial,
+            serial_source,
+        })
     }
 
     /// Records this node's writes in `metrics` (served on the node's `/metrics`).
@@ -278,6 +328,7 @@ impl OutletNode {
             outlet_code: self.outlet_code.clone(),
             iccid: envelope.iccid.clone(),
             outcome,
+            reader: self.reader_identity().await,
         };
         self.metrics
             .write_finished(&self.outlet_code, &result.outcome, started.elapsed());
@@ -387,6 +438,22 @@ impl OutletHandler for OutletNode {
                 self.write(&work.message_id, envelope, shutdown).await
             }
         }
+    }
+
+    /// The reader's identity, reported at every connect so the centre can check it against the
+    /// writer ledger before it sends work (`outlet.reader_report.v1`).
+    async fn connected(&self) -> Option<(String, Vec<OutletAnswer>)> {
+        let _card = self.card_lock.lock().await;
+        let report = OutletReaderReport {
+            report_id: uuid::Uuid::new_v4(),
+            outlet_code: self.outlet_code.clone(),
+            reader: self.reader_identity().await,
+        };
+        tracing::info!(serial = ?report.reader.as_ref().and_then(|reader| reader.serial.as_deref()), "reporting the reader");
+        Some((
+            report.report_id.to_string(),
+            vec![OutletAnswer::of(&report)],
+        ))
     }
 
     /// Writes the journal says started (or finished) but never reported: the node was stopped

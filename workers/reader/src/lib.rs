@@ -48,6 +48,53 @@ fn reader_names(context: &Context) -> Result<Vec<String>, ReaderError> {
         .collect())
 }
 
+/// What a reader's driver says about the reader itself (the writer ledger names a writer by its
+/// serial). A driver that does not offer an attribute leaves it `None`; so does one that answers
+/// with nothing but NULs or spaces.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReaderAttributes {
+    /// `SCARD_ATTR_VENDOR_NAME`.
+    pub vendor: Option<String>,
+    /// `SCARD_ATTR_VENDOR_IFD_TYPE`.
+    pub ifd_type: Option<String>,
+    /// `SCARD_ATTR_VENDOR_IFD_SERIAL_NO`.
+    pub serial: Option<String>,
+}
+
+impl ReaderAttributes {
+    fn read(card: &pcsc::Card) -> ReaderAttributes {
+        let text = |attribute| {
+            let bytes = card.get_attribute_owned(attribute).ok()?;
+            let text = String::from_utf8_lossy(&bytes);
+            let text = text.trim_matches(|c: char| c == '\0' || c.is_whitespace());
+            (!text.is_empty()).then(|| text.to_owned())
+        };
+        ReaderAttributes {
+            vendor: text(pcsc::Attribute::VendorName),
+            ifd_type: text(pcsc::Attribute::VendorIfdType),
+            serial: text(pcsc::Attribute::VendorIfdSerialNo),
+        }
+    }
+}
+
+/// Reads the attributes of the reader called `name` with or without a card in it, through a
+/// direct connection (`SCARD_SHARE_DIRECT`: no card is powered or touched). Fails while another
+/// process holds the card exclusively; a connected [`Reader`] answers [`Reader::attributes`].
+pub fn reader_attributes(name: &str) -> Result<ReaderAttributes, ReaderError> {
+    let context = establish()?;
+    let name = CString::new(name).map_err(|_| ReaderError::ReaderNotConnected {
+        cause: "reader name contains NUL".into(),
+    })?;
+    let card = context
+        .connect(&name, ShareMode::Direct, Protocols::UNDEFINED)
+        .map_err(|error| ReaderError::from_pcsc(error, "SCardConnect(direct)", false))?;
+    let attributes = ReaderAttributes::read(&card);
+    if let Err((_, error)) = card.disconnect(Disposition::LeaveCard) {
+        tracing::debug!(error = pcsc_name(error), "direct disconnect failed");
+    }
+    Ok(attributes)
+}
+
 /// One reader as pcscd shows it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct ReaderPresence {
@@ -260,6 +307,15 @@ impl Reader {
         self.card = Some(card);
         tracing::debug!(reader = self.name(), atr = %hex::encode(&self.atr), "card connected");
         Ok(())
+    }
+
+    /// The reader's attributes through the connected card's handle, or a direct connection
+    /// when no card is connected.
+    pub fn attributes(&self) -> Result<ReaderAttributes, ReaderError> {
+        match &self.card {
+            Some(card) => Ok(ReaderAttributes::read(card)),
+            None => reader_attributes(self.name()),
+        }
     }
 
     /// The ATR of the connected card.

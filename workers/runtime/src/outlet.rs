@@ -125,6 +125,13 @@ pub trait OutletHandler: Send + Sync + 'static {
     fn heartbeat(&self) -> Option<OutletAnswer> {
         None
     }
+
+    /// What the node tells the centre each time it connects, after [`OutletHandler::recover`]
+    /// and before it consumes (e.g. its reader's identity), as `(message id, answers)`;
+    /// published like any answer. Nothing by default.
+    fn connected(&self) -> impl Future<Output = Option<(String, Vec<OutletAnswer>)>> + Send {
+        async { None }
+    }
 }
 
 /// Why the outlet consumer stopped for good.
@@ -272,6 +279,11 @@ async fn serve<H: OutletHandler>(
         if let Err(error) = publish_answers(connection, &publisher, &message_id, &answers).await {
             tracing::warn!(%error, message_id, "could not publish a recovered answer; it is tried again at the next start");
         }
+    }
+    if let Some((message_id, answers)) = handler.connected().await
+        && let Err(error) = publish_answers(connection, &publisher, &message_id, &answers).await
+    {
+        tracing::warn!(%error, "could not publish the connect report; it is sent again at the next connect");
     }
     reporting.waiting();
     let heartbeat = handler.heartbeat_every().map(|every| {

@@ -10,8 +10,8 @@ use simflow_schemas::registry::{OutletResultJob, OutletWorkJob, WriteCardJob};
 use simflow_schemas::topology::JobQueue;
 use sqlx::PgConnection;
 
-use crate::settings::WritecardSettings;
-use crate::{orders, reasons, request, results};
+use crate::settings::{ForeignReaderPolicy, WritecardSettings};
+use crate::{foreign_reader, orders, reasons, request, results};
 
 /// What a write request or an order step dead-letters with (they need ops).
 const WRITECARD_NEEDS_OPS: &[simflow_schemas::Reason] = &[
@@ -72,11 +72,13 @@ impl Handler for WriteCardHandler {
     }
 }
 
-/// Card reads and write results from outlet nodes.
+/// Card reads, write results and reader reports from outlet nodes.
 #[derive(Debug, Clone)]
 pub struct OutletResultsHandler {
     /// Key-encryption keys of the card data (to check the card's answer).
     pub keks: Arc<KekRing>,
+    /// What a reader not issued to its outlet gets (`[writecard] foreign_reader`).
+    pub foreign_reader: ForeignReaderPolicy,
 }
 
 impl Handler for OutletResultsHandler {
@@ -103,6 +105,9 @@ impl Handler for OutletResultsHandler {
             }
             OutletResultJob::KeyRotated(rotated) => {
                 results::key_rotated(context, rotated, db).await
+            }
+            OutletResultJob::ReaderReport(report) => {
+                foreign_reader::reader_report(self.foreign_reader, context, report, db).await
             }
         }
     }

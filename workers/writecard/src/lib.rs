@@ -10,12 +10,15 @@
 //! broker user; the card's answer to the challenge matches its keys) before the card counts as
 //! written. Pre-submit computes fees and the acceptance form; final submit marks the card sold
 //! and tells the provisioning system; cancel releases what the order held.
+//! The outlet's reader is checked against the writer ledger (`foreign_reader`): flagged, or
+//! under `refuse` its write requests refused before anything is reserved.
 //!
 //! Tables live in the `writecard` PostgreSQL schema. Cards and org data are the inventory's,
 //! reached through `simflow_inventory::writing`; keys are the card data's, reached through
 //! `simflow_carddata::keys`. No key leaves this crate except sealed in a write script.
 
 pub mod fees;
+pub mod foreign_reader;
 pub mod handlers;
 pub mod numbers;
 pub mod orders;

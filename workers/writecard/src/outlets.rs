@@ -777,3 +777,26 @@ pub async fn write_crl(db: &mut PgConnection, crl: &CrlFile<'_>) -> anyhow::Resu
         .with_context(|| format!("writing {}", crl.path.display()))?;
     Ok(())
 }
+
+/// The outlet register as the inventory's writer ledger asks it, in the job's transaction
+/// (a `simflow_inventory::writers::OutletLookup`).
+pub fn lookup_for_writers<'c>(
+    db: &'c mut PgConnection,
+    outlet_code: &'c str,
+) -> std::pin::Pin<
+    Box<
+        dyn std::future::Future<
+                Output = Result<Option<simflow_inventory::writers::OutletFacts>, sqlx::Error>,
+            > + Send
+            + 'c,
+    >,
+> {
+    Box::pin(async move {
+        Ok(get(db, outlet_code)
+            .await?
+            .map(|outlet| simflow_inventory::writers::OutletFacts {
+                agent_code: outlet.agent_code,
+                active: outlet.active,
+            }))
+    })
+}

@@ -33,4 +33,5 @@ simflow_schemas::reasons! {
     CARD_STATE_INCONSISTENT = "白卡状态与订单或写卡结果不一致，请联系运维", "The card's state does not match its order or write result; ops must check the card's history";
     KEY_ROTATION_REFUSED = "写卡器密钥更换未被接受，请联系运维", "The writer's key rotation was not accepted (it names a key the centre does not seal to); ops must look at it";
     OUTLET_REFUSED_WORK = "写卡器拒收了该任务，请联系运维", "The outlet's writer refused the work; ops must look at it";
+    WRITER_NOT_ISSUED_HERE = "该网点的写卡器未在写卡器发放明细中登记给本网点，请使用分公司发放的写卡器", "The outlet's card writer is not issued to this outlet in the writer ledger; use the writer the branch issued";
 }

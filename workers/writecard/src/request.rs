@@ -15,6 +15,7 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 use zeroize::Zeroizing;
 
+use crate::foreign_reader;
 use crate::numbers;
 use crate::orders::{self, Order};
 use crate::outlets;
@@ -89,6 +90,8 @@ pub async fn handle(
         return Err(JobError::reject(reasons::OUTLET_SUSPENDED));
     }
 
+    // The reader: under `foreign_reader = "refuse"`, the one issued to this outlet.
+    foreign_reader::admit_request(settings.foreign_reader, &request.outlet_code, db).await?;
     // The card: issued to this outlet's agent, still blank.
     let Some(card) = simflow_inventory::writing::card_for_write(db, &request.iccid).await? else {
         return Err(JobError::reject(reasons::CARD_UNKNOWN));

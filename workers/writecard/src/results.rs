@@ -17,9 +17,11 @@ use simflow_schemas::outlet::{OutletHeartbeat, OutletKeyRotated};
 use simflow_schemas::writecard::{
     CardWriteFailed, CardWriteState, WriteOutcome, WriteResult, WriteScriptEnvelope,
 };
+use simflow_schemas::writers::{ForeignReaderAction, ForeignReaderSeen};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
+use crate::foreign_reader::{self, ReaderCheck, Sighting};
 use crate::numbers;
 use crate::orders;
 use crate::outlets::{self, OutletState};
@@ -53,7 +55,7 @@ async fn lock_script(
 
 /// Refuses a result whose validated sender is not the named outlet's broker user (as recorded
 /// when the outlet was provisioned).
-async fn check_sender(
+pub(crate) async fn check_sender(
     db: &mut PgConnection,
     context: &JobContext,
     outlet_code: &str,
@@ -260,6 +262,27 @@ pub async fn write_result(
             reason,
         } => withdraw(db, &order, &script.iccid, cause, reason).await?,
     };
+    // The card is recorded as it is whatever the reader; a reader the writer ledger has not
+    // issued to this outlet is flagged beside it, never refused (`foreign_reader.rs`).
+    let reader = result.reader.as_ref();
+    let outcome = match foreign_reader::check(db, &result.outlet_code, reader).await? {
+        ReaderCheck::Issued => outcome,
+        ReaderCheck::Foreign { issued_to } => {
+            let sighting = Sighting {
+                seen_in: ForeignReaderSeen::WriteResult,
+                script_id: Some(result.script_id),
+                action: ForeignReaderAction::Flagged,
+            };
+            let flagged =
+                foreign_reader::flag(db, &result.outlet_code, reader, issued_to, sighting).await?;
+            outcome.and_event(&flagged)
+        }
+    };
+    sqlx::query("UPDATE writecard.scripts SET reader_serial = $2 WHERE script_id = $1")
+        .bind(result.script_id)
+        .bind(reader.and_then(|reader| reader.serial.as_deref()))
+        .execute(&mut *db)
+        .await?;
     settle_script(db, result.script_id, state, &outcome).await?;
     Ok(outcome)
 }

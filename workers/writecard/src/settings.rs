@@ -46,6 +46,23 @@ pub struct WritecardSettings {
     /// Where revoking an outlet's certificate writes the CA's CRL (PEM); none when unset.
     #[serde(default)]
     pub outlet_crl: Option<PathBuf>,
+    /// What the centre does about a reader whose serial the writer ledger has not issued to
+    /// the outlet (`foreign_reader.rs`): `flag` (default) or `refuse`.
+    #[serde(default)]
+    pub foreign_reader: ForeignReaderPolicy,
+}
+
+/// What the centre does about a reader not issued to its outlet.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ForeignReaderPolicy {
+    /// Record it and publish `writer.foreign_reader`; the work goes on.
+    #[default]
+    Flag,
+    /// Also refuse write requests while the outlet's last reported reader is not issued to it
+    /// (before anything is reserved or sent). A card already written is still recorded and
+    /// flagged.
+    Refuse,
 }
 
 impl WritecardSettings {
@@ -107,6 +124,7 @@ impl Default for WritecardSettings {
             outlet_ca_key: None,
             outlet_cert_days: default_outlet_cert_days(),
             outlet_crl: None,
+            foreign_reader: ForeignReaderPolicy::default(),
         }
     }
 }

@@ -22,3 +22,4 @@ pub mod seed;
 pub mod topology;
 pub mod vreaders;
 pub mod worker;
+pub mod writers;

@@ -44,41 +44,60 @@ pub async fn run(settings: &Settings, args: PublishArgs) -> anyhow::Result<()> {
         body = std::fs::read(&args.file)
             .with_context(|| format!("reading {}", args.file.display()))?;
     }
-    let info = registry::find(&args.message_type)
-        .with_context(|| format!("unknown message type {:?}", args.message_type))?;
-    (info.check)(&body).context("the body does not fit the contract")?;
+    send(
+        settings,
+        &args.message_type,
+        &body,
+        args.message_id,
+        args.outlet.as_deref(),
+        args.wait,
+    )
+    .await
+}
+
+/// Checks `body` against the contract of `message_type`, publishes it where the registry says
+/// (outlet work to `outlet`), and with `wait` prints its outcome event.
+pub async fn send(
+    settings: &Settings,
+    message_type: &str,
+    body: &[u8],
+    message_id: Option<String>,
+    outlet: Option<&str>,
+    wait: Option<u64>,
+) -> anyhow::Result<()> {
+    let info = registry::find(message_type)
+        .with_context(|| format!("unknown message type {message_type:?}"))?;
+    (info.check)(body).context("the body does not fit the contract")?;
     let (exchange, routing_key) = match info.role {
         MessageRole::Job(queue) => (JOBS_EXCHANGE.to_owned(), queue.key().to_owned()),
         MessageRole::OutletResult => (RESULTS_EXCHANGE.to_owned(), OUTLET_RESULTS_KEY.to_owned()),
-        MessageRole::OutletWork => match &args.outlet {
-            Some(outlet) => (OUTLETS_EXCHANGE.to_owned(), outlet.clone()),
-            None => bail!("{} goes to an outlet: give --outlet", args.message_type),
+        MessageRole::OutletWork => match outlet {
+            Some(outlet) => (OUTLETS_EXCHANGE.to_owned(), outlet.to_owned()),
+            None => bail!("{message_type} goes to an outlet: give --outlet"),
         },
-        MessageRole::Event(_) => bail!("{} is an event, not a job", args.message_type),
+        MessageRole::Event(_) => bail!("{message_type} is an event, not a job"),
     };
-    let message_id = args
-        .message_id
-        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    let message_id = message_id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
     let client = Client::connect_any(&settings.amqp.addresses(), "simflow-publish").await?;
-    let mut watch = match args.wait {
+    let mut watch = match wait {
         Some(_) => Some(client.watch_events(&["#"]).await?),
         None => None,
     };
-    let limit = Duration::from_secs(args.wait.unwrap_or(PUBLISH_LIMIT_SECONDS).max(1));
+    let limit = Duration::from_secs(wait.unwrap_or(PUBLISH_LIMIT_SECONDS).max(1));
     client
         .within(
             limit,
             client.publish_raw(
                 &exchange,
                 &routing_key,
-                Some(&args.message_type),
+                Some(message_type),
                 &message_id,
-                &body,
+                body,
             ),
         )
         .await?;
-    println!("published {} as {message_id}", args.message_type);
-    if let (Some(watch), Some(seconds)) = (watch.as_mut(), args.wait) {
+    println!("published {message_type} as {message_id}");
+    if let (Some(watch), Some(seconds)) = (watch.as_mut(), wait) {
         let event = watch
             .next_for(&message_id, Duration::from_secs(seconds))
             .await?;
