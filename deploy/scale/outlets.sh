@@ -6,6 +6,7 @@
 #   deploy/scale/outlets.sh [--release] [bench outlets options…]
 #   deploy/scale/outlets.sh --release --outlets 10000 --connections 1000
 #
+# SCALE_SIMFLOW=/path/to/simflow uses that binary instead of building one.
 # SCALE_TCP_BUFFER=32768 gives the node's AMQP listener socket buffers of that size.
 # SCALE_NOFILE sets the node's (and the bench's) open-file limit (default 65536, or the hard
 # limit if that is lower). Set
@@ -32,12 +33,16 @@ if [[ "$hard" != unlimited ]] && (( hard < nofile )); then nofile=$hard; fi
 ulimit -n "$nofile" || { echo "outlets.sh: cannot raise the open-file limit to $nofile" >&2; exit 1; }
 echo "outlets.sh: open-file limit $nofile for the node and the bench" >&2
 
-if [[ "$profile" == release ]]; then
-    cargo build --locked --release -p simflow-cli >&2
+if [[ -n "${SCALE_SIMFLOW:-}" ]]; then
+    simflow="$SCALE_SIMFLOW"
 else
-    cargo build --locked -p simflow-cli >&2
+    if [[ "$profile" == release ]]; then
+        cargo build --locked --release -p simflow-cli >&2
+    else
+        cargo build --locked -p simflow-cli >&2
+    fi
+    simflow="${CARGO_TARGET_DIR:-target}/$profile/simflow"
 fi
-simflow="${CARGO_TARGET_DIR:-target}/$profile/simflow"
 
 if [[ "$own_node" == yes ]]; then
     dir="${SCALE_DIR:-/tmp/simflow-scale}"

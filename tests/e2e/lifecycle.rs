@@ -218,8 +218,10 @@ async fn revoking_an_outlet_cuts_off_its_node_and_expires_every_pending_script()
     assert!(format!("{error:#}").contains("refused"), "{error:#}");
     let connection = OutletConnection {
         uri: world.outlet_uri("HX01")?,
+        failover_uris: Vec::new(),
         outlet_code: "HX01".into(),
         user: outlet_user(&world.env.vhost, "HX01"),
+        tls: None,
     };
     assert!(
         simflow_runtime::outlet::check_access(&connection)

@@ -83,6 +83,7 @@ impl Centre {
                 csr_pem: &request.csr_pem,
                 vhost: "/",
                 validity: Duration::from_secs(3600),
+                by: "test",
             },
         )
         .await?;

@@ -45,7 +45,7 @@ use anyhow::{Context, bail};
 use clap::Args;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use secrecy::ExposeSecret;
+use secrecy::{ExposeSecret, SecretString};
 use simflow_runtime::Settings;
 use simflow_runtime::amqp::{AnyMessage, Client, ReceivedEvent};
 use simflow_runtime::brokers::BrokerAddresses;
