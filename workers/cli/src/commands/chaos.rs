@@ -337,7 +337,10 @@ pub async fn run(settings: Settings, args: ChaosArgs) -> anyhow::Result<()> {
             settings.database.url = SecretString::from(url.clone());
             settings = settings.in_namespace("/", DATABASE);
             settings.validate()?;
-            Some(PgCluster::new(&args.pg_cluster_helper, &args.pg_cluster_dir))
+            Some(PgCluster::new(
+                &args.pg_cluster_helper,
+                &args.pg_cluster_dir,
+            ))
         }
         None => None,
     };
@@ -354,7 +357,10 @@ pub async fn run(settings: Settings, args: ChaosArgs) -> anyhow::Result<()> {
     };
     let database = settings.database.url.clone();
     let result = async {
-        let report = Run::new(settings, faults, database_cluster, plan).await?.execute().await?;
+        let report = Run::new(settings, faults, database_cluster, plan)
+            .await?
+            .execute()
+            .await?;
         report.print(started.elapsed());
         report.verdict()
     }
