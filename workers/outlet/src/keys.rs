@@ -3,7 +3,7 @@
 //!
 //! Files, all beside `[outlet] key_file` and all mode 0600:
 //! - `<key_file>`: the current secret key (base64), as `simflow outlet keygen` writes it;
-//! - `<key_file>.next`: a new key made by [`rotate`] and announced to the centre, not yet
+//! - `<key_file>.next`: a new key made by [`crate::rotate_key`] and announced to the centre, not yet
 //!   current (only between the announcement and the rename; a rotation interrupted here is
 //!   finished by running it again);
 //! - `<key_file>.previous`: the key before the last rotation and, on its second line, when it
