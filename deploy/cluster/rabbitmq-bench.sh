@@ -15,8 +15,14 @@ cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 args=("$@")
 if ((${#args[@]} == 0)); then args=(--jobs 3000 --prefetch 50 --batch 32); fi
 
-cargo build --locked --quiet --release -p simflow-cli --bin simflow
-simflow="${CARGO_TARGET_DIR:-target}/release/simflow"
+# BENCH_PROFILE=debug uses the debug build (the ratio compares one binary on both brokers).
+profile="${BENCH_PROFILE:-release}"
+if [[ "$profile" == release ]]; then
+    cargo build --locked --quiet --release -p simflow-cli --bin simflow
+else
+    cargo build --locked --quiet -p simflow-cli --bin simflow
+fi
+simflow="${CARGO_TARGET_DIR:-target}/$profile/simflow"
 
 started_here=0
 if ! deploy/cluster/rabbitmq.sh status 2>/dev/null | grep -q "^simflow-c3@localhost running" ||
