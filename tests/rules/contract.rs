@@ -62,6 +62,16 @@ const CHECKED_BY_THE_DATABASE: &[(&str, &str, &str)] = &[
         "OUTLET_UNKNOWN (provisioning accepts only such codes)",
     ),
     (
+        "outlet.heartbeat.v1",
+        "/outlet_code",
+        "RESULT_NOT_FROM_OUTLET (only the outlet's own broker user, named by a provisioned code, may send it)",
+    ),
+    (
+        "outlet.key_rotated.v1",
+        "/outlet_code",
+        "RESULT_NOT_FROM_OUTLET (only the outlet's own broker user, named by a provisioned code, may send it)",
+    ),
+    (
         "writecard.script.v1",
         "/outlet_code",
         "the outlet node refuses another outlet's work; simflow.outlet-expired finds no such script",
