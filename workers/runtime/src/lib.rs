@@ -26,6 +26,7 @@ pub mod metrics;
 pub mod multihost;
 pub mod outcome;
 pub mod outlet;
+pub mod outlet_load;
 pub mod outlet_tls;
 pub mod readiness;
 pub mod reasons;

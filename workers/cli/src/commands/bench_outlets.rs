@@ -22,13 +22,11 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::Args;
 use futures_util::{StreamExt, TryStreamExt};
-use lapin::options::{BasicConsumeOptions, BasicPublishOptions, ConfirmSelectOptions};
-use lapin::types::FieldTable;
-use lapin::{BasicProperties, Connection};
 use secrecy::SecretString;
 use simflow_runtime::Settings;
 use simflow_runtime::management::Management;
-use simflow_schemas::topology::{ArgValue, Topology, outlet_queue_name, outlet_topology};
+use simflow_runtime::outlet_load::{IdleNodes, OutletLoad};
+use simflow_schemas::topology::{ArgValue, Topology, outlet_topology};
 
 use crate::world;
 
@@ -314,9 +312,7 @@ async fn measure(
         base.allocated as f64 / 1_048_576.0,
         base.fds
     );
-    let connection = simflow_runtime::amqp::connect(&settings.amqp.uri, "simflow-bench-outlets")
-        .await
-        .context("connecting to the broker")?;
+    let load = OutletLoad::connect(&settings.amqp.uri, args.concurrency).await?;
 
     println!();
     print_header("per outlet queue (variant, state)");
@@ -325,7 +321,11 @@ async fn measure(
     for variant in &args.variants {
         let before = Reading::take(management, settle, &args.node_pids).await?;
         let started = Instant::now();
-        declare_all(&connection, settings, *variant, codes, args.concurrency).await?;
+        let topologies: Vec<Topology> = codes
+            .iter()
+            .map(|code| variant.topology(code, settings))
+            .collect();
+        load.declare(&topologies).await?;
         declare_rates.push((
             variant.name(),
             codes.len() as f64 / started.elapsed().as_secs_f64(),
@@ -333,14 +333,14 @@ async fn measure(
         let idle = Reading::take(management, settle, &args.node_pids).await?;
         let idle_per = idle.per(&before, codes.len());
         idle_per.print(&format!("{} queue, empty", variant.name()));
-        fill_all(&connection, codes, args.message_bytes, args.concurrency).await?;
+        load.fill(codes, args.message_bytes).await?;
         let full = Reading::take(management, settle, &args.node_pids).await?;
         full.per(&before, codes.len()).print(&format!(
             "{} queue, one {} B message",
             variant.name(),
             args.message_bytes
         ));
-        delete_all(&connection, codes, args.concurrency).await?;
+        load.delete(codes).await?;
         if *variant == QueueVariant::Quorum {
             per_queue = Some(idle_per);
         }
@@ -400,29 +400,15 @@ async fn measure(
     let mut per_connection = None;
     if args.connections > 0 {
         let started = Instant::now();
-        let nodes: Vec<(Connection, lapin::Consumer)> =
-            futures_util::stream::iter(codes.iter().zip(&passwords).take(args.connections))
-                .map(|(code, password)| async move {
-                    let uri = world::outlet_uri(settings, code, password)?;
-                    let connection =
-                        simflow_runtime::amqp::connect(&uri, &format!("bench-node-{code}"))
-                            .await
-                            .with_context(|| format!("outlet {code} connecting"))?;
-                    let channel = connection.create_channel().await?;
-                    let consumer = channel
-                        .basic_consume(
-                            outlet_queue_name(code).as_str().into(),
-                            "bench-node".into(),
-                            BasicConsumeOptions::default(),
-                            FieldTable::default(),
-                        )
-                        .await
-                        .with_context(|| format!("outlet {code} consuming its queue"))?;
-                    anyhow::Ok((connection, consumer))
-                })
-                .buffer_unordered(args.concurrency)
-                .try_collect()
-                .await?;
+        let outlets = codes
+            .iter()
+            .zip(&passwords)
+            .take(args.connections)
+            .map(|(code, password)| {
+                Ok((code.clone(), world::outlet_uri(settings, code, password)?))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let nodes = IdleNodes::open(outlets, args.concurrency).await?;
         let connect_rate = nodes.len() as f64 / started.elapsed().as_secs_f64();
         let connected = Reading::take(management, settle, &args.node_pids).await?;
         let per = connected.per(&provisioned, nodes.len());
@@ -433,10 +419,7 @@ async fn measure(
         );
         println!("connection rate: {connect_rate:.0} node logins/s");
         per_connection = Some(per);
-        for (connection, consumer) in nodes {
-            drop(consumer);
-            let _ = connection.close(200, "bench done".into()).await;
-        }
+        nodes.close().await;
     }
 
     println!();
@@ -462,108 +445,5 @@ async fn measure(
             base.fds as f64 + outlets * (per_outlet.fds.max(0.0) + per_connection.fds)
         );
     }
-    Ok(())
-}
-
-/// Declares every outlet's queue of `variant`, spread over `concurrency` channels.
-async fn declare_all(
-    connection: &Connection,
-    settings: &Settings,
-    variant: QueueVariant,
-    codes: &[String],
-    concurrency: usize,
-) -> anyhow::Result<()> {
-    on_channels(connection, codes, concurrency, false, |channel, code| {
-        let topology = variant.topology(code, settings);
-        async move {
-            simflow_runtime::amqp::declare(&channel, &topology)
-                .await
-                .with_context(|| format!("declaring the queue of outlet {code}"))
-        }
-    })
-    .await
-}
-
-/// Puts one persistent message of `bytes` bytes in every outlet's queue (confirmed).
-async fn fill_all(
-    connection: &Connection,
-    codes: &[String],
-    bytes: usize,
-    concurrency: usize,
-) -> anyhow::Result<()> {
-    let body = vec![b'x'; bytes];
-    let body = &body;
-    on_channels(
-        connection,
-        codes,
-        concurrency,
-        true,
-        |channel, code| async move {
-            channel
-                .basic_publish(
-                    "".into(),
-                    outlet_queue_name(code).as_str().into(),
-                    BasicPublishOptions::default(),
-                    body,
-                    BasicProperties::default().with_delivery_mode(2),
-                )
-                .await?
-                .await?;
-            Ok(())
-        },
-    )
-    .await
-}
-
-async fn delete_all(
-    connection: &Connection,
-    codes: &[String],
-    concurrency: usize,
-) -> anyhow::Result<()> {
-    on_channels(
-        connection,
-        codes,
-        concurrency,
-        false,
-        |channel, code| async move {
-            channel
-                .queue_delete(
-                    outlet_queue_name(code).as_str().into(),
-                    lapin::options::QueueDeleteOptions::default(),
-                )
-                .await?;
-            Ok(())
-        },
-    )
-    .await
-}
-
-/// Runs `step` for every code, `concurrency` channels at once, one code at a time per channel
-/// (AMQP methods on one channel are answered in order); with `confirms`, in confirm mode.
-async fn on_channels<'a, F, Fut>(
-    connection: &Connection,
-    codes: &'a [String],
-    concurrency: usize,
-    confirms: bool,
-    step: F,
-) -> anyhow::Result<()>
-where
-    F: Fn(lapin::Channel, &'a str) -> Fut + Copy,
-    Fut: std::future::Future<Output = anyhow::Result<()>>,
-{
-    let lanes = (0..concurrency).map(|lane| async move {
-        let channel = connection.create_channel().await?;
-        if confirms {
-            channel
-                .confirm_select(ConfirmSelectOptions::default())
-                .await?;
-        }
-        for code in codes.iter().skip(lane).step_by(concurrency) {
-            step(channel.clone(), code).await?;
-        }
-        let _ = channel.close(200, "done".into()).await;
-        anyhow::Ok(())
-    });
-    futures_util::future::try_join_all(lanes).await?;
     Ok(())
 }
