@@ -156,6 +156,32 @@ pub struct Provisioning<'a> {
     pub by: &'a str,
 }
 
+/// What both ways of provisioning check before touching the broker: a code safe in names, a
+/// readable public key, an active agent, and no revocation of that code (revocation is final).
+async fn check_provisionable(
+    db: &mut PgConnection,
+    outlet_code: &str,
+    agent_code: &str,
+    public_key: &str,
+) -> anyhow::Result<OutletPublicKey> {
+    anyhow::ensure!(
+        valid_outlet_code(outlet_code),
+        "outlet code {outlet_code:?}: use 1–32 letters, digits, - or _"
+    );
+    let key = OutletPublicKey::from_base64(public_key).context("the outlet's public key")?;
+    let agent = simflow_inventory::writing::agent(db, agent_code)
+        .await?
+        .with_context(|| format!("no agent {agent_code}"))?;
+    anyhow::ensure!(agent.active, "agent {} is not active", agent.ess_code);
+    if let Some(existing) = get(db, outlet_code).await? {
+        anyhow::ensure!(
+            existing.active,
+            "outlet {outlet_code} was revoked, and revocation is final: provision the outlet under a new code"
+        );
+    }
+    Ok(key)
+}
+
 /// Provisions an outlet: its queue, its broker user (read only its queue, publish only
 /// results), and its record with the public key. Idempotent; provisioning again replaces the
 /// key and password.
@@ -166,24 +192,13 @@ pub async fn provision(
     params: &TopologyParams,
     provisioning: &Provisioning<'_>,
 ) -> anyhow::Result<Outlet> {
-    anyhow::ensure!(
-        valid_outlet_code(provisioning.outlet_code),
-        "outlet code {:?}: use 1–32 letters, digits, - or _",
-        provisioning.outlet_code
-    );
-    let key =
-        OutletPublicKey::from_base64(provisioning.public_key).context("the outlet's public key")?;
-    let agent = simflow_inventory::writing::agent(db, provisioning.agent_code)
-        .await?
-        .with_context(|| format!("no agent {}", provisioning.agent_code))?;
-    anyhow::ensure!(agent.active, "agent {} is not active", agent.ess_code);
-    if let Some(existing) = get(db, provisioning.outlet_code).await? {
-        anyhow::ensure!(
-            existing.active,
-            "outlet {} was revoked, and revocation is final: provision the outlet under a new code",
-            provisioning.outlet_code
-        );
-    }
+    let key = check_provisionable(
+        db,
+        provisioning.outlet_code,
+        provisioning.agent_code,
+        provisioning.public_key,
+    )
+    .await?;
     outlet::provision(
         client,
         management,
@@ -607,24 +622,13 @@ pub async fn provision_tls(
     ca: &OutletCa,
     provisioning: &TlsProvisioning<'_>,
 ) -> anyhow::Result<TlsProvisioned> {
-    anyhow::ensure!(
-        valid_outlet_code(provisioning.outlet_code),
-        "outlet code {:?}: use 1–32 letters, digits, - or _",
-        provisioning.outlet_code
-    );
-    let key =
-        OutletPublicKey::from_base64(provisioning.public_key).context("the outlet's public key")?;
-    let agent = simflow_inventory::writing::agent(db, provisioning.agent_code)
-        .await?
-        .with_context(|| format!("no agent {}", provisioning.agent_code))?;
-    anyhow::ensure!(agent.active, "agent {} is not active", agent.ess_code);
-    if let Some(existing) = get(db, provisioning.outlet_code).await? {
-        anyhow::ensure!(
-            existing.active,
-            "outlet {} was revoked, and revocation is final: provision the outlet under a new code",
-            provisioning.outlet_code
-        );
-    }
+    let key = check_provisionable(
+        db,
+        provisioning.outlet_code,
+        provisioning.agent_code,
+        provisioning.public_key,
+    )
+    .await?;
     let broker_user = outlet_user(provisioning.vhost, provisioning.outlet_code);
     let certificate = ca.issue(provisioning.csr_pem, &broker_user, provisioning.validity)?;
     outlet::provision_external(
